@@ -1,0 +1,36 @@
+# Every target installs what it needs into .venv first (pip's cache lives under ~/.cache/pip).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PIP_VERSION := 25.3
+
+.PHONY: demo test bench lint typecheck venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
+	$(PY) -m pip install -q -e '.[scorer,training]' --group dev
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/fraud-demo
+
+test: lint typecheck
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/run_bench.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache

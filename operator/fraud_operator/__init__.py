@@ -1,0 +1,1 @@
+"""The FraudDetector Kubernetes operator (kopf). Built in a later issue."""

@@ -1,0 +1,1 @@
+"""Real-time fraud scorer: Kafka in, CEL rules + ONNX model, decisions out."""

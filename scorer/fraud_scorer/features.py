@@ -1,0 +1,225 @@
+"""Per-user feature state and the features computed from it.
+
+Every feature is a function of the user's own events inside a bounded *history horizon*
+(``history_hours``, at most ``max_events_per_user`` of them) that precede the current one in
+partition order. That bound is what makes state rebuildable: replaying the partition's recent
+messages after a restart or rebalance reproduces exactly the state an uninterrupted process
+would hold, so features (and decisions) do not depend on where a consumer started.
+
+Amounts are kept as integer cents so running sums are exact: adding and later evicting an event
+leaves no floating-point residue that a replay would not reproduce.
+
+Training imports this module and replays its transactions through the same engine, so serving
+and training compute identical features.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from fraud_scorer.contract import Transaction
+from fraud_scorer.geo import COUNTRY_CENTROIDS
+
+FEATURE_SET_VERSION: Final = "v1"
+
+CelType = Literal["double", "int", "bool"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    name: str
+    cel_type: CelType
+    doc: str
+
+
+FEATURES: Final = (
+    FeatureSpec("amount", "double", "transaction amount in its currency"),
+    FeatureSpec("hour_of_day", "int", "hour of the event in the timestamp's own offset"),
+    FeatureSpec("card_not_present", "bool", "channel is online, app or mail/phone order"),
+    FeatureSpec("history_count", "int", "user's events in the history horizon"),
+    FeatureSpec("tx_count_1h", "int", "user's events in the hour before this one"),
+    FeatureSpec("tx_count_24h", "int", "user's events in the 24 hours before this one"),
+    FeatureSpec("amount_sum_24h", "double", "sum of the user's amounts in the previous 24 h"),
+    FeatureSpec("amount_zscore", "double", "amount against the user's history (0 if < 2 events)"),
+    FeatureSpec("amount_to_mean", "double", "amount / user's mean amount (1 if no history)"),
+    FeatureSpec(
+        "seconds_since_last", "double", "since the user's previous event (horizon if none)"
+    ),
+    FeatureSpec("location_changed", "bool", "country differs from the previous event's"),
+    FeatureSpec("travel_speed_kmh", "double", "implied speed from the previous event's place"),
+    FeatureSpec("device_seen_before", "bool", "device used by this user in the horizon"),
+    FeatureSpec("merchant_category_new", "bool", "first event in this merchant category"),
+)
+FEATURE_NAMES: Final = tuple(f.name for f in FEATURES)
+FEATURE_INDEX: Final = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+_CARD_NOT_PRESENT: Final = frozenset({"online", "app", "moto", "ecommerce", "web"})
+_EARTH_RADIUS_KM: Final = 6371.0
+_MIN_TRAVEL_HOURS: Final = 1.0 / 60.0
+_EXPIRY_MARGIN_S: Final = 3600.0
+
+# An event kept in state: (epoch seconds, amount in cents, country, lat, lon, device, category)
+Event = tuple[float, int, str, float, float, str, str]
+
+
+class UserState:
+    __slots__ = ("cents_sq_sum", "cents_sum", "events")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.cents_sum = 0
+        self.cents_sq_sum = 0
+
+
+def _place(tx: Transaction) -> tuple[float, float]:
+    if tx.lat is not None and tx.lon is not None:
+        return tx.lat, tx.lon
+    return COUNTRY_CENTROIDS.get(tx.location, (math.nan, math.nan))
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * _EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+class FeatureEngine:
+    """Per-partition, per-user state. ``compute`` returns the feature vector of one event
+    (ordered as :data:`FEATURE_NAMES`) and then folds the event into the user's state."""
+
+    def __init__(self, history_hours: float = 168.0, max_events_per_user: int = 64) -> None:
+        self.horizon_s = history_hours * 3600.0
+        self.max_events = max_events_per_user
+        self.partitions: dict[int, dict[str, UserState]] = {}
+        self.watermark = -math.inf
+
+    def compute(self, partition: int, tx: Transaction, ts: float) -> list[float]:
+        users = self.partitions.get(partition)
+        if users is None:
+            users = self.partitions[partition] = {}
+        state = users.get(tx.user_id)
+        if state is None:
+            state = users[tx.user_id] = UserState()
+        self.watermark = max(self.watermark, ts)
+        events = state.events
+        self._evict_before(state, ts - self.horizon_s)
+
+        amount = tx.amount
+        cents = round(amount * 100.0)
+        country = sys.intern(tx.location)
+        category = sys.intern(tx.merchant_category)
+        device = tx.device_id
+        lat, lon = _place(tx)
+        n = len(events)
+        if n:
+            last = events[-1]
+            since = ts - last[0]
+            since = max(since, 0.0)
+            t1h, t24h = ts - 3600.0, ts - 86400.0
+            c1h = c24h = s24h = 0
+            device_seen, category_new = 0.0, 1.0
+            for e in events:
+                if e[0] > t24h:
+                    c24h += 1
+                    s24h += e[1]
+                    if e[0] > t1h:
+                        c1h += 1
+                if e[5] == device:
+                    device_seen = 1.0
+                if e[6] == category:
+                    category_new = 0.0
+            mean = state.cents_sum / n
+            var_num = n * state.cents_sq_sum - state.cents_sum * state.cents_sum
+            zscore = (cents - mean) * n / math.sqrt(var_num) if n >= 2 and var_num > 0 else 0.0
+            to_mean = cents / mean if mean > 0 else 1.0
+            location_changed = 1.0 if last[2] != country else 0.0
+            distance = haversine_km(last[3], last[4], lat, lon)
+            speed = distance / max(since / 3600.0, _MIN_TRAVEL_HOURS)
+            if math.isnan(speed):
+                speed = 0.0
+            row = [
+                amount,
+                float(tx.timestamp.hour),
+                1.0 if tx.channel in _CARD_NOT_PRESENT else 0.0,
+                float(n),
+                float(c1h),
+                float(c24h),
+                s24h / 100.0,
+                zscore,
+                to_mean,
+                since,
+                location_changed,
+                speed,
+                device_seen,
+                category_new,
+            ]
+        else:
+            row = [
+                amount,
+                float(tx.timestamp.hour),
+                1.0 if tx.channel in _CARD_NOT_PRESENT else 0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                1.0,
+                self.horizon_s,
+                0.0,
+                0.0,
+                0.0,
+                1.0,
+            ]
+        events.append((ts, cents, country, lat, lon, device, category))
+        state.cents_sum += cents
+        state.cents_sq_sum += cents * cents
+        if n + 1 > self.max_events:
+            self._drop_oldest(state, n + 1 - self.max_events)
+        return row
+
+    @staticmethod
+    def _drop_oldest(state: UserState, count: int) -> None:
+        for e in state.events[:count]:
+            state.cents_sum -= e[1]
+            state.cents_sq_sum -= e[1] * e[1]
+        del state.events[:count]
+
+    def _evict_before(self, state: UserState, horizon: float) -> None:
+        events = state.events
+        i = 0
+        while i < len(events) and events[i][0] <= horizon:
+            i += 1
+        if i:
+            self._drop_oldest(state, i)
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget a revoked partition's users: its new owner rebuilds them by replay."""
+        self.partitions.pop(partition, None)
+
+    def expire_idle(self) -> int:
+        """Drop users with no event inside the horizon (plus a margin for late events)."""
+        cutoff = self.watermark - self.horizon_s - _EXPIRY_MARGIN_S
+        dropped = 0
+        for users in self.partitions.values():
+            stale = [uid for uid, st in users.items() if st.events[-1][0] <= cutoff]
+            for uid in stale:
+                del users[uid]
+            dropped += len(stale)
+        return dropped
+
+    def user_count(self) -> int:
+        return sum(len(users) for users in self.partitions.values())
+
+    def iter_users(self) -> Iterator[tuple[int, str, UserState]]:
+        for partition, users in self.partitions.items():
+            for uid, st in users.items():
+                yield partition, uid, st
+
+
+def as_mapping(row: list[float]) -> dict[str, float]:
+    return dict(zip(FEATURE_NAMES, row, strict=True))

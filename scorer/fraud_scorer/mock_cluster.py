@@ -1,0 +1,115 @@
+"""An in-process Kafka-protocol broker: librdkafka's mock cluster.
+
+librdkafka (shipped inside the confluent-kafka wheel) contains a real Kafka protocol server
+used for its own tests. We drive its C API with ctypes so we can create topics with a chosen
+partition count (the mock has no CreateTopics) and take brokers down and up. Any Kafka client
+can connect to :attr:`MockCluster.bootstrap_servers` on 127.0.0.1.
+
+Used by ``make demo``, the benchmarks and the integration tests; never by production code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+from pathlib import Path
+from types import TracebackType
+
+import confluent_kafka
+
+_RD_KAFKA_PRODUCER = 0
+
+
+def _librdkafka() -> ctypes.CDLL:
+    pkg = Path(confluent_kafka.__file__).parent
+    candidates = sorted(glob.glob(str(pkg.parent / "confluent_kafka.libs" / "librdkafka*.so*")))
+    if not candidates:
+        raise RuntimeError("librdkafka not found inside the confluent-kafka wheel")
+    lib = ctypes.CDLL(candidates[0])
+    lib.rd_kafka_conf_new.restype = ctypes.c_void_p
+    lib.rd_kafka_conf_set.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+    ]
+    lib.rd_kafka_new.restype = ctypes.c_void_p
+    lib.rd_kafka_new.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    lib.rd_kafka_destroy.argtypes = [ctypes.c_void_p]
+    lib.rd_kafka_mock_cluster_new.restype = ctypes.c_void_p
+    lib.rd_kafka_mock_cluster_new.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.rd_kafka_mock_cluster_destroy.argtypes = [ctypes.c_void_p]
+    lib.rd_kafka_mock_cluster_bootstraps.restype = ctypes.c_char_p
+    lib.rd_kafka_mock_cluster_bootstraps.argtypes = [ctypes.c_void_p]
+    lib.rd_kafka_mock_topic_create.restype = ctypes.c_int
+    lib.rd_kafka_mock_topic_create.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
+    lib.rd_kafka_mock_broker_set_down.restype = ctypes.c_int
+    lib.rd_kafka_mock_broker_set_down.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    lib.rd_kafka_mock_broker_set_up.restype = ctypes.c_int
+    lib.rd_kafka_mock_broker_set_up.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    return lib
+
+
+class MockCluster:
+    """A running mock Kafka cluster; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, brokers: int = 1, default_partitions: int = 4) -> None:
+        self._lib = _librdkafka()
+        conf = self._lib.rd_kafka_conf_new()
+        err = ctypes.create_string_buffer(512)
+        # A quiet handle whose only job is to own the mock cluster.
+        self._lib.rd_kafka_conf_set(conf, b"log_level", b"0", err, len(err))
+        self._rk = self._lib.rd_kafka_new(_RD_KAFKA_PRODUCER, conf, err, len(err))
+        if not self._rk:
+            raise RuntimeError(f"rd_kafka_new failed: {err.value.decode()}")
+        self._mc = self._lib.rd_kafka_mock_cluster_new(self._rk, brokers)
+        if not self._mc:
+            self._lib.rd_kafka_destroy(self._rk)
+            raise RuntimeError("rd_kafka_mock_cluster_new failed")
+        self.bootstrap_servers: str = self._lib.rd_kafka_mock_cluster_bootstraps(self._mc).decode()
+        self.default_partitions = default_partitions
+        self.brokers = brokers
+
+    def create_topic(self, name: str, partitions: int | None = None) -> None:
+        rc = self._lib.rd_kafka_mock_topic_create(
+            self._mc, name.encode(), partitions or self.default_partitions, 1
+        )
+        if rc != 0:
+            raise RuntimeError(f"creating mock topic {name!r} failed with error {rc}")
+
+    def broker_down(self, broker_id: int = 1) -> None:
+        self._lib.rd_kafka_mock_broker_set_down(self._mc, broker_id)
+
+    def broker_up(self, broker_id: int = 1) -> None:
+        self._lib.rd_kafka_mock_broker_set_up(self._mc, broker_id)
+
+    def close(self) -> None:
+        if self._mc:
+            self._lib.rd_kafka_mock_cluster_destroy(self._mc)
+            self._mc = None
+        if self._rk:
+            self._lib.rd_kafka_destroy(self._rk)
+            self._rk = None
+
+    def __enter__(self) -> MockCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def pid_env() -> dict[str, str]:
+    """Environment for child processes that should not inherit librdkafka debug settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RDKAFKA_")}

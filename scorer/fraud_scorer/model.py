@@ -1,0 +1,149 @@
+"""Model artifacts: ``model.onnx`` + ``manifest.json``, verified before use.
+
+A scorer refuses a model whose file hash differs from the manifest, whose feature set version
+or feature names are not the ones this scorer computes, or whose graph does not accept that
+many features or does not return finite probabilities on a warm-up batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fraud_scorer.features import FEATURE_INDEX, FEATURE_NAMES, FEATURE_SET_VERSION
+
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+
+
+class ModelError(Exception):
+    """The model artifact cannot be used; the message says what is wrong and what to do."""
+
+
+class ModelManifest(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    version: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    feature_names: list[str] = Field(min_length=1)
+    feature_types: list[str] | None = None
+    feature_set_version: str
+    threshold: float | None = None
+    output_name: str = "probabilities"
+    positive_class_index: int = 1
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(model_dir: Path) -> ModelManifest:
+    path = model_dir / MANIFEST_FILE
+    try:
+        return ModelManifest.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError as exc:
+        raise ModelError(
+            f"no {MANIFEST_FILE} in {model_dir}: a model is a directory holding "
+            f"{MODEL_FILE} and {MANIFEST_FILE}"
+        ) from exc
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise ModelError(f"{path} is not a valid model manifest: {exc}") from exc
+
+
+class Model:
+    """An ONNX classifier ready to score feature rows ordered as :data:`FEATURE_NAMES`."""
+
+    def __init__(self, manifest: ModelManifest, session: ort.InferenceSession) -> None:
+        self.manifest = manifest
+        self.version = manifest.version
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self._output = manifest.output_name
+        self._positive = manifest.positive_class_index
+        wanted = [FEATURE_INDEX[n] for n in manifest.feature_names]
+        self._columns: list[int] | None = (
+            None if wanted == list(range(len(FEATURE_NAMES))) else wanted
+        )
+
+    def score(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Fraud probability of each row (a 2-D float32 array of all scorer features)."""
+        x = rows if self._columns is None else rows[:, self._columns]
+        (probs,) = self._session.run([self._output], {self._input: x})
+        out: npt.NDArray[np.float32] = np.asarray(probs)[:, self._positive]
+        return out
+
+
+def load_model(model_dir: Path, *, threads: int = 1) -> Model:
+    """Load and verify the artifact in ``model_dir``; raise :class:`ModelError` if unusable."""
+    manifest = read_manifest(model_dir)
+    onnx_path = model_dir / MODEL_FILE
+    if not onnx_path.is_file():
+        raise ModelError(f"{onnx_path} is missing")
+    actual = sha256_file(onnx_path)
+    if actual != manifest.sha256:
+        raise ModelError(
+            f"refusing model {manifest.version!r}: {onnx_path} has sha256 {actual[:16]}..., "
+            f"the manifest says {manifest.sha256[:16]}...; the file is corrupt or not the one "
+            "that was trained - re-export it"
+        )
+    if manifest.feature_set_version != FEATURE_SET_VERSION:
+        raise ModelError(
+            f"refusing model {manifest.version!r}: trained on feature set "
+            f"{manifest.feature_set_version!r}, this scorer computes {FEATURE_SET_VERSION!r}"
+        )
+    unknown = [n for n in manifest.feature_names if n not in FEATURE_INDEX]
+    if unknown:
+        raise ModelError(
+            f"refusing model {manifest.version!r}: features {unknown} are not computed by this "
+            f"scorer (it computes {list(FEATURE_NAMES)})"
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        raise ModelError(
+            f"refusing model {manifest.version!r}: onnxruntime cannot load it: {exc}"
+        ) from exc
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelError(
+            f"refusing model {manifest.version!r}: expected 1 input, got {len(inputs)}"
+        )
+    width = inputs[0].shape[-1]
+    if isinstance(width, int) and width != len(manifest.feature_names):
+        raise ModelError(
+            f"refusing model {manifest.version!r}: the graph takes {width} features, "
+            f"the manifest lists {len(manifest.feature_names)}"
+        )
+    if manifest.output_name not in {o.name for o in session.get_outputs()}:
+        raise ModelError(
+            f"refusing model {manifest.version!r}: no output named {manifest.output_name!r}"
+        )
+    model = Model(manifest, session)
+    try:
+        warm = model.score(np.zeros((8, len(FEATURE_NAMES)), dtype=np.float32))
+    except Exception as exc:
+        raise ModelError(
+            f"refusing model {manifest.version!r}: warm-up inference failed: {exc}"
+        ) from exc
+    if warm.shape != (8,) or not np.all(np.isfinite(warm)):
+        raise ModelError(f"refusing model {manifest.version!r}: warm-up returned no probabilities")
+    return model

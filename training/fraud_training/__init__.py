@@ -1,0 +1,1 @@
+"""Synthetic data, training, evaluation and ONNX export for the fraud scorer."""

@@ -1,0 +1,408 @@
+"""``make demo``: the whole pipeline on one machine, with nothing but this package installed.
+
+1. trains a small LightGBM model on synthetic labelled transactions and exports it to ONNX;
+2. starts an in-process Kafka-protocol broker (librdkafka's mock cluster);
+3. starts the real scorer (``python -m fraud_scorer``) as a separate process;
+4. streams synthetic traffic with injected fraud (and some malformed messages) at a fixed rate
+   while reading decisions and dead letters back, with live progress;
+5. stops the scorer with SIGTERM and prints a report, also written to build/demo-report.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import yaml
+from confluent_kafka import Consumer, Producer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from fraud_scorer.mock_cluster import MockCluster
+from fraud_training.synth import SynthConfig, generate
+from fraud_training.train import encode_all, train_and_export
+
+TOPICS = {
+    "input": "transactions",
+    "decisions": "scored-transactions",
+    "alerts": "fraud-alerts",
+    "dead_letter": "transactions-dlq",
+}
+DEMO_RULES = [
+    {"name": "high-amount", "expression": "tx.amount > 1500.0", "action": "review"},
+    {
+        "name": "risky-merchant",
+        "expression": "tx.merchant in ['XYZ_Merchant', 'UnknownShop']",
+        "action": "review",
+    },
+    {
+        "name": "location-jump",
+        "expression": "features.location_changed && features.seconds_since_last < 3600.0"
+        " && !features.device_seen_before",
+        "action": "review",
+    },
+    {
+        "name": "impossible-travel",
+        "expression": "features.travel_speed_kmh > 1000.0",
+        "action": "review",
+    },
+    {
+        "name": "card-testing",
+        "expression": "features.tx_count_1h >= 4 && tx.amount < 5.0 && features.card_not_present",
+        "action": "block",
+    },
+]
+_MALFORMED = (
+    b"this is not json",
+    b'{"transaction_id": "bad-1", "user_id": "u"}',
+    b'{"transaction_id":"bad-2","user_id":"u","amount":-5,"currency":"EUR",'
+    b'"timestamp":"2026-11-01T00:00:00Z","merchant":"m","merchant_category":"c",'
+    b'"channel":"pos","location":"DE","device_id":"d"}',
+    b"\xff\xfe\x00garbage",
+)
+
+
+class _DecisionView(msgspec.Struct):
+    transaction_id: str
+    action: str
+    reasons: list[str]
+    latency_ms: float
+    scored_at: float
+
+
+@dataclass
+class _Tally:
+    produced: int = 0
+    malformed_sent: int = 0
+    decided: int = 0
+    actions: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    first_scored: float = float("inf")
+    last_scored: float = 0.0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    scenario_hits: Counter[str] = field(default_factory=Counter)
+    scenario_total: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"scorer exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"scorer not ready after {timeout}s ({url})")
+
+
+def _collector(
+    bootstrap: str, labels: dict[str, tuple[int, str]], tally: _Tally, stop: threading.Event
+) -> None:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "demo-report",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([TOPICS["decisions"], TOPICS["dead_letter"]])
+    decode = msgspec.json.Decoder(_DecisionView).decode
+    seen: set[str] = set()
+    try:
+        while not stop.is_set():
+            for msg in consumer.consume(1000, 0.05):
+                if msg.error():
+                    continue
+                if msg.topic() == TOPICS["dead_letter"]:
+                    reason = dict(msg.headers() or []).get("dlq.reason", b"?")
+                    with tally.lock:
+                        tally.dead[(reason or b"?").decode()] += 1
+                    continue
+                d = decode(msg.value())
+                if d.transaction_id in seen:  # at-least-once: count each transaction once
+                    continue
+                seen.add(d.transaction_id)
+                label, scenario = labels.get(d.transaction_id, (0, "genuine"))
+                alert = d.action != "allow"
+                with tally.lock:
+                    tally.decided += 1
+                    tally.actions[d.action] += 1
+                    tally.latencies.append(d.latency_ms)
+                    tally.first_scored = min(tally.first_scored, d.scored_at)
+                    tally.last_scored = max(tally.last_scored, d.scored_at)
+                    if alert:
+                        tally.reasons.update(d.reasons)
+                    if label:
+                        tally.scenario_total[scenario] += 1
+                        if alert:
+                            tally.scenario_hits[scenario] += 1
+                    tally.tp += alert and label == 1
+                    tally.fp += alert and label == 0
+                    tally.fn += (not alert) and label == 1
+    finally:
+        consumer.close()
+
+
+def _progress(tally: _Tally, target: int, rate: int) -> Panel:
+    with tally.lock:
+        lat = np.asarray(tally.latencies[-20000:]) if tally.latencies else np.zeros(1)
+        t = Table.grid(padding=(0, 2))
+        t.add_row("produced", f"{tally.produced:,} / {target:,}", "offered rate", f"{rate:,} tx/s")
+        t.add_row("decided", f"{tally.decided:,}", "dead letters", f"{sum(tally.dead.values()):,}")
+        t.add_row("review", f"{tally.actions['review']:,}", "block", f"{tally.actions['block']:,}")
+        t.add_row(
+            "latency p50",
+            f"{np.percentile(lat, 50):.1f} ms",
+            "latency p99",
+            f"{np.percentile(lat, 99):.1f} ms",
+        )
+        t.add_row("true alerts", f"{tally.tp:,}", "false alerts", f"{tally.fp:,}")
+    return Panel(t, title="fraud-detector demo: live", border_style="cyan")
+
+
+def _report(
+    tally: _Tally,
+    args: argparse.Namespace,
+    train_metrics: dict[str, float],
+    scorer_exit: int,
+    wall_s: float,
+) -> dict[str, Any]:
+    lat = np.asarray(tally.latencies) if tally.latencies else np.zeros(1)
+    scored_span = max(tally.last_scored - tally.first_scored, 1e-9)
+    alerts = tally.tp + tally.fp
+    return {
+        "transactions_produced": tally.produced,
+        "malformed_produced": tally.malformed_sent,
+        "decisions": tally.decided,
+        "dead_letters": dict(tally.dead),
+        "lost": tally.produced
+        - tally.malformed_sent
+        - tally.decided
+        + max(tally.malformed_sent - sum(tally.dead.values()), 0),
+        "offered_rate_tx_s": args.rate,
+        "throughput_tx_s": round(tally.decided / scored_span, 1),
+        "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 2) for q in (50, 90, 99)}
+        | {"max": round(float(lat.max()), 2)},
+        "actions": dict(tally.actions),
+        "alerts_by_reason": dict(tally.reasons.most_common()),
+        "precision": round(tally.tp / alerts, 4) if alerts else None,
+        "recall": round(tally.tp / (tally.tp + tally.fn), 4) if tally.tp + tally.fn else None,
+        "recall_by_scenario": {
+            s: round(tally.scenario_hits[s] / n, 4) for s, n in sorted(tally.scenario_total.items())
+        },
+        "model_training_metrics": train_metrics,
+        "scorer_exit_code": scorer_exit,
+        "wall_seconds": round(wall_s, 1),
+    }
+
+
+def _print_report(console: Console, report: dict[str, Any], path: Path) -> None:
+    t = Table(title="fraud-detector demo report", show_header=False)
+    t.add_row(
+        "transactions",
+        f"{report['transactions_produced']:,} produced, "
+        f"{report['decisions']:,} decided, {report['lost']} lost",
+    )
+    t.add_row("dead letters", ", ".join(f"{k}: {v}" for k, v in report["dead_letters"].items()))
+    t.add_row(
+        "throughput",
+        f"{report['throughput_tx_s']:,} tx/s at {report['offered_rate_tx_s']:,} tx/s offered",
+    )
+    t.add_row("latency", ", ".join(f"{k} {v} ms" for k, v in report["latency_ms"].items()))
+    t.add_row("actions", ", ".join(f"{k}: {v:,}" for k, v in report["actions"].items()))
+    t.add_row(
+        "alerts by reason", ", ".join(f"{k}: {v:,}" for k, v in report["alerts_by_reason"].items())
+    )
+    t.add_row("precision / recall", f"{report['precision']} / {report['recall']}")
+    t.add_row(
+        "recall by scenario",
+        ", ".join(f"{k}: {v}" for k, v in report["recall_by_scenario"].items()),
+    )
+    t.add_row("scorer exit code", str(report["scorer_exit_code"]))
+    console.print(t)
+    console.print(f"report written to [bold]{path}[/bold]")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    console = Console()
+    build = Path(args.build_dir)
+    build.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+
+    with console.status("training a model on synthetic transactions..."):
+        history = generate(SynthConfig(users=args.train_users, days=7.0, seed=7))
+        trained = train_and_export(history, build / "demo-model", version="demo-1")
+    console.print(
+        f"[green]model trained[/green] on {len(history):,} transactions: "
+        f"AUC {trained.metrics['roc_auc']:.3f}, AP {trained.metrics['average_precision']:.3f}"
+        f" -> {trained.model_dir}"
+    )
+
+    traffic = generate(
+        SynthConfig(users=args.users, days=2.0, seed=11, start=SynthConfig().start.replace(day=8))
+    )
+    traffic = traffic[: args.transactions]
+    payloads = encode_all(traffic)
+    labels = {e.tx["transaction_id"]: (e.label, e.scenario) for e in traffic}
+
+    with MockCluster() as cluster:
+        for name, parts in (("input", 8), ("decisions", 16), ("alerts", 4), ("dead_letter", 4)):
+            cluster.create_topic(TOPICS[name], parts)
+        console.print(f"[green]mock Kafka cluster[/green] on {cluster.bootstrap_servers}")
+        port = _free_port()
+        config = {
+            "detector": "demo",
+            "kafka": {
+                "bootstrap_servers": cluster.bootstrap_servers,
+                "group_id": "fraud-scorer-demo",
+            },
+            "topics": TOPICS,
+            "model": {"path": str(trained.model_dir)},
+            "rules": DEMO_RULES,
+            "decision": {
+                "review_at": round(trained.review_at, 6),
+                "block_at": round(trained.block_at, 6),
+            },
+            "metrics": {"host": "127.0.0.1", "port": port},
+        }
+        config_path = build / "demo-scorer.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        log_path = build / "demo-scorer.log"
+        with log_path.open("wb") as log_file:
+            scorer = subprocess.Popen(
+                [sys.executable, "-m", "fraud_scorer", "--config", str(config_path)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ},
+            )
+            try:
+                _wait_ready(f"http://127.0.0.1:{port}/readyz", scorer)
+                console.print(
+                    f"[green]scorer running[/green] (pid {scorer.pid}, metrics "
+                    f"http://127.0.0.1:{port}/metrics, log {log_path})"
+                )
+                tally = _Tally()
+                stop = threading.Event()
+                collector = threading.Thread(
+                    target=_collector,
+                    args=(cluster.bootstrap_servers, labels, tally, stop),
+                    daemon=True,
+                )
+                collector.start()
+                _stream(cluster.bootstrap_servers, traffic, payloads, args, tally, console)
+                deadline = time.monotonic() + 60
+                expected = len(payloads)
+                while time.monotonic() < deadline:
+                    with tally.lock:
+                        done = tally.decided + sum(tally.dead.values())
+                    if done >= expected + tally.malformed_sent:
+                        break
+                    time.sleep(0.2)
+                stop.set()
+                collector.join(10)
+            finally:
+                scorer.send_signal(signal.SIGTERM)
+                try:
+                    exit_code = scorer.wait(60)
+                except subprocess.TimeoutExpired:
+                    scorer.kill()
+                    exit_code = scorer.wait()
+    report = _report(tally, args, trained.metrics, exit_code, time.monotonic() - started)
+    path = build / "demo-report.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    _print_report(console, report, path)
+    return report
+
+
+def _stream(
+    bootstrap: str,
+    traffic: list[Any],
+    payloads: list[bytes],
+    args: argparse.Namespace,
+    tally: _Tally,
+    console: Console,
+) -> None:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000}
+    )
+    every = max(int(1 / args.malformed_share), 1) if args.malformed_share > 0 else 0
+    start = time.monotonic()
+    with Live(
+        _progress(tally, len(payloads), args.rate), console=console, refresh_per_second=4
+    ) as live:
+        for i, (event, raw) in enumerate(zip(traffic, payloads, strict=True)):
+            producer.produce(TOPICS["input"], raw, event.tx["user_id"].encode())
+            if every and i % every == every - 1:
+                producer.produce(
+                    TOPICS["input"], _MALFORMED[(i // every) % len(_MALFORMED)], b"malformed"
+                )
+                tally.malformed_sent += 1
+            tally.produced = i + 1
+            if i % 500 == 0:
+                producer.poll(0)
+                ahead = (i + 1) / args.rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+                live.update(_progress(tally, len(payloads), args.rate))
+        producer.flush(30)
+        tally.produced += tally.malformed_sent
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            live.update(_progress(tally, len(payloads), args.rate))
+            with tally.lock:
+                if tally.decided + sum(tally.dead.values()) >= tally.produced:
+                    break
+            time.sleep(0.25)
+    _ = console
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fraud-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--transactions", type=int, default=100_000)
+    parser.add_argument("--rate", type=int, default=5_000, help="offered load, tx/s")
+    parser.add_argument("--users", type=int, default=25_000)
+    parser.add_argument("--train-users", type=int, default=10_000)
+    parser.add_argument("--malformed-share", type=float, default=0.002)
+    parser.add_argument("--build-dir", default="build")
+    args = parser.parse_args(argv)
+    report = run(args)
+    ok = report["lost"] == 0 and report["scorer_exit_code"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
