@@ -1,0 +1,214 @@
+"""Drive real scorer processes against a real Kafka protocol server (librdkafka's mock)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+TOPICS = {"input": "tx", "decisions": "decisions", "alerts": "alerts", "dead_letter": "dlq"}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    items: Iterable[tuple[bytes | None, bytes]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> int:
+    p = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 2, "queue.buffering.max.messages": 1_000_000}
+    )
+    n = 0
+    for key, value in items:
+        p.produce(topic, value, key, headers=headers)
+        n += 1
+        if n % 1000 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+    return n
+
+
+@dataclass
+class Record:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    partition: int
+    offset: int
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int = 4) -> list[Record]:
+    """Everything currently in ``topic``, read to each partition's high watermark."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "test-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        ends = {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in range(partitions)
+        }
+        todo = {p for p, (lo, hi) in ends.items() if hi > lo}
+        c.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
+        out: list[Record] = []
+        deadline = time.monotonic() + 60
+        while todo and time.monotonic() < deadline:
+            for m in c.consume(5000, 0.2):
+                if m.error():
+                    continue
+                out.append(
+                    Record(m.key(), m.value(), dict(m.headers() or []), m.partition(), m.offset())
+                )
+                if m.offset() + 1 >= ends[m.partition()][1]:
+                    todo.discard(m.partition())
+        return out
+    finally:
+        c.close()
+
+
+def topic_size(bootstrap: str, topic: str, partitions: int = 4) -> int:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-size"})
+    try:
+        return sum(
+            hi - lo
+            for lo, hi in (
+                c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                for p in range(partitions)
+            )
+        )
+    finally:
+        c.close()
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int = 4) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        return {
+            tp.partition: tp.offset
+            for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        }
+    finally:
+        c.close()
+
+
+class ScorerProcess:
+    """A real ``python -m fraud_scorer`` process with its own config file and log."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        bootstrap: str,
+        model_dir: Path,
+        *,
+        name: str = "scorer",
+        group: str = "fraud-scorer",
+        rules: list[dict[str, str]] | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.port = free_port()
+        self.config_path = workdir / f"{name}.yaml"
+        self.log_path = workdir / f"{name}.log"
+        self.config: dict[str, Any] = {
+            "detector": "it",
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "group_id": group,
+                "extra": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
+            },
+            "topics": TOPICS,
+            "model": {"path": str(model_dir)},
+            "rules": rules
+            if rules is not None
+            else [
+                {
+                    "name": "risky-merchant",
+                    "expression": "tx.merchant in ['XYZ_Merchant', 'UnknownShop']",
+                },
+            ],
+            "decision": {"review_at": 0.9, "block_at": 0.99},
+            "metrics": {"host": "127.0.0.1", "port": self.port},
+            "reload_interval_s": 0.2,
+            **overrides,
+        }
+        self.write_config()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+    def start(self, wait_ready: bool = True) -> ScorerProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fraud_scorer", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if wait_ready:
+            wait_until(self.ready, 60, f"{self.config_path.stem} /readyz ({self.log()[-2000:]})")
+        return self
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:  # noqa: S310
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return 0, ""
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"scorer exited with {self.proc.returncode}: {self.log()[-3000:]}")
+        return self.get("/readyz")[0] == 200
+
+    def metric(self, name: str, **labels: str) -> float:
+        total = 0.0
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                if line[len(name)] in "{ ":
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""

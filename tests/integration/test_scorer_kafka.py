@@ -1,0 +1,252 @@
+"""The real scorer process against a real Kafka protocol server, end to end."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fraud_scorer.contract import Transaction, TransactionDecoder
+from fraud_scorer.features import FeatureEngine, as_mapping
+from fraud_scorer.mock_cluster import MockCluster
+from fraud_training.synth import LabeledTransaction
+from fraud_training.train import encode_all
+from tests.integration.harness import (
+    TOPICS,
+    ScorerProcess,
+    committed,
+    produce,
+    read_topic,
+    topic_size,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+MALFORMED = [
+    (b"k1", b"not json"),
+    (b"k2", b'{"transaction_id": "x"}'),
+    (b"k3", b"\xc3\x28 invalid utf-8"),
+    (
+        b"k4",
+        b'{"transaction_id":"n","user_id":"u","amount":-3,"currency":"EUR",'
+        b'"timestamp":"2026-11-01T00:00:00Z","merchant":"m","merchant_category":"c",'
+        b'"channel":"pos","location":"DE","device_id":"d"}',
+    ),
+]
+
+
+def stream(events: list[LabeledTransaction]) -> list[tuple[bytes, bytes]]:
+    return [
+        (e.tx["user_id"].encode(), raw) for e, raw in zip(events, encode_all(events), strict=True)
+    ]
+
+
+def reference_features(items: list[tuple[bytes, bytes]]) -> dict[str, dict[str, float]]:
+    """Features an uninterrupted scorer computes: one engine over the stream in order."""
+    decoder, engine = TransactionDecoder(1 << 16), FeatureEngine()
+    out = {}
+    for _, raw in items:
+        tx = decoder.decode(raw)
+        assert isinstance(tx, Transaction)
+        out[tx.transaction_id] = as_mapping(engine.compute(0, tx, tx.timestamp.timestamp()))
+    return out
+
+
+def decisions_by_id(bootstrap: str) -> dict[str, list[dict[str, object]]]:
+    out: dict[str, list[dict[str, object]]] = {}
+    for rec in read_topic(bootstrap, TOPICS["decisions"]):
+        d = msgspec.json.decode(rec.value)
+        assert rec.key == d["transaction_id"].encode()
+        out.setdefault(d["transaction_id"], []).append(d)
+    return out
+
+
+def test_scores_a_stream_end_to_end(
+    cluster: MockCluster, tmp_path: Path, model_dir: Path, small_stream: list[LabeledTransaction]
+) -> None:
+    items = stream(small_stream[:3000])
+    scorer = ScorerProcess(tmp_path, cluster.bootstrap_servers, model_dir).start()
+    produce(cluster.bootstrap_servers, TOPICS["input"], items + MALFORMED)
+    bootstrap = cluster.bootstrap_servers
+    wait_until(
+        lambda: (
+            topic_size(bootstrap, TOPICS["decisions"]) >= len(items)
+            and topic_size(bootstrap, TOPICS["dead_letter"]) >= len(MALFORMED)
+        ),
+        60,
+        "all outputs",
+    )
+
+    decisions = decisions_by_id(bootstrap)
+    assert len(decisions) == len(items)
+    actions = {d[0]["action"] for d in decisions.values()}
+    assert "allow" in actions
+    risky = [
+        e.tx["transaction_id"]
+        for e in small_stream[:3000]
+        if e.tx["merchant"] in ("XYZ_Merchant", "UnknownShop")
+    ]
+    for tid in risky:
+        assert "risky-merchant" in decisions[tid][0]["reasons"]  # type: ignore[operator]
+    alerts = read_topic(bootstrap, TOPICS["alerts"])
+    assert {r.key.decode() for r in alerts if r.key} == {
+        t for t, ds in decisions.items() if ds[0]["action"] != "allow"
+    }
+
+    dead = {r.key: r for r in read_topic(bootstrap, TOPICS["dead_letter"])}
+    assert {k: r.headers["dlq.reason"] for k, r in dead.items()} == {
+        b"k1": b"invalid_json",
+        b"k2": b"missing_field",
+        b"k3": b"invalid_encoding",
+        b"k4": b"invalid_amount",
+    }
+    assert all(dead[k].value == v for k, v in MALFORMED)  # original bytes kept
+
+    assert scorer.metric("fraud_transactions_total") == len(items)
+    assert scorer.metric("fraud_dead_letters_total", reason="invalid_json") == 1
+    assert scorer.metric("fraud_event_to_decision_seconds_count") == len(items)
+    assert scorer.metric("fraud_model_info", model_version="test-1") == 1
+    assert scorer.metric("fraud_rule_hits_total", rule="risky-merchant") == len(risky)
+    assert scorer.get("/healthz")[0] == 200
+    assert scorer.stop() == 0
+    assert "4111" not in scorer.log()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_restart_loses_nothing_and_features_match_an_uninterrupted_run(
+    cluster: MockCluster,
+    tmp_path: Path,
+    model_dir: Path,
+    small_stream: list[LabeledTransaction],
+    how: signal.Signals,
+) -> None:
+    items = stream(small_stream[:12000])
+    bootstrap = cluster.bootstrap_servers
+    produce(bootstrap, TOPICS["input"], items)
+    first = ScorerProcess(
+        tmp_path, bootstrap, model_dir, name="first", batch={"max_messages": 200}
+    ).start()
+    wait_until(
+        lambda: (
+            sum(committed(bootstrap, "fraud-scorer", TOPICS["input"]).values()) >= len(items) // 3
+        ),
+        60,
+        "a third of the input committed",
+    )
+    code = first.stop(how)
+    assert code == (0 if how == signal.SIGTERM else -signal.SIGKILL)
+
+    second = ScorerProcess(tmp_path, bootstrap, model_dir, name="second").start()
+    wait_until(
+        lambda: len(decisions_by_id(bootstrap)) >= len(items), 90, "every transaction decided"
+    )
+    assert second.metric("fraud_state_replayed_messages_total") > 0
+    assert second.stop() == 0
+
+    reference = reference_features(items)
+    decisions = decisions_by_id(bootstrap)
+    assert decisions.keys() == reference.keys()  # nothing lost
+    for tid, copies in decisions.items():
+        for d in copies:  # duplicates (at-least-once) are recognisable and identical in substance
+            assert d["features"] == reference[tid], tid
+    if how == signal.SIGTERM:
+        assert sum(len(c) for c in decisions.values()) == len(
+            items
+        )  # a clean stop re-sends nothing
+
+
+def test_rebalance_between_two_scorers_keeps_features_identical(
+    cluster: MockCluster,
+    tmp_path: Path,
+    model_dir: Path,
+    small_stream: list[LabeledTransaction],
+) -> None:
+    items = stream(small_stream[:12000])
+    bootstrap = cluster.bootstrap_servers
+    a = ScorerProcess(tmp_path, bootstrap, model_dir, name="a", batch={"max_messages": 200}).start()
+    produce(bootstrap, TOPICS["input"], items[:6000])
+    wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 6000, 60, "first half")
+    b = ScorerProcess(tmp_path, bootstrap, model_dir, name="b").start()  # partitions move to b
+    wait_until(lambda: b.metric("fraud_state_users") > 0, 60, "b to own partitions")
+    produce(bootstrap, TOPICS["input"], items[6000:])
+    wait_until(
+        lambda: len(decisions_by_id(bootstrap)) >= len(items), 90, "every transaction decided"
+    )
+    assert b.metric("fraud_state_replayed_messages_total") > 0
+    assert a.stop() == 0 and b.stop() == 0
+    reference = reference_features(items)
+    decisions = decisions_by_id(bootstrap)
+    assert decisions.keys() == reference.keys()
+    assert all(d["features"] == reference[t] for t, ds in decisions.items() for d in ds)
+
+
+def test_rules_reload_without_restart_and_invalid_rules_keep_the_old_ones(
+    cluster: MockCluster,
+    tmp_path: Path,
+    model_dir: Path,
+    small_stream: list[LabeledTransaction],
+) -> None:
+    bootstrap = cluster.bootstrap_servers
+    scorer = ScorerProcess(tmp_path, bootstrap, model_dir).start()
+    produce(bootstrap, TOPICS["input"], stream(small_stream[:100]))
+    wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 100, 30, "first batch")
+    v1 = {d[0]["rules_version"] for d in decisions_by_id(bootstrap).values()}
+    assert len(v1) == 1
+
+    scorer.config["rules"] = [{"name": "everything", "expression": "tx.amount >= 0.0"}]
+    scorer.write_config()
+    wait_until(lambda: scorer.metric("fraud_rules_reloads_total", result="ok") == 1, 30, "reload")
+    produce(bootstrap, TOPICS["input"], stream(small_stream[100:200]))
+    wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 200, 30, "second batch")
+    later = [
+        d[0]
+        for t, d in decisions_by_id(bootstrap).items()
+        if t in {e.tx["transaction_id"] for e in small_stream[100:200]}
+    ]
+    assert all(d["reasons"][:1] == ["everything"] and d["action"] != "allow" for d in later)
+    assert {d["rules_version"] for d in later}.isdisjoint(v1)
+
+    scorer.config["rules"] = [{"name": "broken", "expression": "tx.amount > "}]
+    scorer.write_config()
+    wait_until(
+        lambda: scorer.metric("fraud_rules_reloads_total", result="error") == 1, 30, "reject"
+    )
+    assert "rules reload rejected" in scorer.log() and "syntax error at column" in scorer.log()
+    assert scorer.metric("fraud_rules_info", rules_version=later[0]["rules_version"]) == 1
+    assert scorer.stop() == 0
+
+
+def test_a_tampered_model_is_refused_at_start(
+    cluster: MockCluster, tmp_path: Path, model_dir: Path
+) -> None:
+    bad = tmp_path / "bad-model"
+    bad.mkdir()
+    for f in model_dir.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "model.onnx").write_bytes((bad / "model.onnx").read_bytes()[:-10])
+    scorer = ScorerProcess(tmp_path, cluster.bootstrap_servers, bad).start(wait_ready=False)
+    assert scorer.wait_exit() == 2
+    assert "refusing model 'test-1'" in scorer.log() and "sha256" in scorer.log()
+
+
+def test_sigterm_drains_and_commits_every_offset(
+    cluster: MockCluster, tmp_path: Path, model_dir: Path, small_stream: list[LabeledTransaction]
+) -> None:
+    bootstrap = cluster.bootstrap_servers
+    items = stream(small_stream[:5000])
+    scorer = ScorerProcess(tmp_path, bootstrap, model_dir).start()
+    produce(bootstrap, TOPICS["input"], items)
+    wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 1000, 30, "scoring to start")
+    assert scorer.stop(signal.SIGTERM) == 0
+    ends = read_topic(bootstrap, TOPICS["input"])
+    last = {}
+    for r in ends:
+        last[r.partition] = max(last.get(r.partition, 0), r.offset + 1)
+    decided = len(decisions_by_id(bootstrap))
+    offsets = committed(bootstrap, "fraud-scorer", TOPICS["input"])
+    # everything committed was decided, and the commit covers everything decided
+    assert sum(max(o, 0) for o in offsets.values()) == decided
+    assert "stopped" in scorer.log()

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fraud_scorer.config import DecisionSettings, RuleSpec
+from fraud_scorer.features import FEATURE_NAMES, FeatureEngine
+from fraud_scorer.model import load_model
+from fraud_scorer.pipeline import BatchScorer
+from fraud_scorer.rules import compile_rules
+
+
+@dataclass
+class Msg:
+    """A consumed record, as confluent_kafka.Message presents it."""
+
+    _value: bytes | None
+    _key: bytes | None = b"u1"
+    _partition: int = 0
+    _offset: int = 0
+    _headers: list[tuple[str, bytes | None]] | None = None
+    _ts_ms: int = field(default=1_800_000_000_000)
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def topic(self) -> str:
+        return "transactions"
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts_ms)
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        return self._headers
+
+
+def tx(i: int, amount: float = 20.0, merchant: str = "grocery-DE-1", user: str = "u1") -> bytes:
+    return msgspec.json.encode(
+        {
+            "transaction_id": f"t{i}",
+            "user_id": user,
+            "amount": amount,
+            "currency": "EUR",
+            "timestamp": f"2026-11-01T10:{i:02d}:00Z",
+            "merchant": merchant,
+            "merchant_category": "grocery",
+            "channel": "pos",
+            "location": "DE",
+            "device_id": "d1",
+            "card_number": "4111111111111111",
+        }
+    )
+
+
+class FixedClock:
+    @staticmethod
+    def time() -> float:
+        return 1_800_000_000.25
+
+
+@pytest.fixture
+def scorer(model_dir: Path) -> BatchScorer:
+    rules = compile_rules(
+        [
+            RuleSpec(name="risky-merchant", expression="tx.merchant == 'XYZ_Merchant'"),
+            RuleSpec(name="huge", expression="tx.amount > 10000.0", action="block"),
+        ],
+        DecisionSettings(review_at=0.999999, block_at=0.9999999),
+    )
+    return BatchScorer(
+        model=load_model(model_dir),
+        ruleset=rules,
+        engine=FeatureEngine(),
+        detector="d",
+        track="stable",
+        max_message_bytes=4096,
+        clock=FixedClock,
+    )  # type: ignore[arg-type]
+
+
+def test_a_batch_becomes_decisions_alerts_and_dead_letters(scorer: BatchScorer) -> None:
+    bad_headers = [("content-type", b"application/json"), ("trace", b"abc")]
+    result = scorer.process(
+        [
+            Msg(tx(1)),
+            Msg(tx(2, merchant="XYZ_Merchant")),
+            Msg(b"{oops", b"k9", 2, 41, bad_headers),
+            Msg(tx(3, amount=20000.0)),
+        ]
+    )
+    decisions = [msgspec.json.decode(v) for _, v in result.decisions]
+    assert [k for k, _ in result.decisions] == [b"t1", b"t2", b"t3"]
+    assert [d["action"] for d in decisions] == ["allow", "review", "block"]
+    assert decisions[1]["reasons"] == ["risky-merchant"]
+    assert decisions[2]["reasons"][0] == "huge"
+    assert all(
+        d["model_version"] == "test-1" and d["rules_version"] == scorer.ruleset.version
+        for d in decisions
+    )
+    assert decisions[0]["features"].keys() == set(FEATURE_NAMES)
+    assert decisions[0]["latency_ms"] == 250.0
+    assert decisions[1]["features"]["history_count"] == 1
+    # alerts carry the original transaction (unknown fields included) and the same key
+    assert [k for k, _ in result.alerts] == [b"t2", b"t3"]
+    alert = msgspec.json.decode(result.alerts[0][1])
+    assert alert["transaction"]["merchant"] == "XYZ_Merchant"
+    # the dead letter keeps original bytes, key and headers, and says why
+    (dl,) = result.dead_letters
+    assert (dl.key, dl.value, dl.reason) == (b"k9", b"{oops", "invalid_json")
+    headers = dict(dl.headers)
+    assert headers["dlq.reason"] == b"invalid_json"
+    assert headers["dlq.source.partition"] == b"2" and headers["dlq.source.offset"] == b"41"
+    assert headers["original.trace"] == b"abc"
+    assert b"4111" not in b"".join(v for _, v in dl.headers if v)
+    assert result.actions == {"allow": 1, "review": 1, "block": 1}
+    assert result.rule_hits == {"risky-merchant": 1, "huge": 1}
+    assert len(result.latencies_s) == 3 and len(result.scores) == 3
+
+
+def test_model_thresholds_drive_the_action(scorer: BatchScorer, model_dir: Path) -> None:
+    scorer.ruleset = compile_rules([], DecisionSettings(review_at=0.0, block_at=1.0))
+    (d,) = [msgspec.json.decode(v) for _, v in scorer.process([Msg(tx(1))]).decisions]
+    assert d["action"] == "review" and d["reasons"] == ["model"]
+    scorer.ruleset = compile_rules([], DecisionSettings(review_at=0.0, block_at=0.0))
+    (d,) = [msgspec.json.decode(v) for _, v in scorer.process([Msg(tx(2))]).decisions]
+    assert d["action"] == "block"
+
+
+def test_replay_builds_state_without_output(scorer: BatchScorer) -> None:
+    assert scorer.replay([Msg(tx(1)), Msg(b"junk"), Msg(tx(2))]) == 2
+    (d,) = [msgspec.json.decode(v) for _, v in scorer.process([Msg(tx(3))]).decisions]
+    assert d["features"]["history_count"] == 2
