@@ -138,10 +138,14 @@ class FeatureEngine:
             zscore = (cents - mean) * n / math.sqrt(var_num) if n >= 2 and var_num > 0 else 0.0
             to_mean = cents / mean if mean > 0 else 1.0
             location_changed = 1.0 if last[2] != country else 0.0
-            distance = haversine_km(last[3], last[4], lat, lon)
-            speed = distance / max(since / 3600.0, _MIN_TRAVEL_HOURS)
-            if math.isnan(speed):
+            if last[3] == lat and last[4] == lon:
                 speed = 0.0
+            else:
+                speed = haversine_km(last[3], last[4], lat, lon) / max(
+                    since / 3600.0, _MIN_TRAVEL_HOURS
+                )
+                if math.isnan(speed):
+                    speed = 0.0
             row = [
                 amount,
                 float(tx.timestamp.hour),

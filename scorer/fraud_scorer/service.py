@@ -204,11 +204,10 @@ class ScorerService:
         self._brokers_up = True
         result = self.scorer.process(records)
         self._produce(result)
-        for msg in records:
-            key = (msg.topic(), msg.partition())
-            offset = msg.offset() + 1
-            if offset > self._pending.get(key, -1):  # type: ignore[arg-type]
-                self._pending[key] = offset  # type: ignore[index]
+        # Offsets grow within a partition, so the last record of each partition wins.
+        latest = {(m.topic(), m.partition()): m.offset() for m in records}
+        for key, offset in latest.items():
+            self._pending[key] = offset + 1  # type: ignore[index,operator]
         if self._pending_since is None:
             self._pending_since = time.monotonic()
         self._observe(result, len(records), time.perf_counter() - started)
