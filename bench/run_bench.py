@@ -32,7 +32,6 @@ import msgspec
 import numpy as np
 import yaml
 from confluent_kafka import Consumer, Producer
-
 from fraud_scorer.mock_cluster import MockCluster
 from fraud_training.synth import SynthConfig, generate
 from fraud_training.train import encode_all, train_and_export
@@ -41,14 +40,33 @@ SCORER_CPU, LOAD_CPU = 0, 1
 RULES = [
     {"name": "high-amount", "expression": "tx.amount > 1500.0"},
     {"name": "risky-merchant", "expression": "tx.merchant in ['XYZ_Merchant', 'UnknownShop']"},
-    {"name": "location-jump", "expression": "features.location_changed && features.seconds_since_last < 3600.0"},
+    {
+        "name": "location-jump",
+        "expression": "features.location_changed && features.seconds_since_last < 3600.0",
+    },
     {"name": "impossible-travel", "expression": "features.travel_speed_kmh > 1000.0"},
-    {"name": "card-testing", "expression": "features.tx_count_1h >= 4 && tx.amount < 5.0", "action": "block"},
-    {"name": "new-device-big", "expression": "!features.device_seen_before && features.amount_zscore > 3.0"},
-    {"name": "night-cnp", "expression": "features.hour_of_day < 5 && features.card_not_present && tx.amount > 300.0"},
+    {
+        "name": "card-testing",
+        "expression": "features.tx_count_1h >= 4 && tx.amount < 5.0",
+        "action": "block",
+    },
+    {
+        "name": "new-device-big",
+        "expression": "!features.device_seen_before && features.amount_zscore > 3.0",
+    },
+    {
+        "name": "night-cnp",
+        "expression": "features.hour_of_day < 5 && features.card_not_present && tx.amount > 300.0",
+    },
     {"name": "velocity-24h", "expression": "features.tx_count_24h > 20"},
-    {"name": "spend-spike", "expression": "features.amount_sum_24h > 5000.0 || features.amount_to_mean > 20.0"},
-    {"name": "foreign-far", "expression": "tx.location in ['NG', 'RU', 'VN'] && features.location_changed"},
+    {
+        "name": "spend-spike",
+        "expression": "features.amount_sum_24h > 5000.0 || features.amount_to_mean > 20.0",
+    },
+    {
+        "name": "foreign-far",
+        "expression": "tx.location in ['NG', 'RU', 'VN'] && features.location_changed",
+    },
 ]
 
 
@@ -58,8 +76,14 @@ def pin(cpu: int) -> None:
 
 
 def _fill(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                  "queue.buffering.max.messages": 2_000_000, "batch.num.messages": 10000})
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 2_000_000,
+            "batch.num.messages": 10000,
+        }
+    )
     for i, (k, v) in enumerate(items):
         p.produce(topic, v, k)
         if i % 10000 == 0:
@@ -68,16 +92,23 @@ def _fill(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
 
 
 def _consumer(bootstrap: str, group: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                     "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10,
-                     "enable.auto.commit": False})
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,
+            "enable.auto.commit": False,
+        }
+    )
 
 
 def _raw_passthrough(bootstrap: str, topic: str, n: int, out: Any) -> None:
     pin(SCORER_CPU)
     c = _consumer(bootstrap, "bench-raw")
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                  "queue.buffering.max.messages": 1_000_000})
+    p = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000}
+    )
     c.subscribe([topic])
     done, t0 = 0, None
     while done < n:
@@ -100,12 +131,11 @@ def _naive(bootstrap: str, topic: str, n: int, model_path: str, out: Any) -> Non
     import pickle
 
     import pandas as pd
-
-    from fraud_scorer.contract import TransactionDecoder
+    from fraud_scorer.contract import Transaction, TransactionDecoder
     from fraud_scorer.features import FEATURE_NAMES, FeatureEngine
 
     with open(model_path, "rb") as fh:
-        clf = pickle.load(fh)  # noqa: S301 - our own file, written a moment ago
+        clf = pickle.load(fh)
     engine, decoder = FeatureEngine(), TransactionDecoder(1 << 16)
     c = _consumer(bootstrap, "bench-naive")
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
@@ -117,14 +147,20 @@ def _naive(bootstrap: str, topic: str, n: int, model_path: str, out: Any) -> Non
                 continue
             if t0 is None:
                 t0 = time.perf_counter()
-            doc = json.loads(m.value())
-            tx = decoder.decode(m.value())
-            row = engine.compute(0, tx, tx.timestamp.timestamp())  # type: ignore[union-attr]
+            raw = m.value() or b""
+            doc = json.loads(raw)
+            tx = decoder.decode(raw)
+            assert isinstance(tx, Transaction)
+            row = engine.compute(0, tx, tx.timestamp.timestamp())
             frame = pd.DataFrame([row], columns=list(FEATURE_NAMES))
             score = float(clf.predict_proba(frame)[0, 1])
             hits = [r["name"] for r in RULES if doc["amount"] > 1500.0]
-            decision = {"transaction_id": doc["transaction_id"], "score": score,
-                        "action": "review" if score > 0.9 or hits else "allow", "reasons": hits}
+            decision = {
+                "transaction_id": doc["transaction_id"],
+                "score": score,
+                "action": "review" if score > 0.9 or hits else "allow",
+                "reasons": hits,
+            }
             p.produce("bench-naive-out", json.dumps(decision).encode(), m.key())
             done += 1
         p.poll(0)
@@ -144,34 +180,56 @@ def _in_subprocess(target: Any, *args: Any) -> dict[str, Any]:
 
 
 def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
 
 
-def _start_scorer(build: Path, bootstrap: str, model_dir: Path, topic: str, group: str,
-                  decision: dict[str, float], decisions_topic: str = "bench-decisions",
-                  ) -> tuple[subprocess.Popen[bytes], int]:
+def _start_scorer(
+    build: Path,
+    bootstrap: str,
+    model_dir: Path,
+    topic: str,
+    group: str,
+    decision: dict[str, float],
+    decisions_topic: str = "bench-decisions",
+) -> tuple[subprocess.Popen[bytes], int]:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    cfg = {"detector": "bench", "kafka": {"bootstrap_servers": bootstrap, "group_id": group},
-           "topics": {"input": topic, "decisions": decisions_topic, "alerts": "bench-alerts",
-                      "dead_letter": "bench-dlq"},
-           "model": {"path": str(model_dir)}, "rules": RULES, "decision": decision,
-           "metrics": {"host": "127.0.0.1", "port": port}}
+    cfg = {
+        "detector": "bench",
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": group},
+        "topics": {
+            "input": topic,
+            "decisions": decisions_topic,
+            "alerts": "bench-alerts",
+            "dead_letter": "bench-dlq",
+        },
+        "model": {"path": str(model_dir)},
+        "rules": RULES,
+        "decision": decision,
+        "metrics": {"host": "127.0.0.1", "port": port},
+    }
     path = build / f"bench-{group}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     log = (build / f"bench-{group}.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "fraud_scorer", "--config", str(path)],
-                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: pin(SCORER_CPU))  # noqa: PLW1509
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fraud_scorer", "--config", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: pin(SCORER_CPU),  # noqa: PLW1509
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                 if r.status == 200:
                     return proc, port
         except OSError:
@@ -179,8 +237,9 @@ def _start_scorer(build: Path, bootstrap: str, model_dir: Path, topic: str, grou
     raise RuntimeError("bench scorer did not become ready")
 
 
-def _scorer_throughput(build: Path, bootstrap: str, model_dir: Path, n: int,
-                       decision: dict[str, float]) -> dict[str, Any]:
+def _scorer_throughput(
+    build: Path, bootstrap: str, model_dir: Path, n: int, decision: dict[str, float]
+) -> dict[str, Any]:
     import psutil
 
     proc, port = _start_scorer(build, bootstrap, model_dir, "bench-in", "bench-scorer", decision)
@@ -201,10 +260,17 @@ def _scorer_throughput(build: Path, bootstrap: str, model_dir: Path, n: int,
         proc.wait(60)
 
 
-def _latency_at_load(build: Path, bootstrap: str, model_dir: Path, items: list[tuple[bytes, bytes]],
-                     rate: int, decision: dict[str, float]) -> dict[str, Any]:
-    proc, _port = _start_scorer(build, bootstrap, model_dir, "bench-load", "bench-load", decision,
-                                "bench-load-decisions")
+def _latency_at_load(
+    build: Path,
+    bootstrap: str,
+    model_dir: Path,
+    items: list[tuple[bytes, bytes]],
+    rate: int,
+    decision: dict[str, float],
+) -> dict[str, Any]:
+    proc, _port = _start_scorer(
+        build, bootstrap, model_dir, "bench-load", "bench-load", decision, "bench-load-decisions"
+    )
     reader = _consumer(bootstrap, "bench-latency")
     reader.subscribe(["bench-load-decisions"])
     # wait for the reader's assignment before offering load
@@ -225,7 +291,7 @@ def _latency_at_load(build: Path, bootstrap: str, model_dir: Path, items: list[t
                     time.sleep(ahead)
                 for m in reader.consume(500, 0):
                     if m.error() is None:
-                        d = view(m.value())
+                        d = view(m.value() or b"")
                         scored.append(d["latency_ms"])
                         e2e.append(time.time() * 1000 - (d["scored_at"] * 1000 - d["latency_ms"]))
         producer.flush(30)
@@ -233,7 +299,7 @@ def _latency_at_load(build: Path, bootstrap: str, model_dir: Path, items: list[t
         while len(scored) < len(items) and time.monotonic() < deadline:
             for m in reader.consume(1000, 0.05):
                 if m.error() is None:
-                    d = view(m.value())
+                    d = view(m.value() or b"")
                     scored.append(d["latency_ms"])
                     e2e.append(time.time() * 1000 - (d["scored_at"] * 1000 - d["latency_ms"]))
     finally:
@@ -243,9 +309,12 @@ def _latency_at_load(build: Path, bootstrap: str, model_dir: Path, items: list[t
     warm = slice(len(scored) // 10, None)  # the first 10% include the consumer's start-up
     s, e = np.asarray(scored[warm]), np.asarray(e2e[warm])
     return {
-        "offered_tx_s": rate, "decisions": len(scored),
-        "scorer_p50_ms": float(np.percentile(s, 50)), "scorer_p99_ms": float(np.percentile(s, 99)),
-        "downstream_p50_ms": float(np.percentile(e, 50)), "downstream_p99_ms": float(np.percentile(e, 99)),
+        "offered_tx_s": rate,
+        "decisions": len(scored),
+        "scorer_p50_ms": float(np.percentile(s, 50)),
+        "scorer_p99_ms": float(np.percentile(s, 99)),
+        "downstream_p50_ms": float(np.percentile(e, 50)),
+        "downstream_p99_ms": float(np.percentile(e, 99)),
     }
 
 
@@ -264,35 +333,73 @@ def _rss_with_users(model_dir: str, users: int, out: Any) -> None:
         def __init__(self, v: bytes) -> None:
             self._v = v
 
-        def value(self) -> bytes: return self._v
-        def key(self) -> None: return None
-        def partition(self) -> int: return 0
-        def offset(self) -> int: return 0
-        def topic(self) -> str: return "t"
-        def timestamp(self) -> tuple[int, int]: return (1, int(time.time() * 1000))
-        def headers(self) -> None: return None
+        def value(self) -> bytes:
+            return self._v
+
+        def key(self) -> None:
+            return None
+
+        def partition(self) -> int:
+            return 0
+
+        def offset(self) -> int:
+            return 0
+
+        def topic(self) -> str:
+            return "t"
+
+        def timestamp(self) -> tuple[int, int]:
+            return (1, int(time.time() * 1000))
+
+        def headers(self) -> None:
+            return None
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scorer = BatchScorer(model=load_model(Path(model_dir)),
-                         ruleset=compile_rules([RuleSpec(**r) for r in RULES]),
-                         engine=FeatureEngine(), detector="b", track="stable",
-                         max_message_bytes=65536)
+    scorer = BatchScorer(
+        model=load_model(Path(model_dir)),
+        ruleset=compile_rules([RuleSpec.model_validate(r) for r in RULES]),
+        engine=FeatureEngine(),
+        detector="b",
+        track="stable",
+        max_message_bytes=65536,
+    )
     enc = msgspec.json.Encoder().encode
     countries = ["DE", "FR", "GB", "ES", "IT", "NL", "PL"]
     t0 = 1_793_500_000.0
     for start in range(0, users, 5000):
-        batch = [Rec(enc({
-            "transaction_id": f"t{i}", "user_id": f"user-{i:08d}", "amount": 10.0 + i % 500,
-            "currency": "EUR", "timestamp": t0 + i * 0.01, "merchant": f"m-{i % 997}",
-            "merchant_category": ["grocery", "fuel", "travel"][i % 3], "channel": "pos",
-            "location": countries[i % 7], "device_id": f"dev-{i:08d}"}).replace(
-                b'"timestamp":' + str(t0 + i * 0.01).encode(),
-                b'"timestamp":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + i * 0.01)).encode() + b'Z"'))
-            for i in range(start, min(start + 5000, users))]
+        batch = [
+            Rec(
+                enc(
+                    {
+                        "transaction_id": f"t{i}",
+                        "user_id": f"user-{i:08d}",
+                        "amount": 10.0 + i % 500,
+                        "currency": "EUR",
+                        "timestamp": t0 + i * 0.01,
+                        "merchant": f"m-{i % 997}",
+                        "merchant_category": ["grocery", "fuel", "travel"][i % 3],
+                        "channel": "pos",
+                        "location": countries[i % 7],
+                        "device_id": f"dev-{i:08d}",
+                    }
+                ).replace(
+                    b'"timestamp":' + str(t0 + i * 0.01).encode(),
+                    b'"timestamp":"'
+                    + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + i * 0.01)).encode()
+                    + b'Z"',
+                )
+            )
+            for i in range(start, min(start + 5000, users))
+        ]
         scorer.process(batch)  # type: ignore[arg-type]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out.put({"users": scorer.engine.user_count(), "peak_rss_mib": peak / 1024,
-             "baseline_rss_mib": base / 1024})
+    out.put(
+        {
+            "users": scorer.engine.user_count(),
+            "peak_rss_mib": peak / 1024,
+            "baseline_rss_mib": base / 1024,
+        }
+    )
 
 
 def main() -> int:
@@ -317,13 +424,22 @@ def main() -> int:
 
     traffic = generate(SynthConfig(users=max(args.messages // 5, 1000), days=2.0, seed=21))
     traffic = (traffic * (args.messages // max(len(traffic), 1) + 1))[: args.messages]
-    items = [(e.tx["user_id"].encode(), raw) for e, raw in zip(traffic, encode_all(traffic), strict=True)]
+    items = [
+        (e.tx["user_id"].encode(), raw) for e, raw in zip(traffic, encode_all(traffic), strict=True)
+    ]
     results: dict[str, Any] = {}
     with MockCluster() as cluster:
         bs = cluster.bootstrap_servers
-        for topic, parts in (("bench-in", 16), ("bench-load", 16), ("bench-raw-out", 32),
-                             ("bench-naive-out", 4), ("bench-decisions", 32), ("bench-load-decisions", 16), ("bench-alerts", 16),
-                             ("bench-dlq", 4)):
+        for topic, parts in (
+            ("bench-in", 16),
+            ("bench-load", 16),
+            ("bench-raw-out", 32),
+            ("bench-naive-out", 4),
+            ("bench-decisions", 32),
+            ("bench-load-decisions", 16),
+            ("bench-alerts", 16),
+            ("bench-dlq", 4),
+        ):
             cluster.create_topic(topic, parts)
         print(f"filling the input topic with {len(items):,} messages...", flush=True)
         _fill(bs, "bench-in", items)
@@ -333,18 +449,25 @@ def main() -> int:
         print("2/5 scorer...", flush=True)
         results["scorer"] = _scorer_throughput(build, bs, trained.model_dir, len(items), decision)
         print("3/5 naive reference...", flush=True)
-        results["naive"] = _in_subprocess(_naive, bs, "bench-in", args.naive_messages, str(naive_model))
+        results["naive"] = _in_subprocess(
+            _naive, bs, "bench-in", args.naive_messages, str(naive_model)
+        )
         print(f"4/5 latency at {args.rate:,} tx/s offered...", flush=True)
         load_items = items[: int(args.rate * args.latency_seconds)]
-        results["latency"] = _latency_at_load(build, bs, trained.model_dir, load_items, args.rate, decision)
+        results["latency"] = _latency_at_load(
+            build, bs, trained.model_dir, load_items, args.rate, decision
+        )
     print(f"5/5 peak RSS with {args.users_in_state:,} users in state...", flush=True)
     results["memory"] = _in_subprocess(_rss_with_users, str(trained.model_dir), args.users_in_state)
 
     for k in ("raw", "scorer", "naive"):
         results[k]["tx_per_s"] = results[k]["tx"] / results[k]["seconds"]
     report = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
         "messages": len(items),
         "rules": len(RULES),
         "model": {"trees": 100, "framework": "lightgbm -> onnx"},
@@ -362,15 +485,13 @@ def main() -> int:
 def _train_naive(history: list[Any], path: Path) -> None:
     import pickle
 
-    from sklearn.ensemble import GradientBoostingClassifier
-
     from fraud_training.train import features_for
+    from sklearn.ensemble import GradientBoostingClassifier
 
     data = features_for(encode_all(history), [e.label for e in history])
     clf = GradientBoostingClassifier(n_estimators=100, max_depth=5, random_state=7)
     idx = np.random.default_rng(7).choice(len(data.y), size=min(40_000, len(data.y)), replace=False)
     import pandas as pd
-
     from fraud_scorer.features import FEATURE_NAMES
 
     clf.fit(pd.DataFrame(data.x[idx], columns=list(FEATURE_NAMES)), data.y[idx])
@@ -386,17 +507,31 @@ def _print(r: dict[str, Any]) -> None:
     t.add_column("result", justify="right")
     t.add_column("goal", justify="right")
     t.add_row("raw passthrough", f"{r['raw']['tx_per_s']:,.0f} tx/s", "ceiling")
-    t.add_row("scorer (10 rules, 100 trees)", f"{r['scorer']['tx_per_s']:,.0f} tx/s", ">= 25,000 (aim 75,000)")
+    t.add_row(
+        "scorer (10 rules, 100 trees)",
+        f"{r['scorer']['tx_per_s']:,.0f} tx/s",
+        ">= 25,000 (aim 75,000)",
+    )
     t.add_row("naive reference", f"{r['naive']['tx_per_s']:,.0f} tx/s", "")
     t.add_row("scorer / raw", f"{r['ratios']['scorer_to_raw']:.2f}", ">= 0.5")
     t.add_row("scorer / naive", f"{r['ratios']['scorer_to_naive']:,.0f}x", ">= 50x")
     lat = r["latency"]
-    t.add_row(f"latency p50 / p99 @ {lat['offered_tx_s']:,} tx/s (scorer)",
-              f"{lat['scorer_p50_ms']:.1f} / {lat['scorer_p99_ms']:.1f} ms", "p99 <= 50 ms")
-    t.add_row("latency p50 / p99 (downstream consumer)",
-              f"{lat['downstream_p50_ms']:.1f} / {lat['downstream_p99_ms']:.1f} ms", "")
+    t.add_row(
+        f"latency p50 / p99 @ {lat['offered_tx_s']:,} tx/s (scorer)",
+        f"{lat['scorer_p50_ms']:.1f} / {lat['scorer_p99_ms']:.1f} ms",
+        "p99 <= 50 ms",
+    )
+    t.add_row(
+        "latency p50 / p99 (downstream consumer)",
+        f"{lat['downstream_p50_ms']:.1f} / {lat['downstream_p99_ms']:.1f} ms",
+        "",
+    )
     mem = r["memory"]
-    t.add_row(f"peak RSS, {mem['users']:,} users in state", f"{mem['peak_rss_mib']:,.0f} MiB", "<= 1024 MiB")
+    t.add_row(
+        f"peak RSS, {mem['users']:,} users in state",
+        f"{mem['peak_rss_mib']:,.0f} MiB",
+        "<= 1024 MiB",
+    )
     t.add_row("scorer RSS after throughput run", f"{r['scorer']['rss_mib']:,.0f} MiB", "")
     Console().print(t)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from fraud_training.synth import LabeledTransaction, SynthConfig, generate
 from fraud_training.train import TrainReport, train_and_export
 

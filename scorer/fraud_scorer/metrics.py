@@ -7,6 +7,7 @@ updated once per batch, never per event: per-event latencies and scores go into
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +28,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (0.97, 0.99)
+SCORE_BUCKETS = (*(round(0.05 * i, 2) for i in range(1, 20)), 0.97, 0.99)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 
 
@@ -195,10 +196,8 @@ class ScorerMetrics:
         self.consumer_lag.labels(**self._base, partition=str(partition)).set(lag)
 
     def forget_partition(self, partition: int) -> None:
-        try:
+        with contextlib.suppress(KeyError):
             self.consumer_lag.remove(*self._base.values(), str(partition))
-        except KeyError:
-            pass
 
     def base(self) -> dict[str, str]:
         return dict(self._base)

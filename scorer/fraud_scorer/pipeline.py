@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
@@ -34,7 +35,7 @@ class Record(Protocol):
     def offset(self) -> int | None: ...
     def topic(self) -> str | None: ...
     def timestamp(self) -> tuple[int, int]: ...
-    def headers(self) -> Headers | None: ...
+    def headers(self) -> Any: ...
 
 
 @dataclass
@@ -56,7 +57,7 @@ class BatchResult:
     scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.empty(0, np.float32))
 
 
-def _content_type(headers: Headers | None) -> bytes | None:
+def _content_type(headers: Any) -> bytes | None:
     if headers:
         for name, value in headers:
             if name.lower() == "content-type":
@@ -78,7 +79,7 @@ class BatchScorer:
         max_message_bytes: int,
         include_features: bool = True,
         alert_includes_transaction: bool = True,
-        clock: type[time] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.model = model
         self.ruleset = ruleset
@@ -90,7 +91,7 @@ class BatchScorer:
         self.alert_includes_transaction = alert_includes_transaction
         self.rule_errors = [0] * len(ruleset.rules)
         self._encode = msgspec.json.Encoder().encode
-        self._time = (clock or time).time
+        self._time = clock
 
     def replay(self, records: list[Record]) -> int:
         """Fold already-decided records into feature state (state rebuild); returns count."""

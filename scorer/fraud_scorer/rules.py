@@ -22,6 +22,7 @@ not match and is counted as a rule error.
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ import lark
 
 from fraud_scorer.config import DecisionSettings, RuleSpec, rules_version
 from fraud_scorer.features import FEATURE_INDEX, FEATURES
+
+Tree = lark.Tree[Any]
 
 # Field types the rules can see on `tx` (None means "may be absent").
 TX_FIELDS: Final[dict[str, str]] = {
@@ -76,7 +79,7 @@ class _Compiler:
         self.constants[name] = value
         return name
 
-    def compile(self, node: lark.Tree | lark.Token) -> _Expr:
+    def compile(self, node: Tree | lark.Token) -> _Expr:
         if isinstance(node, lark.Token):
             raise RuleCompileError(f"unexpected token {node!s}")
         handler = getattr(self, f"_{node.data}", None)
@@ -85,7 +88,7 @@ class _Compiler:
         result: _Expr = handler(node)
         return result
 
-    def _passthrough(self, node: lark.Tree) -> _Expr:
+    def _passthrough(self, node: Tree) -> _Expr:
         children = [c for c in node.children if c is not None]
         if len(children) != 1:
             raise RuleCompileError(f"unexpected shape of '{node.data}'")
@@ -94,7 +97,7 @@ class _Compiler:
     _member = _passthrough
     _primary = _passthrough
 
-    def _expr(self, node: lark.Tree) -> _Expr:
+    def _expr(self, node: Tree) -> _Expr:
         cond, *rest = [c for c in node.children if c is not None]
         if not rest:
             return self.compile(cond)
@@ -108,7 +111,7 @@ class _Compiler:
             f"({a.code} if {c.code} else {b.code})", a.type, c.may_fail or a.may_fail or b.may_fail
         )
 
-    def _logical(self, node: lark.Tree, op: str, helper: str) -> _Expr:
+    def _logical(self, node: Tree, op: str, helper: str) -> _Expr:
         children = [c for c in node.children if c is not None]
         if len(children) == 1:
             return self.compile(children[0])
@@ -121,13 +124,13 @@ class _Compiler:
             return _Expr(f"({a.code} {py} {b.code})", "bool", b.may_fail)
         return _Expr(f"{helper}(lambda: {a.code}, lambda: {b.code})", "bool", True)
 
-    def _conditionalor(self, node: lark.Tree) -> _Expr:
+    def _conditionalor(self, node: Tree) -> _Expr:
         return self._logical(node, "||", "_cel_or")
 
-    def _conditionaland(self, node: lark.Tree) -> _Expr:
+    def _conditionaland(self, node: Tree) -> _Expr:
         return self._logical(node, "&&", "_cel_and")
 
-    def _binary(self, node: lark.Tree) -> _Expr:
+    def _binary(self, node: Tree) -> _Expr:
         children = [c for c in node.children if c is not None]
         if len(children) == 1:
             return self.compile(children[0])
@@ -141,7 +144,7 @@ class _Compiler:
     _addition = _binary
     _multiplication = _binary
 
-    def _unary(self, node: lark.Tree) -> _Expr:
+    def _unary(self, node: Tree) -> _Expr:
         if len(node.children) == 1:
             return self.compile(node.children[0])
         op, operand = node.children
@@ -154,10 +157,10 @@ class _Compiler:
             raise RuleCompileError(f"cannot negate a {e.type}")
         return _Expr(f"(-{e.code})", e.type, e.may_fail)
 
-    def _paren_expr(self, node: lark.Tree) -> _Expr:
+    def _paren_expr(self, node: Tree) -> _Expr:
         return self.compile(node.children[0])
 
-    def _literal(self, node: lark.Tree) -> _Expr:
+    def _literal(self, node: Tree) -> _Expr:
         (tok,) = node.children
         assert isinstance(tok, lark.Token)
         text = str(tok)
@@ -180,7 +183,7 @@ class _Compiler:
             )
         return _Expr(repr(value), typ, const=value, is_const=True)
 
-    def _list_lit(self, node: lark.Tree) -> _Expr:
+    def _list_lit(self, node: Tree) -> _Expr:
         items = [self.compile(c) for c in _exprlist(node)]
         if all(i.is_const for i in items):
             values = tuple(i.const for i in items)
@@ -189,7 +192,7 @@ class _Compiler:
             "[" + ", ".join(i.code for i in items) + "]", "list", any(i.may_fail for i in items)
         )
 
-    def _ident(self, node: lark.Tree) -> _Expr:
+    def _ident(self, node: Tree) -> _Expr:
         name = str(node.children[0])
         if name == "tx":
             return _Expr("tx", "tx")
@@ -197,7 +200,7 @@ class _Compiler:
             return _Expr("features", "features")
         raise RuleCompileError(f"unknown variable '{name}': rules can use 'tx' and 'features'")
 
-    def _member_dot(self, node: lark.Tree) -> _Expr:
+    def _member_dot(self, node: Tree) -> _Expr:
         target, name_tok = node.children
         name = str(name_tok)
         obj = self.compile(target)
@@ -224,14 +227,14 @@ class _Compiler:
             return _Expr(f"{obj.code}[{name!r}]", "dyn", True)
         raise RuleCompileError(f"cannot select field '{name}' of a {obj.type}")
 
-    def _member_index(self, node: lark.Tree) -> _Expr:
+    def _member_index(self, node: Tree) -> _Expr:
         target, index = node.children
         obj, key = self.compile(target), self.compile(index)
         if obj.type not in ("map", "list", "dyn", "string"):
             raise RuleCompileError(f"cannot index a {obj.type}")
         return _Expr(f"{obj.code}[{key.code}]", "dyn", True)
 
-    def _member_dot_arg(self, node: lark.Tree) -> _Expr:
+    def _member_dot_arg(self, node: Tree) -> _Expr:
         target, name_tok, *args_node = node.children
         name = str(name_tok)
         if name in _MACROS:
@@ -240,7 +243,7 @@ class _Compiler:
         args = [self.compile(a) for a in _exprlist_of(args_node)]
         return self._call(name, [obj, *args])
 
-    def _ident_arg(self, node: lark.Tree) -> _Expr:
+    def _ident_arg(self, node: Tree) -> _Expr:
         name_tok, *args_node = node.children
         name = str(name_tok)
         if name == "has":
@@ -300,7 +303,7 @@ class _Compiler:
 
 
 def _require(e: _Expr, typ: str, where: str) -> None:
-    if e.type != typ and e.type != "dyn":
+    if e.type not in (typ, "dyn"):
         raise RuleCompileError(f"{where} must be {typ}, got {e.type}")
 
 
@@ -353,10 +356,8 @@ def _membership(c: _Compiler, a: _Expr, b: _Expr) -> _Expr:
         raise RuleCompileError(f"the right side of 'in' must be a list or map, got {b.type}")
     code = b.code
     if b.is_const and isinstance(b.const, tuple):
-        try:
+        with contextlib.suppress(TypeError):  # unhashable items: keep the tuple
             code = c.constant(frozenset(b.const))
-        except TypeError:
-            pass
     return _Expr(f"({a.code} in {code})", "bool", a.may_fail or b.may_fail)
 
 
@@ -376,11 +377,11 @@ _BINARY: Final[dict[str, Callable[[_Compiler, _Expr, _Expr], _Expr]]] = {
 }
 
 
-def _exprlist(node: lark.Tree) -> list[lark.Tree]:
+def _exprlist(node: Tree) -> list[Tree]:
     return _exprlist_of(node.children)
 
 
-def _exprlist_of(children: Sequence[Any]) -> list[lark.Tree]:
+def _exprlist_of(children: Sequence[Any]) -> list[Tree]:
     items = [c for c in children if c is not None]
     if not items:
         return []
@@ -388,7 +389,7 @@ def _exprlist_of(children: Sequence[Any]) -> list[lark.Tree]:
     return [c for c in exprlist.children if isinstance(c, lark.Tree)]
 
 
-def _find_member_dot(node: lark.Tree) -> lark.Tree | None:
+def _find_member_dot(node: Tree) -> Tree | None:
     """The single member_dot under a chain of one-child nodes, if that is what ``node`` is."""
     while isinstance(node, lark.Tree):
         if node.data == "member_dot":
@@ -501,7 +502,7 @@ def compile_expression(expression: str, constants: dict[str, Any]) -> str:
     """Type-check one CEL boolean expression and return its Python source."""
     try:
         tree = _PARSER_ENV.compile(expression)
-    except celpy.CELParseError as exc:
+    except celpy.CELParseError as exc:  # type: ignore[attr-defined]
         lines = str(exc).splitlines()
         column = lines[1].index("^") + 1 if len(lines) > 1 and "^" in lines[1] else 0
         raise RuleCompileError(f"syntax error at column {column}") from exc

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from confluent_kafka import (
@@ -196,7 +196,7 @@ class ScorerService:
         for msg in messages:
             err = msg.error()
             if err is None:
-                records.append(msg)
+                records.append(cast(Record, msg))
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error", error=str(err))
         if not records:
@@ -227,7 +227,7 @@ class ScorerService:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Any = None,
     ) -> None:
         while True:
             try:
@@ -248,11 +248,11 @@ class ScorerService:
             m.dead_letters(**base, reason=dl.reason).inc()
         errors = self.scorer.rule_errors
         if errors != self._reported_rule_errors and len(errors) == len(self._reported_rule_errors):
-            for rule, new, old in zip(
+            for compiled, new, old in zip(
                 self.scorer.ruleset.rules, errors, self._reported_rule_errors, strict=True
             ):
                 if new > old:
-                    m.rule_errors(**base, rule=rule.name).inc(new - old)
+                    m.rule_errors(**base, rule=compiled.name).inc(new - old)
         self._reported_rule_errors = list(errors)
         m.event_to_decision.observe_many(result.latencies_s)
         m.score.observe_many(result.scores)
@@ -269,15 +269,12 @@ class ScorerService:
     def _maybe_store_offsets(self) -> None:
         if not self._pending:
             return
-        if len(self.producer) == 0:
-            self._store_pending()
-        elif (
+        if len(self.producer) == 0 or (
             self._pending_since is not None
             and time.monotonic() - self._pending_since > self.settings.batch.commit_interval_s
+            and self.producer.flush(30) == 0  # under steady load the queue is never empty
         ):
-            # Under continuous load the producer queue may never be empty: wait for it.
-            if self.producer.flush(30) == 0:
-                self._store_pending()
+            self._store_pending()
 
     def _store_pending(self, only: set[tuple[str, int]] | None = None) -> None:
         if self._delivery_error or not self._pending:
@@ -370,15 +367,16 @@ class ScorerService:
             batch = replayer.consume(5000, 0.1)
             usable: list[Record] = []
             for msg in batch:
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         position = end
                     continue
                 off = msg.offset()
                 if off is None or off >= end:
                     position = end
                     break
-                usable.append(msg)
+                usable.append(cast(Record, msg))
                 position = off + 1
             replayed += self.scorer.replay(usable)
         replayer.unassign()

@@ -3,8 +3,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from fraud_scorer.mock_cluster import MockCluster
+
 from tests.integration.harness import TOPICS
 
 

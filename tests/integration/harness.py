@@ -179,7 +179,7 @@ class ScorerProcess:
 
     def get(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
@@ -195,9 +195,12 @@ class ScorerProcess:
     def metric(self, name: str, **labels: str) -> float:
         total = 0.0
         for line in self.get("/metrics")[1].splitlines():
-            if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                if line[len(name)] in "{ ":
-                    total += float(line.rsplit(" ", 1)[1])
+            if (
+                line.startswith(name)
+                and line[len(name)] in "{ "
+                and all(f'{k}="{v}"' in line for k, v in labels.items())
+            ):
+                total += float(line.rsplit(" ", 1)[1])
         return total
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from fraud_scorer.contract import Transaction, TransactionDecoder
 from fraud_scorer.features import FeatureEngine, as_mapping
 from fraud_scorer.mock_cluster import MockCluster
 from fraud_training.synth import LabeledTransaction
 from fraud_training.train import encode_all
+
 from tests.integration.harness import (
     TOPICS,
     ScorerProcess,

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
-
 from fraud_scorer.config import load_settings, read_rules_file
+from pydantic import ValidationError
 
 
 def write(tmp_path: Path, doc: dict[str, object]) -> Path:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-
 from fraud_scorer.contract import Rejected, Transaction, TransactionDecoder
 
 GOOD = {

@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
-
 from fraud_scorer.contract import Transaction, TransactionDecoder
 from fraud_scorer.features import FEATURE_INDEX, FEATURE_NAMES, FeatureEngine, as_mapping
 from fraud_training.synth import LabeledTransaction

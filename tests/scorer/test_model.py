@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fraud_scorer.features import FEATURE_NAMES
 from fraud_scorer.model import ModelError, load_model, sha256_file
 
@@ -34,7 +33,7 @@ def test_verified_model_scores_batches(artifact: Path) -> None:
 def test_a_tampered_file_is_refused(artifact: Path) -> None:
     with (artifact / "model.onnx").open("ab") as fh:
         fh.write(b"\0")
-    with pytest.raises(ModelError, match="sha256 .* the manifest says"):
+    with pytest.raises(ModelError, match=r"sha256 .* the manifest says"):
         load_model(artifact)
 
 
@@ -62,5 +61,5 @@ def test_missing_manifest_and_garbage_onnx_are_refused(artifact: Path) -> None:
     with pytest.raises(ModelError, match="onnxruntime cannot load it"):
         load_model(artifact)
     (artifact / "manifest.json").unlink()
-    with pytest.raises(ModelError, match="no manifest.json"):
+    with pytest.raises(ModelError, match=r"no manifest\.json"):
         load_model(artifact)

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from fraud_scorer.config import DecisionSettings, RuleSpec
 from fraud_scorer.features import FEATURE_NAMES, FeatureEngine
 from fraud_scorer.model import load_model
@@ -86,8 +85,8 @@ def scorer(model_dir: Path) -> BatchScorer:
         detector="d",
         track="stable",
         max_message_bytes=4096,
-        clock=FixedClock,
-    )  # type: ignore[arg-type]
+        clock=FixedClock.time,
+    )
 
 
 def test_a_batch_becomes_decisions_alerts_and_dead_letters(scorer: BatchScorer) -> None:

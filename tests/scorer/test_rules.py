@@ -5,13 +5,12 @@ from typing import Any
 
 import celpy
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from fraud_scorer.config import DecisionSettings, RuleSpec
 from fraud_scorer.contract import Transaction
 from fraud_scorer.features import FEATURE_NAMES, FEATURES
 from fraud_scorer.rules import RuleCompileError, compile_rules
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def rule(expr: str, name: str = "r", action: str = "review") -> RuleSpec:
@@ -19,18 +18,18 @@ def rule(expr: str, name: str = "r", action: str = "review") -> RuleSpec:
 
 
 def make_tx(**kw: Any) -> Transaction:
-    base: dict[str, Any] = dict(
-        transaction_id="t",
-        user_id="u",
-        amount=450.0,
-        currency="EUR",
-        timestamp=datetime(2026, 11, 1, tzinfo=UTC),
-        merchant="XYZ_Merchant",
-        merchant_category="electronics",
-        channel="online",
-        location="DE",
-        device_id="d",
-    )
+    base: dict[str, Any] = {
+        "transaction_id": "t",
+        "user_id": "u",
+        "amount": 450.0,
+        "currency": "EUR",
+        "timestamp": datetime(2026, 11, 1, tzinfo=UTC),
+        "merchant": "XYZ_Merchant",
+        "merchant_category": "electronics",
+        "channel": "online",
+        "location": "DE",
+        "device_id": "d",
+    }
     return Transaction(**{**base, **kw})
 
 
@@ -116,7 +115,8 @@ PARITY_EXPRESSIONS = [
     "features.tx_count_1h >= 4 && tx.amount < 5.0 && features.card_not_present",
     "features.tx_count_24h / 3 >= 2 || features.tx_count_24h % 5 == 1",
     "tx.amount / features.amount_to_mean > 250.0",
-    "(tx.amount * 2.0 - 10.0) > features.amount_sum_24h ? features.history_count > 1 : tx.amount > 1.0",
+    "(tx.amount * 2.0 - 10.0) > features.amount_sum_24h"
+    " ? features.history_count > 1 : tx.amount > 1.0",
     "tx.merchant.startsWith('XYZ') || tx.device_id.endsWith('9') || tx.channel.contains('on')",
     "size(tx.merchant) > 8 && tx.merchant.matches('^[A-Z]')",
     "-tx.amount < -50.0 && int(tx.amount) % 2 == 0",

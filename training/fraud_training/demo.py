@@ -29,12 +29,12 @@ import msgspec
 import numpy as np
 import yaml
 from confluent_kafka import Consumer, Producer
-from rich.console import Console, Group
+from fraud_scorer.mock_cluster import MockCluster
+from rich.console import Console
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from fraud_scorer.mock_cluster import MockCluster
 from fraud_training.synth import SynthConfig, generate
 from fraud_training.train import encode_all, train_and_export
 
@@ -146,11 +146,11 @@ def _collector(
                 if msg.error():
                     continue
                 if msg.topic() == TOPICS["dead_letter"]:
-                    reason = dict(msg.headers() or []).get("dlq.reason", b"?")
+                    reason = dict(msg.headers() or []).get("dlq.reason") or b"?"
                     with tally.lock:
-                        tally.dead[(reason or b"?").decode()] += 1
+                        tally.dead[reason.decode() if isinstance(reason, bytes) else reason] += 1
                     continue
-                d = decode(msg.value())
+                d = decode(msg.value() or b"")
                 if d.transaction_id in seen:  # at-least-once: count each transaction once
                     continue
                 seen.add(d.transaction_id)

@@ -19,13 +19,13 @@ import lightgbm as lgb
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from fraud_scorer.contract import Transaction, TransactionDecoder
+from fraud_scorer.features import FEATURE_NAMES, FEATURE_SET_VERSION, FEATURES, FeatureEngine
+from fraud_scorer.model import MANIFEST_FILE, MODEL_FILE, load_model, sha256_file
 from onnxmltools import convert_lightgbm
 from onnxmltools.convert.common.data_types import FloatTensorType
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fraud_scorer.contract import Transaction, TransactionDecoder
-from fraud_scorer.features import FEATURE_NAMES, FEATURE_SET_VERSION, FEATURES, FeatureEngine
-from fraud_scorer.model import MANIFEST_FILE, MODEL_FILE, load_model, sha256_file
 from fraud_training.synth import LabeledTransaction
 
 # ONNX TreeEnsemble accumulates leaf values in float32, LightGBM in float64: 100 trees drift
@@ -133,7 +133,7 @@ def export_onnx(
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     loaded = load_model(out_dir)  # the scorer's own verification
     rows = holdout.x[:5000]
-    native = model.predict_proba(rows)[:, 1]
+    native = np.asarray(model.predict_proba(rows))[:, 1]
     onnx_scores = loaded.score(rows)
     worst = float(np.max(np.abs(native - onnx_scores))) if len(rows) else 0.0
     if worst > PARITY_TOLERANCE:
@@ -166,7 +166,7 @@ def train_and_export(
     train = Dataset(data.x[:cut], data.y[:cut], data.ts[:cut])
     test = Dataset(data.x[cut:], data.y[cut:], data.ts[cut:])
     model = fit_lightgbm(train)
-    scores = model.predict_proba(test.x)[:, 1]
+    scores = np.asarray(model.predict_proba(test.x))[:, 1]
     review_at = threshold_for_alert_rate(scores, review_rate)
     block_at = max(min(threshold_for_alert_rate(scores, block_rate), 0.98), review_at)
     flagged = scores >= review_at
