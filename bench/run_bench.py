@@ -20,7 +20,6 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -318,6 +317,15 @@ def _latency_at_load(
     }
 
 
+def _vm_hwm_mib() -> float:
+    """This process's peak resident set (VmHWM; unlike ru_maxrss it is not inherited from the
+    parent that spawned us)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _rss_with_users(model_dir: str, users: int, out: Any) -> None:
     """Peak RSS of the real scoring pipeline holding ``users`` distinct users in state."""
     pin(SCORER_CPU)
@@ -354,7 +362,7 @@ def _rss_with_users(model_dir: str, users: int, out: Any) -> None:
         def headers(self) -> None:
             return None
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _vm_hwm_mib()
     scorer = BatchScorer(
         model=load_model(Path(model_dir)),
         ruleset=compile_rules([RuleSpec.model_validate(r) for r in RULES]),
@@ -392,14 +400,11 @@ def _rss_with_users(model_dir: str, users: int, out: Any) -> None:
             for i in range(start, min(start + 5000, users))
         ]
         scorer.process(batch)  # type: ignore[arg-type]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out.put(
-        {
-            "users": scorer.engine.user_count(),
-            "peak_rss_mib": peak / 1024,
-            "baseline_rss_mib": base / 1024,
-        }
-    )
+    out.put({
+        "users": scorer.engine.user_count(),
+        "peak_rss_mib": _vm_hwm_mib(),
+        "baseline_rss_mib": base,
+    })
 
 
 def main() -> int:

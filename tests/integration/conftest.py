@@ -5,12 +5,16 @@ from collections.abc import Iterator
 import pytest
 from fraud_scorer.mock_cluster import MockCluster
 
-from tests.integration.harness import TOPICS
+from tests.integration.harness import TOPICS, kill_leftovers
 
 
 @pytest.fixture
 def cluster() -> Iterator[MockCluster]:
+    """A fresh mock cluster per test; scorers still running at the end are killed first."""
     with MockCluster() as mc:
         for topic in TOPICS.values():
             mc.create_topic(topic, 4)
-        yield mc
+        try:
+            yield mc
+        finally:
+            kill_leftovers()

@@ -121,6 +121,18 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int = 4) -> di
         c.close()
 
 
+RUNNING: list[subprocess.Popen[bytes]] = []
+
+
+def kill_leftovers() -> None:
+    """Stop every scorer a test started and did not stop (e.g. because it failed)."""
+    while RUNNING:
+        proc = RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 class ScorerProcess:
     """A real ``python -m fraud_scorer`` process with its own config file and log."""
 
@@ -173,6 +185,7 @@ class ScorerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        RUNNING.append(self.proc)
         if wait_ready:
             wait_until(self.ready, 60, f"{self.config_path.stem} /readyz ({self.log()[-2000:]})")
         return self
