@@ -111,6 +111,8 @@ def test_scores_a_stream_end_to_end(
     assert scorer.metric("fraud_model_info", model_version="test-1") == 1
     assert scorer.metric("fraud_rule_hits_total", rule="risky-merchant") == len(risky)
     assert scorer.get("/healthz")[0] == 200
+    wait_until(lambda: "fraud_consumer_lag{" in scorer.get("/metrics")[1], 15, "lag gauge")
+    wait_until(lambda: scorer.metric("fraud_consumer_lag") == 0, 15, "the lag to reach 0")
     assert scorer.stop() == 0
     assert "4111" not in scorer.log()
 
