@@ -400,11 +400,13 @@ def _rss_with_users(model_dir: str, users: int, out: Any) -> None:
             for i in range(start, min(start + 5000, users))
         ]
         scorer.process(batch)  # type: ignore[arg-type]
-    out.put({
-        "users": scorer.engine.user_count(),
-        "peak_rss_mib": _vm_hwm_mib(),
-        "baseline_rss_mib": base,
-    })
+    out.put(
+        {
+            "users": scorer.engine.user_count(),
+            "peak_rss_mib": _vm_hwm_mib(),
+            "baseline_rss_mib": base,
+        }
+    )
 
 
 def main() -> int:
