@@ -138,7 +138,3 @@ def _classify_decode_error(value: bytes, message: str) -> Rejected:
     except UnicodeDecodeError as exc:
         return Rejected("invalid_encoding", f"not UTF-8 at byte {exc.start}")
     return Rejected("invalid_json", message)
-
-
-def epoch_seconds(ts: datetime) -> float:
-    return ts.timestamp()

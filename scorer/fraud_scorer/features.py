@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -218,11 +217,6 @@ class FeatureEngine:
 
     def user_count(self) -> int:
         return sum(len(users) for users in self.partitions.values())
-
-    def iter_users(self) -> Iterator[tuple[int, str, UserState]]:
-        for partition, users in self.partitions.items():
-            for uid, st in users.items():
-                yield partition, uid, st
 
 
 def as_mapping(row: list[float]) -> dict[str, float]:

@@ -215,8 +215,6 @@ class HealthServer:
         heartbeat: Callable[[], float],
         stale_after_s: float = 30.0,
     ) -> None:
-        outer = self
-
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
@@ -246,7 +244,6 @@ class HealthServer:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        _ = outer
 
     def start(self) -> HealthServer:
         self._thread.start()

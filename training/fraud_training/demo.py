@@ -385,7 +385,6 @@ def _stream(
                 if tally.decided + sum(tally.dead.values()) >= tally.produced:
                     break
             time.sleep(0.25)
-    _ = console
 
 
 def main(argv: list[str] | None = None) -> int:
