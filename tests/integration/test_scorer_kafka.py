@@ -171,6 +171,13 @@ def test_rebalance_between_two_scorers_keeps_features_identical(
     a = ScorerProcess(tmp_path, bootstrap, model_dir, name="a", batch={"max_messages": 200}).start()
     produce(bootstrap, TOPICS["input"], items[:6000])
     wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 6000, 60, "first half")
+    # b must find committed offsets to rebuild from (without them it re-scores from the start,
+    # which is also correct but does not exercise the replay)
+    wait_until(
+        lambda: sum(committed(bootstrap, "fraud-scorer", TOPICS["input"]).values()) >= 6000,
+        30,
+        "the first half committed",
+    )
     b = ScorerProcess(tmp_path, bootstrap, model_dir, name="b").start()  # partitions move to b
     wait_until(lambda: b.metric("fraud_state_users") > 0, 60, "b to own partitions")
     produce(bootstrap, TOPICS["input"], items[6000:])
