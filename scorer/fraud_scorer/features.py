@@ -94,6 +94,9 @@ class FeatureEngine:
     def __init__(self, history_hours: float = 168.0, max_events_per_user: int = 64) -> None:
         self.horizon_s = history_hours * 3600.0
         self.max_events = max_events_per_user
+        # History features of a user's first event (in FEATURE_NAMES order, after the first 3):
+        # no counts, neutral ratios, "last seen" one horizon ago, everything new.
+        self._no_history = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, self.horizon_s, 0.0, 0.0, 0.0, 1.0]
         self.partitions: dict[int, dict[str, UserState]] = {}
         self.watermark = -math.inf
 
@@ -145,10 +148,7 @@ class FeatureEngine:
                 )
                 if math.isnan(speed):
                     speed = 0.0
-            row = [
-                amount,
-                float(tx.timestamp.hour),
-                1.0 if tx.channel in _CARD_NOT_PRESENT else 0.0,
+            history = [
                 float(n),
                 float(c1h),
                 float(c24h),
@@ -162,22 +162,9 @@ class FeatureEngine:
                 category_new,
             ]
         else:
-            row = [
-                amount,
-                float(tx.timestamp.hour),
-                1.0 if tx.channel in _CARD_NOT_PRESENT else 0.0,
-                0.0,
-                0.0,
-                0.0,
-                0.0,
-                0.0,
-                1.0,
-                self.horizon_s,
-                0.0,
-                0.0,
-                0.0,
-                1.0,
-            ]
+            history = self._no_history
+        row = [amount, float(tx.timestamp.hour), 1.0 if tx.channel in _CARD_NOT_PRESENT else 0.0]
+        row += history
         events.append((ts, cents, country, lat, lon, device, category))
         state.cents_sum += cents
         state.cents_sq_sum += cents * cents

@@ -77,15 +77,6 @@ class BatchHistogram(Collector):
         family.add_metric(list(self.labels.values()), bucket_pairs, total)
         yield family
 
-    def quantile(self, q: float) -> float:
-        """Upper bound of the bucket holding quantile ``q`` (for reports)."""
-        counts, _ = self.snapshot()
-        total = counts.sum()
-        if total == 0:
-            return float("nan")
-        k = int(np.searchsorted(np.cumsum(counts), q * total, side="left"))
-        return float(self.bounds[k]) if k < len(self.bounds) else float("inf")
-
 
 class ScorerMetrics:
     """Every metric one scorer process exports, bound to its detector and track."""

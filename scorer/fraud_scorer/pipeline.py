@@ -22,7 +22,6 @@ from fraud_scorer.features import FEATURE_NAMES, FeatureEngine
 from fraud_scorer.model import Model
 from fraud_scorer.rules import RuleSet
 
-Headers = list[tuple[str, bytes | None]]
 KafkaHeaders = list[tuple[str, bytes]]
 
 
@@ -53,6 +52,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     actions: Counter[str] = field(default_factory=Counter)
     rule_hits: Counter[str] = field(default_factory=Counter)
+    rule_errors: Counter[str] = field(default_factory=Counter)
     latencies_s: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.empty(0, np.float32))
 
@@ -89,7 +89,6 @@ class BatchScorer:
         self.decoder = TransactionDecoder(max_message_bytes)
         self.include_features = include_features
         self.alert_includes_transaction = alert_includes_transaction
-        self.rule_errors = [0] * len(ruleset.rules)
         self._encode = msgspec.json.Encoder().encode
         self._time = clock
 
@@ -110,6 +109,7 @@ class BatchScorer:
         txs: list[Transaction] = []
         rows: list[list[float]] = []
         raws: list[bytes] = []
+        event_ts: list[float] = []
         kafka_ts: list[float] = []
         for msg in records:
             value = msg.value()
@@ -120,6 +120,7 @@ class BatchScorer:
                 continue
             ts = tx.timestamp.timestamp()
             rows.append(compute(msg.partition() or 0, tx, ts))
+            event_ts.append(ts)
             txs.append(tx)
             raws.append(value)  # type: ignore[arg-type]
             kafka_ts.append(msg.timestamp()[1] / 1000.0)
@@ -129,7 +130,7 @@ class BatchScorer:
         now = self._time()
         out.latencies_s = now - np.asarray(kafka_ts)
         out.scores = scores
-        self._decide(out, txs, rows, raws, scores, out.latencies_s.tolist(), now)
+        self._decide(out, txs, rows, raws, event_ts, scores, out.latencies_s.tolist(), now)
         return out
 
     def _decide(
@@ -138,14 +139,13 @@ class BatchScorer:
         txs: list[Transaction],
         rows: list[list[float]],
         raws: list[bytes],
+        event_ts: list[float],
         scores: npt.NDArray[np.float32],
         latencies: list[float],
         now: float,
     ) -> None:
-        rs = self.ruleset
-        evaluate, errors = rs.evaluate, self.rule_errors
-        if len(errors) != len(rs.rules):
-            errors = self.rule_errors = [0] * len(rs.rules)
+        rs = self.ruleset  # read once: a reload between batches never splits one
+        evaluate, errors = rs.evaluate, [0] * len(rs.rules)
         block_mask = rs.block_mask()
         review_at, block_at = rs.decision.review_at, rs.decision.block_at
         encode, decisions, alerts = self._encode, out.decisions, out.alerts
@@ -170,7 +170,6 @@ class BatchScorer:
                     action = "review"
                 reasons.append("model")
             actions[action] += 1
-            event_time = tx.timestamp.timestamp()
             decision = Decision(
                 transaction_id=tx.transaction_id,
                 user_id=tx.user_id,
@@ -181,7 +180,7 @@ class BatchScorer:
                 rules_version=rules_version,
                 detector=self.detector,
                 track=self.track,
-                event_time=event_time,
+                event_time=event_ts[i],
                 scored_at=now,
                 latency_ms=round(latencies[i] * 1000.0, 3),
                 features=dict(zip(FEATURE_NAMES, row, strict=True)) if include_features else None,
@@ -192,6 +191,9 @@ class BatchScorer:
                 if self.alert_includes_transaction:
                     decision.transaction = msgspec.Raw(raws[i])
                 alerts.append((key, encode(decision)))
+        for rule, count in zip(rs.rules, errors, strict=True):
+            if count:
+                out.rule_errors[rule.name] += count
 
     def _dead_letter(self, msg: Record, rejected: Rejected) -> DeadLetter:
         headers: KafkaHeaders = [

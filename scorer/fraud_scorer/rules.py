@@ -525,12 +525,13 @@ class RuleSet:
     version: str
     evaluate: Evaluator
     source: str
+    block_bits: int = 0
 
     def names_of(self, mask: int) -> list[str]:
         return [r.name for i, r in enumerate(self.rules) if mask >> i & 1]
 
     def block_mask(self) -> int:
-        return sum(1 << i for i, r in enumerate(self.rules) if r.action == "block")
+        return self.block_bits
 
 
 def compile_rules(specs: Sequence[RuleSpec], decision: DecisionSettings | None = None) -> RuleSet:
@@ -567,4 +568,5 @@ def compile_rules(specs: Sequence[RuleSpec], decision: DecisionSettings | None =
         version=rules_version(tuple(specs), decision),
         evaluate=namespace["_evaluate"],
         source=source,
+        block_bits=sum(1 << i for i, r in enumerate(compiled) if r.action == "block"),
     )

@@ -99,7 +99,6 @@ class ScorerService:
         self._pending_since: float | None = None
         self._config_stamp = _FileStamp.of(config_path) if config_path else None
         self._next_reload_check = time.monotonic() + s.reload_interval_s
-        self._reported_rule_errors = [0] * len(ruleset.rules)
         self.health: HealthServer | None = None
         self.processed = 0
 
@@ -246,14 +245,8 @@ class ScorerService:
             m.rule_hits(**base, rule=rule).inc(count)
         for dl in result.dead_letters:
             m.dead_letters(**base, reason=dl.reason).inc()
-        errors = self.scorer.rule_errors
-        if errors != self._reported_rule_errors and len(errors) == len(self._reported_rule_errors):
-            for compiled, new, old in zip(
-                self.scorer.ruleset.rules, errors, self._reported_rule_errors, strict=True
-            ):
-                if new > old:
-                    m.rule_errors(**base, rule=compiled.name).inc(new - old)
-        self._reported_rule_errors = list(errors)
+        for rule, count in result.rule_errors.items():
+            m.rule_errors(**base, rule=rule).inc(count)
         m.event_to_decision.observe_many(result.latencies_s)
         m.score.observe_many(result.scores)
         m.batch_size.observe(consumed)
@@ -269,6 +262,8 @@ class ScorerService:
     def _maybe_store_offsets(self) -> None:
         if not self._pending:
             return
+        # len(producer) counts undelivered messages *and* delivery reports not yet served, so
+        # 0 means every message was acknowledged and any failure has reached _on_delivery_error.
         if len(self.producer) == 0 or (
             self._pending_since is not None
             and time.monotonic() - self._pending_since > self.settings.batch.commit_interval_s
@@ -430,8 +425,6 @@ class ScorerService:
             return
         # Swapped between batches: a batch sees the old or the new rules, never a mix.
         self.scorer.ruleset = ruleset
-        self.scorer.rule_errors = [0] * len(ruleset.rules)
-        self._reported_rule_errors = [0] * len(ruleset.rules)
         self.metrics.set_rules(ruleset.version)
         self.metrics.rules_reloads(**base, result="ok").inc()
         log.info("rules reloaded", rules_version=ruleset.version, rules=len(ruleset.rules))

@@ -207,10 +207,8 @@ def _report(
         "malformed_produced": tally.malformed_sent,
         "decisions": tally.decided,
         "dead_letters": dict(tally.dead),
-        "lost": tally.produced
-        - tally.malformed_sent
-        - tally.decided
-        + max(tally.malformed_sent - sum(tally.dead.values()), 0),
+        "lost": (tally.produced - tally.decided)
+        + (tally.malformed_sent - sum(tally.dead.values())),
         "offered_rate_tx_s": args.rate,
         "throughput_tx_s": round(tally.decided / scored_span, 1),
         "latency_ms": {f"p{q}": round(float(np.percentile(lat, q)), 2) for q in (50, 90, 99)}
@@ -232,7 +230,8 @@ def _print_report(console: Console, report: dict[str, Any], path: Path) -> None:
     t = Table(title="fraud-detector demo report", show_header=False)
     t.add_row(
         "transactions",
-        f"{report['transactions_produced']:,} produced, "
+        f"{report['transactions_produced']:,} produced (+{report['malformed_produced']} "
+        "malformed), "
         f"{report['decisions']:,} decided, {report['lost']} lost",
     )
     t.add_row("dead letters", ", ".join(f"{k}: {v}" for k, v in report["dead_letters"].items()))
@@ -322,14 +321,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 collector.start()
                 _stream(cluster.bootstrap_servers, traffic, payloads, args, tally, console)
-                deadline = time.monotonic() + 60
-                expected = len(payloads)
-                while time.monotonic() < deadline:
-                    with tally.lock:
-                        done = tally.decided + sum(tally.dead.values())
-                    if done >= expected + tally.malformed_sent:
-                        break
-                    time.sleep(0.2)
                 stop.set()
                 collector.join(10)
             finally:
@@ -377,13 +368,14 @@ def _stream(
                     time.sleep(ahead)
                 live.update(_progress(tally, len(payloads), args.rate))
         producer.flush(30)
-        tally.produced += tally.malformed_sent
-        deadline = time.monotonic() + 30
+        # Wait (bounded) until every message, valid or not, has come back out.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             live.update(_progress(tally, len(payloads), args.rate))
             with tally.lock:
-                if tally.decided + sum(tally.dead.values()) >= tally.produced:
-                    break
+                out = tally.decided + sum(tally.dead.values())
+            if out >= tally.produced + tally.malformed_sent:
+                break
             time.sleep(0.25)
 
 

@@ -166,24 +166,27 @@ def _genuine(
 def _fraud(rng: random.Random, user: _User, t0: float, days: float) -> Iterator[LabeledTransaction]:
     scenario = rng.choice(SCENARIOS)
     ts = t0 + rng.uniform(0.1, 1.0) * days * 86400.0
+
+    def fraud(
+        ts: float, amount: float, cat: str, country: str, device: str, merchant: str
+    ) -> LabeledTransaction:
+        # Every injected fraud is card-not-present.
+        tx = _tx(user, ts, amount, cat, country, device, "online", merchant)
+        return LabeledTransaction(tx, 1, scenario)
+
     if scenario == "card_testing":
         device = f"dev-ct-{rng.randrange(10**9)}"
         country = rng.choice(FAR_COUNTRIES + COUNTRIES)
         for _ in range(rng.randint(6, 18)):
             ts += rng.uniform(3, 90)
-            yield LabeledTransaction(
-                _tx(
-                    user,
-                    ts,
-                    rng.uniform(0.5, 3.0),
-                    "online_services",
-                    country,
-                    device,
-                    "online",
-                    f"online_services-{country}-{rng.randrange(40)}",
-                ),
-                1,
-                scenario,
+            amount = rng.uniform(0.5, 3.0)
+            yield fraud(
+                ts,
+                amount,
+                "online_services",
+                country,
+                device,
+                f"online_services-{country}-{rng.randrange(40)}",
             )
     elif scenario == "location_jump":
         device = f"dev-ato-{rng.randrange(10**9)}"
@@ -192,56 +195,19 @@ def _fraud(rng: random.Random, user: _User, t0: float, days: float) -> Iterator[
             ts += rng.uniform(60, 1200)
             cat = rng.choice(("electronics", "travel", "apparel"))
             amount = CATEGORIES[cat][0] * user.scale * rng.uniform(3, 10)
-            yield LabeledTransaction(
-                _tx(
-                    user,
-                    ts,
-                    amount,
-                    cat,
-                    country,
-                    device,
-                    "online",
-                    f"{cat}-{country}-{rng.randrange(40)}",
-                ),
-                1,
-                scenario,
-            )
+            yield fraud(ts, amount, cat, country, device, f"{cat}-{country}-{rng.randrange(40)}")
     elif scenario == "high_amount":
         cat = rng.choice(("electronics", "travel"))
         amount = CATEGORIES[cat][0] * user.scale * rng.uniform(12, 40)
-        yield LabeledTransaction(
-            _tx(
-                user,
-                ts,
-                amount,
-                cat,
-                user.home,
-                rng.choice(user.devices),
-                "online",
-                f"{cat}-{user.home}-{rng.randrange(40)}",
-            ),
-            1,
-            scenario,
-        )
+        device = rng.choice(user.devices)
+        yield fraud(ts, amount, cat, user.home, device, f"{cat}-{user.home}-{rng.randrange(40)}")
     else:
         for _ in range(rng.randint(1, 3)):
             ts += rng.uniform(600, 36000)
             cat = rng.choice(("electronics", "apparel", "entertainment"))
             amount = CATEGORIES[cat][0] * user.scale * math.exp(rng.gauss(0.3, 0.5))
-            yield LabeledTransaction(
-                _tx(
-                    user,
-                    ts,
-                    amount,
-                    cat,
-                    user.home,
-                    rng.choice(user.devices),
-                    "online",
-                    rng.choice(RISKY_MERCHANTS),
-                ),
-                1,
-                scenario,
-            )
+            device = rng.choice(user.devices)
+            yield fraud(ts, amount, cat, user.home, device, rng.choice(RISKY_MERCHANTS))
 
 
 def generate(cfg: SynthConfig = SynthConfig()) -> list[LabeledTransaction]:
