@@ -23,6 +23,7 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(PY) bench/run_bench.py
+	$(PY) bench/training_bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

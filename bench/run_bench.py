@@ -29,11 +29,13 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pandas as pd
 import yaml
 from confluent_kafka import Consumer, Producer
 from fraud_scorer.mock_cluster import MockCluster
+from fraud_training.data import scorer_features, to_payloads
 from fraud_training.synth import SynthConfig, generate
-from fraud_training.train import encode_all, train_and_export
+from fraud_training.train import train_and_export
 
 SCORER_CPU, LOAD_CPU = 0, 1
 RULES = [
@@ -422,7 +424,7 @@ def main() -> int:
     build.mkdir(parents=True, exist_ok=True)
     pin(LOAD_CPU)
 
-    print("training the 100-tree LightGBM model...", flush=True)
+    print("training the default LightGBM model...", flush=True)
     history = generate(SynthConfig(users=10_000, days=7.0, seed=7))
     trained = train_and_export(history, build / "bench-model", version="bench-1")
     decision = {"review_at": round(trained.review_at, 6), "block_at": round(trained.block_at, 6)}
@@ -430,10 +432,10 @@ def main() -> int:
     _train_naive(history, naive_model)
 
     traffic = generate(SynthConfig(users=max(args.messages // 5, 1000), days=2.0, seed=21))
-    traffic = (traffic * (args.messages // max(len(traffic), 1) + 1))[: args.messages]
-    items = [
-        (e.tx["user_id"].encode(), raw) for e, raw in zip(traffic, encode_all(traffic), strict=True)
-    ]
+    payloads = to_payloads(traffic)
+    keys = [u.encode() for u in traffic["user_id"]]
+    repeat = args.messages // max(len(payloads), 1) + 1
+    items = (list(zip(keys, payloads, strict=True)) * repeat)[: args.messages]
     results: dict[str, Any] = {}
     with MockCluster() as cluster:
         bs = cluster.bootstrap_servers
@@ -489,16 +491,14 @@ def main() -> int:
     return 0
 
 
-def _train_naive(history: list[Any], path: Path) -> None:
+def _train_naive(history: pd.DataFrame, path: Path) -> None:
     import pickle
 
-    from fraud_training.train import features_for
     from sklearn.ensemble import GradientBoostingClassifier
 
-    data = features_for(encode_all(history), [e.label for e in history])
+    data = scorer_features(history)
     clf = GradientBoostingClassifier(n_estimators=100, max_depth=5, random_state=7)
     idx = np.random.default_rng(7).choice(len(data.y), size=min(40_000, len(data.y)), replace=False)
-    import pandas as pd
     from fraud_scorer.features import FEATURE_NAMES
 
     clf.fit(pd.DataFrame(data.x[idx], columns=list(FEATURE_NAMES)), data.y[idx])

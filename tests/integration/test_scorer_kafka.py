@@ -6,12 +6,12 @@ import signal
 from pathlib import Path
 
 import msgspec
+import pandas as pd
 import pytest
 from fraud_scorer.contract import Transaction, TransactionDecoder
 from fraud_scorer.features import FeatureEngine, as_mapping
 from fraud_scorer.mock_cluster import MockCluster
-from fraud_training.synth import LabeledTransaction
-from fraud_training.train import encode_all
+from fraud_training.data import to_payloads
 
 from tests.integration.harness import (
     TOPICS,
@@ -38,10 +38,9 @@ MALFORMED = [
 ]
 
 
-def stream(events: list[LabeledTransaction]) -> list[tuple[bytes, bytes]]:
-    return [
-        (e.tx["user_id"].encode(), raw) for e, raw in zip(events, encode_all(events), strict=True)
-    ]
+def stream(frame: pd.DataFrame) -> list[tuple[bytes, bytes]]:
+    keys = [u.encode() for u in frame["user_id"]]
+    return list(zip(keys, to_payloads(frame), strict=True))
 
 
 def reference_features(items: list[tuple[bytes, bytes]]) -> dict[str, dict[str, float]]:
@@ -65,9 +64,12 @@ def decisions_by_id(bootstrap: str) -> dict[str, list[dict[str, object]]]:
 
 
 def test_scores_a_stream_end_to_end(
-    cluster: MockCluster, tmp_path: Path, model_dir: Path, small_stream: list[LabeledTransaction]
+    cluster: MockCluster, tmp_path: Path, model_dir: Path, small_stream: pd.DataFrame
 ) -> None:
-    items = stream(small_stream[:3000])
+    shell = small_stream["merchant"].isin(["XYZ_Merchant", "UnknownShop"]).to_numpy()
+    start = max(int(shell.argmax()) - 1500, 0)  # a window with shell-merchant payments in it
+    head = small_stream.iloc[start : start + 3000]
+    items = stream(head)
     scorer = ScorerProcess(tmp_path, cluster.bootstrap_servers, model_dir).start()
     produce(cluster.bootstrap_servers, TOPICS["input"], items + MALFORMED)
     bootstrap = cluster.bootstrap_servers
@@ -84,11 +86,8 @@ def test_scores_a_stream_end_to_end(
     assert len(decisions) == len(items)
     actions = {d[0]["action"] for d in decisions.values()}
     assert "allow" in actions
-    risky = [
-        e.tx["transaction_id"]
-        for e in small_stream[:3000]
-        if e.tx["merchant"] in ("XYZ_Merchant", "UnknownShop")
-    ]
+    risky = head.loc[head["merchant"].isin(["XYZ_Merchant", "UnknownShop"]), "transaction_id"]
+    assert len(risky) > 0
     for tid in risky:
         assert "risky-merchant" in decisions[tid][0]["reasons"]  # type: ignore[operator]
     alerts = read_topic(bootstrap, TOPICS["alerts"])
@@ -122,10 +121,10 @@ def test_restart_loses_nothing_and_features_match_an_uninterrupted_run(
     cluster: MockCluster,
     tmp_path: Path,
     model_dir: Path,
-    small_stream: list[LabeledTransaction],
+    small_stream: pd.DataFrame,
     how: signal.Signals,
 ) -> None:
-    items = stream(small_stream[:12000])
+    items = stream(small_stream.iloc[:12000])
     bootstrap = cluster.bootstrap_servers
     produce(bootstrap, TOPICS["input"], items)
     first = ScorerProcess(
@@ -164,9 +163,9 @@ def test_rebalance_between_two_scorers_keeps_features_identical(
     cluster: MockCluster,
     tmp_path: Path,
     model_dir: Path,
-    small_stream: list[LabeledTransaction],
+    small_stream: pd.DataFrame,
 ) -> None:
-    items = stream(small_stream[:12000])
+    items = stream(small_stream.iloc[:12000])
     bootstrap = cluster.bootstrap_servers
     a = ScorerProcess(tmp_path, bootstrap, model_dir, name="a", batch={"max_messages": 200}).start()
     produce(bootstrap, TOPICS["input"], items[:6000])
@@ -196,11 +195,11 @@ def test_rules_reload_without_restart_and_invalid_rules_keep_the_old_ones(
     cluster: MockCluster,
     tmp_path: Path,
     model_dir: Path,
-    small_stream: list[LabeledTransaction],
+    small_stream: pd.DataFrame,
 ) -> None:
     bootstrap = cluster.bootstrap_servers
     scorer = ScorerProcess(tmp_path, bootstrap, model_dir).start()
-    produce(bootstrap, TOPICS["input"], stream(small_stream[:100]))
+    produce(bootstrap, TOPICS["input"], stream(small_stream.iloc[:100]))
     wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 100, 30, "first batch")
     v1 = {d[0]["rules_version"] for d in decisions_by_id(bootstrap).values()}
     assert len(v1) == 1
@@ -208,12 +207,12 @@ def test_rules_reload_without_restart_and_invalid_rules_keep_the_old_ones(
     scorer.config["rules"] = [{"name": "everything", "expression": "tx.amount >= 0.0"}]
     scorer.write_config()
     wait_until(lambda: scorer.metric("fraud_rules_reloads_total", result="ok") == 1, 30, "reload")
-    produce(bootstrap, TOPICS["input"], stream(small_stream[100:200]))
+    produce(bootstrap, TOPICS["input"], stream(small_stream.iloc[100:200]))
     wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 200, 30, "second batch")
     later = [
         d[0]
         for t, d in decisions_by_id(bootstrap).items()
-        if t in {e.tx["transaction_id"] for e in small_stream[100:200]}
+        if t in set(small_stream["transaction_id"].iloc[100:200])
     ]
     assert all(d["reasons"][:1] == ["everything"] and d["action"] != "allow" for d in later)
     assert {d["rules_version"] for d in later}.isdisjoint(v1)
@@ -242,10 +241,10 @@ def test_a_tampered_model_is_refused_at_start(
 
 
 def test_sigterm_drains_and_commits_every_offset(
-    cluster: MockCluster, tmp_path: Path, model_dir: Path, small_stream: list[LabeledTransaction]
+    cluster: MockCluster, tmp_path: Path, model_dir: Path, small_stream: pd.DataFrame
 ) -> None:
     bootstrap = cluster.bootstrap_servers
-    items = stream(small_stream[:5000])
+    items = stream(small_stream.iloc[:5000])
     scorer = ScorerProcess(tmp_path, bootstrap, model_dir).start()
     produce(bootstrap, TOPICS["input"], items)
     wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 1000, 30, "scoring to start")

@@ -4,11 +4,11 @@ import math
 from datetime import UTC, datetime
 
 import msgspec
+import pandas as pd
 import pytest
 from fraud_scorer.contract import Transaction, TransactionDecoder
 from fraud_scorer.features import FEATURE_INDEX, FEATURE_NAMES, FeatureEngine, as_mapping
-from fraud_training.synth import LabeledTransaction
-from fraud_training.train import encode_all
+from fraud_training.data import to_payloads
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC).timestamp()
 
@@ -111,14 +111,14 @@ def _rows(payloads: list[bytes], engine: FeatureEngine) -> list[list[float]]:
 
 
 def test_replaying_the_horizon_reproduces_features_exactly(
-    small_stream: list[LabeledTransaction],
+    small_stream: pd.DataFrame,
 ) -> None:
     """The property state rebuild relies on: a consumer that starts from any point and first
     replays (at least) one horizon of history computes bit-identical features afterwards."""
     horizon_h = 12.0
-    payloads = encode_all(small_stream)
+    payloads = to_payloads(small_stream)
     reference = _rows(payloads, FeatureEngine(horizon_h))
-    times = [datetime.fromisoformat(e.tx["timestamp"]).timestamp() for e in small_stream]
+    times = [t.timestamp() for t in small_stream["timestamp"]]
     for cut in (len(payloads) // 3, len(payloads) // 2, 2 * len(payloads) // 3):
         start = next(i for i, t in enumerate(times) if t > times[cut] - horizon_h * 3600 - 3600)
         restarted = FeatureEngine(horizon_h)

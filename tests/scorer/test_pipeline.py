@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -11,38 +10,7 @@ from fraud_scorer.model import load_model
 from fraud_scorer.pipeline import BatchScorer
 from fraud_scorer.rules import compile_rules
 
-
-@dataclass
-class Msg:
-    """A consumed record, as confluent_kafka.Message presents it."""
-
-    _value: bytes | None
-    _key: bytes | None = b"u1"
-    _partition: int = 0
-    _offset: int = 0
-    _headers: list[tuple[str, bytes | None]] | None = None
-    _ts_ms: int = field(default=1_800_000_000_000)
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def topic(self) -> str:
-        return "transactions"
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts_ms)
-
-    def headers(self) -> list[tuple[str, bytes | None]] | None:
-        return self._headers
+from tests.records import Msg
 
 
 def tx(i: int, amount: float = 20.0, merchant: str = "grocery-DE-1", user: str = "u1") -> bytes:

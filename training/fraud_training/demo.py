@@ -22,11 +22,13 @@ import time
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
+import pandas as pd
 import yaml
 from confluent_kafka import Consumer, Producer
 from fraud_scorer.mock_cluster import MockCluster
@@ -35,8 +37,9 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
-from fraud_training.train import encode_all, train_and_export
+from fraud_training.train import train_and_export
 
 TOPICS = {
     "input": "transactions",
@@ -270,11 +273,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     traffic = generate(
-        SynthConfig(users=args.users, days=2.0, seed=11, start=SynthConfig().start.replace(day=8))
+        SynthConfig(
+            users=args.users, days=2.0, seed=11, start=SynthConfig().start + timedelta(days=7)
+        )
     )
-    traffic = traffic[: args.transactions]
-    payloads = encode_all(traffic)
-    labels = {e.tx["transaction_id"]: (e.label, e.scenario) for e in traffic}
+    traffic = traffic.iloc[: args.transactions]
+    payloads = to_payloads(traffic)
+    labels = dict(
+        zip(
+            traffic["transaction_id"],
+            zip(traffic["label"].tolist(), traffic["scenario"].astype(str), strict=True),
+            strict=True,
+        )
+    )
 
     with MockCluster() as cluster:
         for name, parts in (("input", 8), ("decisions", 16), ("alerts", 4), ("dead_letter", 4)):
@@ -339,7 +350,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _stream(
     bootstrap: str,
-    traffic: list[Any],
+    traffic: pd.DataFrame,
     payloads: list[bytes],
     args: argparse.Namespace,
     tally: _Tally,
@@ -353,8 +364,9 @@ def _stream(
     with Live(
         _progress(tally, len(payloads), args.rate), console=console, refresh_per_second=4
     ) as live:
-        for i, (event, raw) in enumerate(zip(traffic, payloads, strict=True)):
-            producer.produce(TOPICS["input"], raw, event.tx["user_id"].encode())
+        users = traffic["user_id"].tolist()
+        for i, (user, raw) in enumerate(zip(users, payloads, strict=True)):
+            producer.produce(TOPICS["input"], raw, user.encode())
             if every and i % every == every - 1:
                 producer.produce(
                     TOPICS["input"], _MALFORMED[(i // every) % len(_MALFORMED)], b"malformed"

@@ -1,0 +1,68 @@
+"""Real servers for tests, on 127.0.0.1, stopped when the test is done.
+
+PostgreSQL comes from the machine (Debian's ``postgresql`` package: ``initdb``/``pg_ctl`` on
+PATH or under ``/usr/lib/postgresql/<version>/bin``). PostgreSQL refuses to run as root, so as
+root the cluster belongs to the ``postgres`` user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
+    )
+    if found is None:
+        raise RuntimeError(
+            f"PostgreSQL's {name} is not installed: apt-get install postgresql "
+            "(the tests start their own server on 127.0.0.1)"
+        )
+    return found
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throw-away PostgreSQL cluster; yields a ``postgresql://`` URL (trust auth, loopback)."""
+    base = Path(tempfile.mkdtemp(prefix="fraud-pg-"))
+    data, sockets = base / "data", base / "run"
+    sockets.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chmod(base, 0o755)
+        for path in (base, sockets):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+
+    def run(*command: str) -> None:
+        subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=120)
+
+    try:
+        run(_pg_bin("initdb"), "-D", str(data), "-U", "fraud", "--auth=trust", "-E", "UTF8")
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off"
+        log = str(base / "log")
+        run(_pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", log, "-w", "start")
+        try:
+            yield f"postgresql://fraud@127.0.0.1:{port}/postgres"
+        finally:
+            run(_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,123 @@
+"""The handbook re-implementation: simulator properties, features by hand, the protocol, and the
+benchmark reaching the published random-forest row."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fraud_training import benchmark, report
+from fraud_training import handbook as hb
+
+DAY = 86400
+
+
+@pytest.fixture(scope="module")
+def small() -> pd.DataFrame:
+    return hb.simulate(hb.HandbookConfig(customers=600, terminals=1200, days=60, seed=3))
+
+
+def test_simulator_follows_the_published_process(small: pd.DataFrame) -> None:
+    assert small["TX_DATETIME"].is_monotonic_increasing
+    seconds = small["TX_TIME_SECONDS"] % DAY
+    assert ((seconds > 0) & (seconds < DAY)).all()
+    assert (small["TX_TIME_SECONDS"] // DAY == small["TX_TIME_DAYS"]).all()
+    assert (small["TX_AMOUNT"] >= 0).all()
+    # Scenario 1: every amount above 220 is fraud; scenario-1 frauds are exactly those left.
+    assert small.loc[small["TX_AMOUNT"] > 220, "TX_FRAUD"].eq(1).all()
+    assert (small.loc[small["TX_FRAUD_SCENARIO"] == 1, "TX_AMOUNT"] > 220).all()
+    # Scenario 2: a compromised terminal's frauds all fall within 28 days of one another
+    # start, and all its transactions in that window are fraud.
+    s2 = small[small["TX_FRAUD_SCENARIO"] == 2]
+    assert s2["TERMINAL_ID"].nunique() <= 2 * 60
+    # Scenario 3: amounts of compromised customers' frauds are 5x their usual spend.
+    s3 = small[small["TX_FRAUD_SCENARIO"] == 3]
+    usual = small[small["TX_FRAUD"] == 0].groupby("CUSTOMER_ID")["TX_AMOUNT"].median()
+    ratio = (s3.groupby("CUSTOMER_ID")["TX_AMOUNT"].median() / usual).dropna()
+    assert ratio.median() == pytest.approx(5, rel=0.3)
+    # A customer pays at a handful of nearby terminals, not all over the grid.
+    assert small.groupby("CUSTOMER_ID")["TERMINAL_ID"].nunique().max() < 60
+
+
+def _tx(rows: list[tuple[str, int, int, float, int]]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        rows, columns=["when", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD"]
+    )
+    when = pd.to_datetime(frame.pop("when"))
+    frame.insert(0, "TX_DATETIME", when)
+    since_start = (when - pd.Timestamp("2018-04-01")).dt.total_seconds()
+    frame["TX_TIME_SECONDS"] = since_start.astype(np.int64)
+    frame["TX_TIME_DAYS"] = frame["TX_TIME_SECONDS"] // DAY
+    return frame
+
+
+def test_features_by_hand() -> None:
+    tx = (
+        _tx(
+            [
+                ("2018-04-01 10:00", 1, 7, 10.0, 1),  # Sunday
+                ("2018-04-01 20:00", 1, 7, 30.0, 0),
+                ("2018-04-02 09:00", 1, 8, 50.0, 0),  # 23 h after the first: inside 1 day
+                ("2018-04-02 05:00", 2, 7, 20.0, 0),  # night
+                ("2018-04-09 11:00", 2, 7, 40.0, 0),  # 8 days later
+            ]
+        )
+        .sort_values("TX_DATETIME")
+        .reset_index(drop=True)
+    )
+    f = hb.features(tx).set_index(tx["TX_DATETIME"])
+    row = f.loc[pd.Timestamp("2018-04-02 09:00")]
+    assert row["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 3
+    assert row["CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"] == pytest.approx(30.0)
+    assert row["TX_DURING_WEEKEND"] == 0
+    assert f.loc[pd.Timestamp("2018-04-01 10:00"), "TX_DURING_WEEKEND"] == 1
+    assert f.loc[pd.Timestamp("2018-04-02 05:00"), "TX_DURING_NIGHT"] == 1
+    assert row["TX_DURING_NIGHT"] == 0
+    # Terminal 7 on 04-09 11:00 looks at (03-24 11:00, 04-02 11:00] minus nothing newer than the
+    # 7-day delay: the three payments of 04-01 10:00, 04-01 20:00 and 04-02 05:00, one fraud.
+    last = f.loc[pd.Timestamp("2018-04-09 11:00")]
+    assert last["TERMINAL_ID_NB_TX_1DAY_WINDOW"] == 2  # (04-01 11:00, 04-02 11:00]
+    assert last["TERMINAL_ID_RISK_1DAY_WINDOW"] == 0.0
+    assert last["TERMINAL_ID_NB_TX_7DAY_WINDOW"] == 3
+    assert last["TERMINAL_ID_RISK_7DAY_WINDOW"] == pytest.approx(1 / 3)
+    assert last["CUSTOMER_ID_NB_TX_7DAY_WINDOW"] == 1  # 04-02 05:00 is more than 7 days back
+    assert last["CUSTOMER_ID_NB_TX_30DAY_WINDOW"] == 2
+    assert f.loc[pd.Timestamp("2018-04-01 10:00"), "TERMINAL_ID_NB_TX_30DAY_WINDOW"] == 0
+    assert list(f.columns) == list(hb.FEATURES)
+
+
+def test_split_removes_cards_known_to_be_compromised(small: pd.DataFrame) -> None:
+    start = datetime(2018, 5, 1, tzinfo=UTC)
+    s = hb.split(small, start)
+    assert s.train["TX_DATETIME"].min() >= pd.Timestamp("2018-05-01")
+    assert s.train["TX_DATETIME"].max() < pd.Timestamp("2018-05-08")
+    assert s.test["TX_DATETIME"].min() >= pd.Timestamp("2018-05-15")
+    assert s.test["TX_DATETIME"].max() < pd.Timestamp("2018-05-22")
+    known = set(s.train.loc[s.train["TX_FRAUD"] == 1, "CUSTOMER_ID"])
+    assert not known & set(s.test["CUSTOMER_ID"])
+    # A card defrauded on the first delay day is gone from the second test day on.
+    first_delay = small[small["TX_DATETIME"].dt.date == pd.Timestamp("2018-05-08").date()]
+    late = set(first_delay.loc[first_delay["TX_FRAUD"] == 1, "CUSTOMER_ID"]) - known
+    day2 = s.test[s.test["TX_DATETIME"] >= pd.Timestamp("2018-05-16")]
+    assert not late & set(day2["CUSTOMER_ID"])
+
+
+def test_benchmark_reaches_the_published_random_forest(tmp_path: Path) -> None:
+    """The whole benchmark at the handbook's size (about a minute on 2 cores)."""
+    result = benchmark.run(kinds=("random-forest", "lightgbm"))
+    assert 1_650_000 < result.data["transactions"] < 1_900_000  # handbook: 1,754,155
+    assert 0.0075 < result.data["fraud_rate"] < 0.0095  # handbook: 0.84%
+    top = benchmark.best(result)
+    baseline = hb.PUBLISHED["random forest (handbook baseline)"]
+    assert top.metrics["average_precision"] >= baseline["average_precision"]
+    assert top.metrics["card_precision_at_100"] >= baseline["card_precision_at_100"]
+    paths = report.write(tmp_path, title="t", rows=result.rows)
+    document = json.loads(paths["json"].read_text())
+    names = [r["name"] for r in document["rows"]]
+    assert set(hb.PUBLISHED) <= set(names) and top.name in names
+    assert paths["pr_curve"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| *random forest (handbook baseline)* (published) |" in paths["markdown"].read_text()
