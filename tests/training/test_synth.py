@@ -104,7 +104,8 @@ def test_compromised_merchants_and_shell_merchants(frame: pd.DataFrame) -> None:
 def test_friendly_fraud_looks_genuine(frame: pd.DataFrame) -> None:
     ff = frame[frame["scenario"] == "friendly_fraud"]
     genuine = frame[frame["scenario"] == "genuine"]
-    assert ff["amount"].median() == pytest.approx(genuine["amount"].median(), rel=0.35)
+    assert 0.5 < ff["amount"].median() / genuine["amount"].median() < 2.0
+    assert ff["device_id"].isin(set(genuine["device_id"])).mean() > 0.9  # the owner's devices
     assert ff["location"].isin(HOME_COUNTRIES).mean() > 0.9
 
 

@@ -192,37 +192,93 @@ def _user_devices(
     )
 
 
+def _distance_km(
+    lat1: npt.NDArray[np.float64],
+    lon1: npt.NDArray[np.float64],
+    lat2: npt.NDArray[np.float64],
+    lon2: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    a = (
+        np.sin((p2 - p1) / 2) ** 2
+        + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2
+    )
+    out: npt.NDArray[np.float64] = 2 * 6371.0 * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
+    return out
+
+
+@dataclass
+class _Trips:
+    """Some users spend a few days in another country (mostly a neighbour). Nobody pays while
+    flying: no payments for the travel time, out and back, so trips are plausible speeds."""
+
+    travels: npt.NDArray[np.bool_]
+    start: npt.NDArray[np.float64]
+    end: npt.NDArray[np.float64]
+    flight_s: npt.NDArray[np.float64]
+    country: npt.NDArray[np.int64]
+    lat: npt.NDArray[np.float64]
+    lon: npt.NDArray[np.float64]
+
+    def in_flight(
+        self, user: npt.NDArray[np.int64], t: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.bool_]:
+        flight, start, end = self.flight_s[user], self.start[user], self.end[user]
+        out = ((t >= start) & (t < start + flight)) | ((t >= end) & (t < end + flight))
+        result: npt.NDArray[np.bool_] = self.travels[user] & out
+        return result
+
+    def away(
+        self, user: npt.NDArray[np.int64], t: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.bool_]:
+        arrived = t >= self.start[user] + self.flight_s[user]
+        result: npt.NDArray[np.bool_] = self.travels[user] & arrived & (t < self.end[user])
+        return result
+
+
+def _trips(rng: np.random.Generator, cfg: SynthConfig, w: _World) -> _Trips:
+    n = cfg.users
+    start = rng.uniform(0.0, cfg.days, n) * _DAY_S
+    far = rng.random(n) < 0.2
+    country = np.where(
+        far,
+        len(HOME_COUNTRIES) + rng.integers(0, len(FAR_COUNTRIES), n),
+        (w.home + rng.integers(1, len(HOME_COUNTRIES), n)) % len(HOME_COUNTRIES),
+    )
+    lat = _CENTROIDS[country, 0] + rng.normal(0.0, 1.0, n)
+    lon = _CENTROIDS[country, 1] + rng.normal(0.0, 1.5, n)
+    flight_s = _distance_km(w.home_lat, w.home_lon, lat, lon) / 800.0 * 3600.0 + 7200.0
+    return _Trips(
+        travels=rng.random(n) < cfg.travel_share,
+        start=start,
+        end=start + rng.uniform(2.0, 7.0, n) * _DAY_S,
+        flight_s=flight_s,
+        country=country,
+        lat=lat,
+        lon=lon,
+    )
+
+
 def _genuine(rng: np.random.Generator, cfg: SynthConfig, w: _World, parts: _Parts) -> None:
     counts = rng.poisson(w.rate * cfg.days)
     user = np.repeat(np.arange(cfg.users), counts)
+    t = _times(rng, cfg, len(user))
+    trips = _trips(rng, cfg, w)
+    keep = (t < cfg.days * _DAY_S) & ~trips.in_flight(user, t)
+    user, t = user[keep], t[keep]
     n = len(user)
-    t = _times(rng, cfg, n)
-    keep = t < cfg.days * _DAY_S
-    user, t, n = user[keep], t[keep], int(keep.sum())
+    away = trips.away(user, t)
     cat = w.cats[user, (rng.random(n) * w.n_cats[user]).astype(np.int64)]
     amount = _CAT_MEDIAN[cat] * w.scale[user] * np.exp(rng.normal(0.0, 0.6, n))
     big = rng.random(n) < 0.003  # the occasional big, genuine purchase
     amount[big] *= rng.uniform(4.0, 10.0, int(big.sum()))
     online = rng.random(n) < _CAT_CNP[cat]
     channel = np.where(online, np.where(rng.random(n) < 0.3, 2, 1), 0)
-
-    # Trips: some users spend a few days in another country (mostly a neighbour).
-    travellers = rng.random(cfg.users) < cfg.travel_share
-    trip_start = rng.uniform(0.0, cfg.days, cfg.users) * _DAY_S
-    trip_end = trip_start + rng.uniform(2.0, 7.0, cfg.users) * _DAY_S
-    far = rng.random(cfg.users) < 0.2
-    trip_country = np.where(
-        far,
-        len(HOME_COUNTRIES) + rng.integers(0, len(FAR_COUNTRIES), cfg.users),
-        (w.home + rng.integers(1, len(HOME_COUNTRIES), cfg.users)) % len(HOME_COUNTRIES),
-    )
-    away = travellers[user] & (t >= trip_start[user]) & (t < trip_end[user])
-    country = np.where(away, trip_country[user], w.home[user])
+    country = np.where(away, trips.country[user], w.home[user])
     slot = rng.integers(0, w.per_cell, n)
-    m_lat, m_lon = w.merchant_lat[country, cat, slot], w.merchant_lon[country, cat, slot]
-    at_home = ~away & online
-    lat = np.where(at_home, w.home_lat[user], m_lat)
-    lon = np.where(at_home, w.home_lon[user], m_lon)
+    # People pay near where they are: within a few kilometres of home or of the trip's city.
+    lat = np.where(away, trips.lat[user], w.home_lat[user]) + rng.normal(0.0, 0.04, n)
+    lon = np.where(away, trips.lon[user], w.home_lon[user]) + rng.normal(0.0, 0.06, n)
 
     device = _user_devices(user, (rng.random(n) * w.devices[user]).astype(np.int64))
     new_phone = np.flatnonzero(rng.random(n) < 0.005)
