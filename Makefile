@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_VERSION := 25.3
 
-.PHONY: demo test bench lint typecheck venv clean
+.PHONY: demo test bench lint typecheck venv clean postgres
 
 venv: $(STAMP)
 
@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/fraud-demo
 
-test: lint typecheck
+test: lint typecheck postgres
 	$(PY) -m pytest
+
+# The tests start their own PostgreSQL server from the machine's binaries (Debian package
+# `postgresql`); install them if they are missing and we may.
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) $(shell command -v initdb))
+postgres:
+	@test -n "$(PG_INITDB)" || { apt-get update -qq && apt-get install -y -qq postgresql; }
 
 bench: $(STAMP)
 	$(PY) bench/run_bench.py

@@ -56,7 +56,11 @@ def main() -> int:
     parser.add_argument("--out", default="build/bench-training.json")
     args = parser.parse_args()
     results: dict[str, Any] = {
-        "machine": {"cpus": platform.machine(), "python": platform.python_version()}
+        "machine": {
+            "cpus": os.cpu_count(),
+            "arch": platform.machine(),
+            "python": platform.python_version(),
+        }
     }
 
     users = max(args.transactions // 20, 100)  # 2.9 tx/user/day over 7 days

@@ -28,7 +28,7 @@ def test_generate_fit_evaluate_export(tmp_path: Path) -> None:
     args = ["fit", str(data), "--out", str(work), "--model", "lightgbm", "--select"]
     result = runner.invoke(app, [*args, "--target-fpr", "0.005"])
     assert result.exit_code == 0, result.output
-    assert "roc_auc" in result.output and (work / "fit.joblib").is_file()
+    assert "CP@100" in result.output and (work / "fit.joblib").is_file()
 
     result = runner.invoke(app, ["evaluate", str(work)])
     assert result.exit_code == 0, result.output

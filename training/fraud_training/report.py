@@ -33,22 +33,22 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def markdown(title: str, rows: list[Row], notes: list[str]) -> str:
+def markdown(title: str, rows: list[Row], notes: list[str], sections: list[str]) -> str:
     lines = [f"# {title}", ""]
     lines.append("| model | " + " | ".join(h for _, h in COLUMNS) + " |")
     lines.append("|---|" + "---:|" * len(COLUMNS))
     for row in rows:
         name = f"*{row.name}* (published)" if row.published else row.name
-        cells = [_cell(row.metrics.get(key)) for key, _ in COLUMNS]
+        cells = [cell(row.metrics.get(key)) for key, _ in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", *[f"- {n}" for n in notes], "", "![precision-recall curves](pr_curve.png)", ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, *sections])
 
 
 def pr_curve_png(path: Path, title: str, rows: list[Row]) -> None:
@@ -80,7 +80,9 @@ def write(
     rows: list[Row],
     notes: list[str] | None = None,
     context: dict[str, Any] | None = None,
+    sections: list[str] | None = None,
 ) -> dict[str, Path]:
+    """Write the three files; ``sections`` are extra Markdown appended to ``report.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     notes = notes or []
     paths = {
@@ -98,6 +100,6 @@ def write(
         **(context or {}),
     }
     paths["json"].write_text(json.dumps(document, indent=2, default=str) + "\n")
-    paths["markdown"].write_text(markdown(title, rows, notes))
+    paths["markdown"].write_text(markdown(title, rows, notes, sections or []))
     pr_curve_png(paths["pr_curve"], title, rows)
     return paths
