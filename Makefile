@@ -5,20 +5,20 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_VERSION := 25.3
 
-.PHONY: demo test bench lint typecheck venv clean postgres
+.PHONY: demo test bench lint typecheck venv clean postgres kube
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
-	$(PY) -m pip install -q -e '.[scorer,training]' --group dev
+	$(PY) -m pip install -q -e '.[scorer,training,operator]' --group dev
 	touch $@
 
 demo: $(STAMP)
 	$(VENV)/bin/fraud-demo
 
-test: lint typecheck postgres
+test: lint typecheck postgres kube
 	$(PY) -m pytest
 
 # The tests start their own PostgreSQL server from the machine's binaries (Debian package
@@ -41,3 +41,9 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache
+
+# kube-apiserver + kube-controller-manager v1.20.2 from Debian's source package, for the
+# operator's end-to-end tests; built once (~15 min on 2 cores), then cached in ~/.cache.
+kube:
+	scripts/build-kube.sh
+

@@ -1,0 +1,51 @@
+"""``python -m fraud_operator``: run the operator (kopf) for all namespaces.
+
+Several replicas are safe: kopf's peering elects one active instance (``--peering``, needs the
+ClusterKopfPeering CRD from ``crds/kopf-peering.yaml``); the others wait. SIGTERM stops the
+watches and in-flight handlers before exiting. Logs are JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import kopf
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fraud-operator", description=__doc__)
+    parser.add_argument("--peering", default=None, help="ClusterKopfPeering name (HA)")
+    parser.add_argument("--namespace", action="append", default=[], help="watch only these")
+    parser.add_argument("--metrics-host", default="0.0.0.0")  # noqa: S104
+    parser.add_argument("--metrics-port", type=int, default=8080)
+    parser.add_argument("--health-port", type=int, default=8081)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON,
+        log_prefix=True,
+        log_refkey="object",
+    )
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    from fraud_operator import handlers  # registers the handlers
+
+    handlers.OPTIONS.update(metrics_host=args.metrics_host, metrics_port=args.metrics_port)
+
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            liveness_endpoint=f"http://{args.metrics_host}:{args.health_port}/healthz",
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,493 @@
+"""Desired state: pure functions from a FraudDetector to the objects that run it.
+
+Nothing here talks to Kubernetes. Every builder returns a plain manifest with deterministic
+names, the labels from :func:`labels`, a controller owner reference (so garbage collection
+deletes children with their FraudDetector) and a content hash annotation (so the writer can
+skip objects that are already as desired).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+import yaml
+
+from fraud_operator.spec import GROUP, KIND, VERSION, FraudDetectorSpec
+
+MANAGER: Final = "fraud-operator"
+HASH_ANNOTATION: Final = f"{GROUP}/spec-hash"
+RESTART_ANNOTATION: Final = f"{GROUP}/restart-hash"
+METRICS_PORT: Final = 9102
+CONFIG_FILE: Final = "scorer.yaml"
+CONFIG_DIR: Final = "/etc/fraud"
+MODEL_DIR: Final = "/models/current"
+CA_DIR: Final = "/etc/fraud/kafka-ca"
+PASSWORD_ENV: Final = "FRAUD_KAFKA__SASL_PASSWORD"
+RUN_AS: Final = 10001
+
+
+@dataclass(frozen=True)
+class Detector:
+    """What builders need to know about one FraudDetector."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: FraudDetectorSpec
+
+    @property
+    def consumer_group(self) -> str:
+        return self.spec.consumer_group or f"fraud-scorer-{self.namespace}-{self.name}"
+
+
+@dataclass(frozen=True)
+class ApiVersions:
+    """What the cluster serves; discovered, never assumed (a 1.20 cluster has no
+    autoscaling/v2 or policy/v1)."""
+
+    autoscaling: str = "autoscaling/v2"
+    policy: str = "policy/v1"
+    keda: bool = False
+    service_monitor: bool = False
+
+
+def scorer_name(d: Detector, track: str = "stable") -> str:
+    return f"{d.name}-scorer" if track == "stable" else f"{d.name}-scorer-{track}"
+
+
+def config_name(d: Detector) -> str:
+    return f"{d.name}-scorer-config"
+
+
+def labels(d: Detector, track: str | None = "stable") -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "fraud-scorer",
+        "app.kubernetes.io/instance": d.name,
+        "app.kubernetes.io/component": "scorer",
+        "app.kubernetes.io/part-of": "fraud-detector",
+        "app.kubernetes.io/managed-by": MANAGER,
+    }
+    if track is not None:
+        out[f"{GROUP}/track"] = track
+    return out
+
+
+def selector(d: Detector, track: str = "stable") -> dict[str, str]:
+    """The immutable part of the labels: a Deployment's selector can never change."""
+    return {
+        "app.kubernetes.io/name": "fraud-scorer",
+        "app.kubernetes.io/instance": d.name,
+        f"{GROUP}/track": track,
+    }
+
+
+def owner_reference(d: Detector) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": d.name,
+        "uid": d.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def content_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _object(
+    d: Detector, api_version: str, kind: str, name: str, body: dict[str, Any], track: str | None
+) -> dict[str, Any]:
+    """Wrap ``body`` with metadata; the hash covers everything the operator sets."""
+    obj: dict[str, Any] = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": d.namespace,
+            "labels": labels(d, track),
+            "ownerReferences": [owner_reference(d)],
+        },
+        **body,
+    }
+    obj["metadata"]["annotations"] = {HASH_ANNOTATION: content_hash(obj)}
+    return obj
+
+
+def scorer_config(d: Detector, track: str = "stable") -> dict[str, Any]:
+    """The scorer's config file (``fraud_scorer.config.ScorerSettings``), minus the password,
+    which reaches the pod only as an environment variable from its Secret."""
+    spec = d.spec
+    auth, tls = spec.kafka.authentication, spec.kafka.tls
+    kafka: dict[str, Any] = {
+        "bootstrap_servers": spec.kafka.bootstrap_servers,
+        "group_id": d.consumer_group if track == "stable" else f"{d.consumer_group}-{track}",
+        "client_id": f"{d.name}-{track}",
+        "security_protocol": {
+            (False, False): "PLAINTEXT",
+            (False, True): "SSL",
+            (True, False): "SASL_PLAINTEXT",
+            (True, True): "SASL_SSL",
+        }[(auth is not None, tls is not None)],
+    }
+    if auth is not None:
+        kafka["sasl_mechanism"] = auth.type.upper()
+        kafka["sasl_username"] = auth.username
+    if tls is not None:
+        first = tls.trusted_certificates[0]
+        kafka["ssl_ca_location"] = (
+            f"{CA_DIR}/{first.secret_name}-{first.certificate}"
+            if len(tls.trusted_certificates) == 1
+            else CA_DIR
+        )
+    return {
+        "detector": d.name,
+        "track": track,
+        "kafka": kafka,
+        "topics": {
+            "input": spec.topics.input,
+            "decisions": spec.topics.decisions,
+            "alerts": spec.topics.alerts,
+            "dead_letter": spec.topics.dead_letter,
+        },
+        "model": {"path": MODEL_DIR},
+        "rules": [r.model_dump() for r in spec.rules],
+        "decision": spec.decision.model_dump(),
+        "metrics": {"host": "0.0.0.0", "port": METRICS_PORT},  # noqa: S104 - scraped in-cluster
+    }
+
+
+def config_map(d: Detector) -> dict[str, Any]:
+    text = yaml.safe_dump(scorer_config(d), sort_keys=False)
+    return _object(d, "v1", "ConfigMap", config_name(d), {"data": {CONFIG_FILE: text}}, None)
+
+
+def _restart_hash(d: Detector) -> str:
+    """Changes that need new pods. Rules and thresholds are hot-reloaded from the mounted
+    file by the running scorer, so they are left out: editing a rule restarts nothing."""
+    config = scorer_config(d)
+    config.pop("rules")
+    config.pop("decision")
+    return content_hash({"config": config, "model": d.spec.model.model_dump()})
+
+
+def _volumes(d: Detector) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": config_name(d)}},
+        {"name": "model", "emptyDir": {"sizeLimit": "512Mi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "model", "mountPath": "/models", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp
+    ]
+    tls = d.spec.kafka.tls
+    if tls is not None:
+        volumes.append(
+            {
+                "name": "kafka-ca",
+                "projected": {
+                    "sources": [
+                        {
+                            "secret": {
+                                "name": ref.secret_name,
+                                "items": [
+                                    {
+                                        "key": ref.certificate,
+                                        "path": f"{ref.secret_name}-{ref.certificate}",
+                                    }
+                                ],
+                            }
+                        }
+                        for ref in tls.trusted_certificates
+                    ]
+                },
+            }
+        )
+        mounts.append({"name": "kafka-ca", "mountPath": CA_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+_SECURE: Final = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def deployment(d: Detector, track: str = "stable") -> dict[str, Any]:
+    """The scorer for one track. ``replicas`` is not set: the autoscaler owns it (setting it
+    here would fight the HPA on every pass). Pods are spread across nodes and zones."""
+    spec = d.spec
+    volumes, mounts = _volumes(d)
+    env: list[dict[str, Any]] = []
+    auth = spec.kafka.authentication
+    if auth is not None:
+        env.append(
+            {
+                "name": PASSWORD_ENV,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": auth.password_secret.secret_name,
+                        "key": auth.password_secret.password,
+                    }
+                },
+            }
+        )
+    resources = spec.scorer.resources.model_dump(exclude_none=True)
+    probe = {"port": METRICS_PORT}
+    container = {
+        "name": "scorer",
+        "image": spec.scorer.image,
+        "imagePullPolicy": spec.scorer.image_pull_policy,
+        "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        "env": env,
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", **probe},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", **probe},
+            "periodSeconds": 2,
+            "failureThreshold": 60,
+        },
+        "resources": resources,
+        "securityContext": _SECURE,
+        "volumeMounts": mounts,
+    }
+    fetch = {
+        "name": "fetch-model",
+        "image": spec.scorer.image,
+        "imagePullPolicy": spec.scorer.image_pull_policy,
+        "command": ["python", "-m", "fraud_scorer.fetch"],
+        "args": ["--uri", spec.model.uri, "--sha256", spec.model.sha256, "--dest", MODEL_DIR],
+        "resources": resources,
+        "securityContext": _SECURE,
+        "volumeMounts": [{"name": "model", "mountPath": "/models"}, mounts[2]],
+    }
+    pod_labels = labels(d, track)
+    return _object(
+        d,
+        "apps/v1",
+        "Deployment",
+        scorer_name(d, track),
+        {
+            "spec": {
+                "revisionHistoryLimit": 5,
+                "selector": {"matchLabels": selector(d, track)},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+                },
+                "template": {
+                    "metadata": {
+                        "labels": pod_labels,
+                        "annotations": {
+                            RESTART_ANNOTATION: _restart_hash(d),
+                            "prometheus.io/scrape": "true",
+                            "prometheus.io/port": str(METRICS_PORT),
+                        },
+                    },
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        "terminationGracePeriodSeconds": 30,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": RUN_AS,
+                            "runAsGroup": RUN_AS,
+                            "fsGroup": RUN_AS,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "initContainers": [fetch],
+                        "containers": [container],
+                        "volumes": volumes,
+                        "affinity": {
+                            "podAntiAffinity": {
+                                "preferredDuringSchedulingIgnoredDuringExecution": [
+                                    {
+                                        "weight": 100,
+                                        "podAffinityTerm": {
+                                            "topologyKey": "kubernetes.io/hostname",
+                                            "labelSelector": {"matchLabels": selector(d, track)},
+                                        },
+                                    }
+                                ]
+                            }
+                        },
+                        "topologySpreadConstraints": [
+                            {
+                                "maxSkew": 1,
+                                "topologyKey": "topology.kubernetes.io/zone",
+                                "whenUnsatisfiable": "ScheduleAnyway",
+                                "labelSelector": {"matchLabels": selector(d, track)},
+                            }
+                        ],
+                    },
+                },
+            }
+        },
+        track,
+    )
+
+
+def service(d: Detector) -> dict[str, Any]:
+    """Metrics endpoint of every track (tracks are told apart by the track label)."""
+    return _object(
+        d,
+        "v1",
+        "Service",
+        f"{d.name}-scorer-metrics",
+        {
+            "spec": {
+                "selector": {
+                    "app.kubernetes.io/name": "fraud-scorer",
+                    "app.kubernetes.io/instance": d.name,
+                },
+                "ports": [
+                    {
+                        "name": "metrics",
+                        "port": METRICS_PORT,
+                        "targetPort": "metrics",
+                        "protocol": "TCP",  # server-side apply needs the list key in full
+                    }
+                ],
+            }
+        },
+        None,
+    )
+
+
+def horizontal_pod_autoscaler(d: Detector, api: ApiVersions, track: str = "stable") -> dict[str, Any]:
+    """CPU-based scaling (``autoscaling/v2`` or ``v2beta2``: same shape for resource metrics)."""
+    s = d.spec.scaling
+    return _object(
+        d,
+        api.autoscaling,
+        "HorizontalPodAutoscaler",
+        scorer_name(d, track),
+        {
+            "spec": {
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": scorer_name(d, track),
+                },
+                "minReplicas": s.min_replicas,
+                "maxReplicas": s.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": s.target_cpu_utilization,
+                            },
+                        },
+                    }
+                ],
+            }
+        },
+        track,
+    )
+
+
+def scaled_object(d: Detector, track: str = "stable") -> dict[str, Any]:
+    """KEDA scaling on consumer lag (its Kafka scaler reads the group's lag)."""
+    s, kafka = d.spec.scaling, d.spec.kafka
+    metadata: dict[str, Any] = {
+        "bootstrapServers": kafka.bootstrap_servers,
+        "consumerGroup": d.consumer_group,
+        "topic": d.spec.topics.input,
+        "lagThreshold": str(s.lag_threshold),
+        "offsetResetPolicy": "earliest",
+    }
+    trigger: dict[str, Any] = {"type": "kafka", "metadata": metadata}
+    if kafka.authentication is not None:
+        trigger["authenticationRef"] = {"name": f"{d.name}-kafka"}
+    return _object(
+        d,
+        "keda.sh/v1alpha1",
+        "ScaledObject",
+        scorer_name(d, track),
+        {
+            "spec": {
+                "scaleTargetRef": {"name": scorer_name(d, track)},
+                "minReplicaCount": s.min_replicas,
+                "maxReplicaCount": s.max_replicas,
+                "triggers": [trigger],
+            }
+        },
+        track,
+    )
+
+
+def trigger_authentication(d: Detector) -> dict[str, Any] | None:
+    """KEDA's credentials for the lag query, from the same Secret as the scorer's."""
+    auth = d.spec.kafka.authentication
+    if auth is None:
+        return None
+    secret = auth.password_secret.secret_name
+    params = [
+        {"parameter": "password", "name": secret, "key": auth.password_secret.password},
+    ]
+    return _object(
+        d,
+        "keda.sh/v1alpha1",
+        "TriggerAuthentication",
+        f"{d.name}-kafka",
+        {"spec": {"secretTargetRef": params}},
+        None,
+    )
+
+
+def pod_disruption_budget(d: Detector, api: ApiVersions, track: str = "stable") -> dict[str, Any]:
+    """At most one scorer down at a time during voluntary disruptions (node drains): a
+    rebalance per pod, not all partitions at once."""
+    return _object(
+        d,
+        api.policy,
+        "PodDisruptionBudget",
+        scorer_name(d, track),
+        {"spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(d, track)}}},
+        track,
+    )
+
+
+def service_monitor(d: Detector) -> dict[str, Any]:
+    return _object(
+        d,
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        f"{d.name}-scorer",
+        {
+            "spec": {
+                "selector": {"matchLabels": labels(d, None)},
+                "endpoints": [{"port": "metrics", "interval": "15s", "path": "/metrics"}],
+            }
+        },
+        None,
+    )
+
+
+def children(d: Detector, api: ApiVersions) -> list[dict[str, Any]]:
+    """Everything one FraudDetector runs on, in the order to apply it."""
+    out = [config_map(d), deployment(d), service(d), pod_disruption_budget(d, api)]
+    if api.keda and d.spec.scaling.lag_threshold is not None:
+        auth = trigger_authentication(d)
+        out += ([auth] if auth else []) + [scaled_object(d)]
+    else:
+        out.append(horizontal_pod_autoscaler(d, api))
+    if api.service_monitor:
+        out.append(service_monitor(d))
+    return out

@@ -1,0 +1,79 @@
+"""kopf entry points. Each one is a few lines and calls :class:`~fraud_operator.reconcile.
+Reconciler`, which does the work; kopf runs these sync handlers in its thread pool."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from fraud_operator.builders import MANAGER
+from fraud_operator.kube import Kube, load_config
+from fraud_operator.metrics import OperatorMetrics
+from fraud_operator.reconcile import Reconciler
+from fraud_operator.spec import GROUP, KIND, PLURAL, VERSION
+
+log = logging.getLogger("fraud_operator")
+_state: dict[str, Reconciler] = {}
+# Set by ``python -m fraud_operator`` before kopf starts.
+OPTIONS: dict[str, Any] = {"metrics_host": "0.0.0.0", "metrics_port": 8080}  # noqa: S104
+RESYNC_S = float(os.environ.get("FRAUD_OPERATOR_RESYNC_SECONDS", "30"))
+OWNED = {"app.kubernetes.io/managed-by": MANAGER}
+
+
+def reconciler() -> Reconciler:
+    if "r" not in _state:
+        metrics = OperatorMetrics()
+        _state["r"] = Reconciler(Kube(load_config()), metrics)
+    return _state["r"]
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Progress and the diff base live in annotations, so status belongs to us alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.enabled = False  # we write our own Events, only on transitions
+    settings.watching.server_timeout = 300
+    settings.execution.max_workers = 4
+    if OPTIONS["metrics_port"]:
+        start_http_server(
+            OPTIONS["metrics_port"], addr=OPTIONS["metrics_host"], registry=reconciler().metrics.registry
+        )
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def on_change(namespace: str, name: str, **_: Any) -> None:
+    reconciler()(namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S)
+def resync(namespace: str, name: str, **_: Any) -> None:
+    """Status from what exists now, and drift repaired even if a child event was missed."""
+    reconciler()(namespace, name)
+
+
+def _owner_changed(body: kopf.Body, event_type: str | None) -> None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(GROUP):
+            namespace = body["metadata"]["namespace"]
+            log.info("%s %s changed (%s): reconciling its FraudDetector", body.get("kind"), body["metadata"]["name"], event_type)
+            reconciler()(namespace, ref["name"])
+
+
+for _group, _version, _plural in (
+    ("", "v1", "configmaps"),
+    ("", "v1", "services"),
+    ("apps", "v1", "deployments"),
+):
+
+    @kopf.on.event(_group, _version, _plural, labels=OWNED, id=f"child-{_plural}")  # type: ignore[arg-type]
+    def on_child_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
+        """A child edited or deleted by hand is put back at once (not at the next resync)."""
+        if type in ("MODIFIED", "DELETED"):
+            _owner_changed(body, type)

@@ -1,0 +1,62 @@
+"""How many partitions the input topic has, when the brokers can be asked.
+
+Used only to refuse ``maxReplicas`` above the partition count. Any failure (brokers not
+reachable from the operator, no permission) means "unknown", never an error. Results are
+cached for a few minutes so the periodic reconcile does not hammer the brokers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Final
+
+from fraud_operator.spec import FraudDetectorSpec
+
+log = logging.getLogger("fraud_operator.kafka")
+_TTL_S: Final = 300.0
+_UNKNOWN_TTL_S: Final = 30.0  # brokers unreachable now may be reachable soon
+_cache: dict[tuple[str, ...], tuple[float, int | None]] = {}
+
+
+def client_config(spec: FraudDetectorSpec, password: str | None) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": spec.kafka.bootstrap_servers,
+        "socket.timeout.ms": 3000,
+        "client.id": "fraud-operator",
+    }
+    auth, tls = spec.kafka.authentication, spec.kafka.tls
+    if auth is not None:
+        conf["sasl.mechanism"] = auth.type.upper()
+        conf["sasl.username"] = auth.username
+        conf["sasl.password"] = password or ""
+    conf["security.protocol"] = {
+        (False, False): "PLAINTEXT",
+        (False, True): "SSL",
+        (True, False): "SASL_PLAINTEXT",
+        (True, True): "SASL_SSL",
+    }[(auth is not None, tls is not None)]
+    return conf
+
+
+def partitions(spec: FraudDetectorSpec, password: str | None, timeout_s: float = 3.0) -> int | None:
+    conf = client_config(spec, password)
+    key = tuple(str(conf.get(k)) for k in ("bootstrap.servers", "security.protocol", "sasl.username"))
+    key += (spec.topics.input,)
+    cached = _cache.get(key)
+    if cached is not None:
+        age, ttl = time.monotonic() - cached[0], _TTL_S if cached[1] is not None else _UNKNOWN_TTL_S
+        if age < ttl:
+            return cached[1]
+    try:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(conf)
+        meta = admin.list_topics(topic=spec.topics.input, timeout=timeout_s)
+        topic = meta.topics.get(spec.topics.input)
+        count = len(topic.partitions) if topic is not None and topic.error is None else None
+    except Exception as exc:  # noqa: BLE001 - unknown is an answer
+        log.info("partition count of %s unknown: %s", spec.topics.input, exc)
+        count = None
+    _cache[key] = (time.monotonic(), count)
+    return count

@@ -1,0 +1,227 @@
+"""The one place that talks to the Kubernetes API.
+
+Writes are server-side applies with a fixed field manager (``fraud-operator``), forced so the
+operator wins conflicts on the fields it owns. An object whose hash annotation matches and
+whose live state still holds every field the operator sets is left alone (no write); anything
+else - a hand edit, a deleted child - is re-applied. Not-found and conflicts are explicit,
+logged outcomes, never exceptions escaping into kopf.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import (
+    ConflictError,
+    NotFoundError,
+    ResourceNotFoundError,
+)
+
+from fraud_operator.builders import HASH_ANNOTATION, MANAGER, ApiVersions
+from fraud_operator.spec import GROUP, VERSION
+
+log = logging.getLogger("fraud_operator.kube")
+Outcome = Literal["created", "updated", "unchanged", "gone"]
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """Does ``live`` hold every value of ``desired``? (The API server adds defaults and status;
+    those are not drift.)"""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            k in live and is_subset(v, live[k]) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(desired) == len(live)
+            and all(is_subset(a, b) for a, b in zip(desired, live, strict=True))
+        )
+    if isinstance(desired, int | float) and isinstance(live, int | float):
+        return float(desired) == float(live)
+    return bool(desired == live)
+
+
+def load_config() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+@dataclass
+class Kube:
+    api: client.ApiClient
+
+    def __post_init__(self) -> None:
+        self.dynamic = DynamicClient(self.api)
+        self.core = client.CoreV1Api(self.api)
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        return self.dynamic.resources.get(api_version=api_version, kind=kind)
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        try:
+            self._resource(api_version, kind)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def discover(self) -> ApiVersions:
+        """Which versions this cluster serves, and which optional CRDs are installed."""
+        self.dynamic.resources.invalidate_cache()
+        return ApiVersions(
+            autoscaling=next(
+                (
+                    v
+                    for v in ("autoscaling/v2", "autoscaling/v2beta2")
+                    if self.serves(v, "HorizontalPodAutoscaler")
+                ),
+                "autoscaling/v1",
+            ),
+            policy=next(
+                (v for v in ("policy/v1", "policy/v1beta1") if self.serves(v, "PodDisruptionBudget")),
+                "policy/v1",
+            ),
+            keda=self.serves("keda.sh/v1alpha1", "ScaledObject"),
+            service_monitor=self.serves("monitoring.coreos.com/v1", "ServiceMonitor"),
+        )
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self._resource(api_version, kind).get(name=name, namespace=namespace)
+        except NotFoundError:
+            return None
+        result: dict[str, Any] = obj.to_dict()
+        return result
+
+    def apply(self, desired: dict[str, Any]) -> Outcome:
+        meta = desired["metadata"]
+        kind, name, namespace = desired["kind"], meta["name"], meta["namespace"]
+        live = self.get(desired["apiVersion"], kind, namespace, name)
+        if live is not None:
+            same_hash = (live["metadata"].get("annotations") or {}).get(
+                HASH_ANNOTATION
+            ) == meta["annotations"][HASH_ANNOTATION]
+            body = {k: v for k, v in desired.items() if k != "metadata"}
+            if same_hash and is_subset(body, live) and is_subset(
+                {"labels": meta["labels"]}, live["metadata"]
+            ):
+                return "unchanged"
+        resource = self._resource(desired["apiVersion"], kind)
+        try:
+            resource.server_side_apply(
+                body=desired,
+                name=name,
+                namespace=namespace,
+                field_manager=MANAGER,
+                force_conflicts=True,
+            )
+        except NotFoundError:
+            log.info("cannot apply %s %s/%s: its namespace is gone", kind, namespace, name)
+            return "gone"
+        except ConflictError as exc:  # forced applies do not conflict; a race with a delete may
+            log.warning("conflict applying %s %s/%s: %s", kind, namespace, name, exc)
+            raise
+        outcome: Outcome = "created" if live is None else "updated"
+        log.info("%s %s %s/%s", outcome, kind, namespace, name)
+        return outcome
+
+    def delete_if_ours(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete a child the current spec no longer wants (e.g. the HPA once KEDA scales)."""
+        live = self.get(api_version, kind, namespace, name)
+        if live is None or (live["metadata"].get("labels") or {}).get(
+            "app.kubernetes.io/managed-by"
+        ) != MANAGER:
+            return False
+        try:
+            self._resource(api_version, kind).delete(name=name, namespace=namespace)
+        except NotFoundError:
+            return False
+        log.info("deleted %s %s/%s (no longer wanted)", kind, namespace, name)
+        return True
+
+    def secret_keys(self, namespace: str, names: Iterable[str]) -> dict[str, set[str] | None]:
+        """The keys of each Secret (values are never read into memory beyond the API call)."""
+        out: dict[str, set[str] | None] = {}
+        for name in names:
+            try:
+                secret = self.core.read_namespaced_secret(name, namespace)
+            except client.ApiException as exc:
+                if exc.status == 404:  # noqa: PLR2004
+                    out[name] = None
+                    continue
+                raise
+            out[name] = set((secret.data or {}).keys())
+        return out
+
+    def detector(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(f"{GROUP}/{VERSION}", "FraudDetector", namespace, name)
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        resource = self._resource(f"{GROUP}/{VERSION}", "FraudDetector")
+        try:
+            resource.status.patch(
+                name=name,
+                namespace=namespace,
+                body={"status": status},
+                content_type="application/merge-patch+json",
+            )
+        except NotFoundError:
+            log.info("FraudDetector %s/%s is gone; no status to write", namespace, name)
+
+    def event(
+        self,
+        detector: dict[str, Any],
+        *,
+        type_: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+    ) -> None:
+        meta = detector["metadata"]
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{meta['name']}.", namespace=meta["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind="FraudDetector",
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta["uid"],
+                resource_version=meta.get("resourceVersion"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=type_,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component=MANAGER),
+            reporting_component=MANAGER,
+        )
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except client.ApiException as exc:
+            log.warning("could not record event %s: %s", reason, exc.reason)
+
+
+
+def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
+    """One Secret value (for the operator's own Kafka metadata query); never logged."""
+    import base64
+
+    try:
+        secret = kube.core.read_namespaced_secret(name, namespace)
+    except client.ApiException:
+        return None
+    raw = (secret.data or {}).get(key)
+    return base64.b64decode(raw).decode() if raw else None

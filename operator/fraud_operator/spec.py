@@ -1,0 +1,197 @@
+"""The FraudDetector spec (``frauddetection.io/v1alpha1``) as pydantic models.
+
+This is the single source of truth: the CRD's OpenAPI schema in ``crds/`` is generated from
+these models (``python -m fraud_operator.crd``) and a test fails if the committed file drifts.
+Field names are camelCase on the wire (Kubernetes convention) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "frauddetection.io"
+VERSION = "v1alpha1"
+PLURAL = "frauddetectors"
+KIND = "FraudDetector"
+
+Duration = Annotated[str, Field(pattern=r"^[0-9]+(s|m|h)$", examples=["30s", "5m", "1h"])]
+Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|k|M|G)?$")]
+DnsName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class PasswordSecret(_Model):
+    """Strimzi-style reference to the Secret holding the Kafka password."""
+
+    secret_name: DnsName = Field(description="Secret in the FraudDetector's namespace")
+    password: str = Field("password", min_length=1, description="key of the password in it")
+
+
+class Authentication(_Model):
+    type: Literal["scram-sha-512", "scram-sha-256", "plain"] = Field(
+        description="SASL mechanism"
+    )
+    username: str = Field(min_length=1)
+    password_secret: PasswordSecret
+
+
+class CertificateRef(_Model):
+    secret_name: DnsName
+    certificate: str = Field("ca.crt", min_length=1, description="key of the PEM in the Secret")
+
+
+class Tls(_Model):
+    trusted_certificates: list[CertificateRef] = Field(
+        min_length=1, description="CA certificates the brokers' certificates chain to"
+    )
+
+
+class Kafka(_Model):
+    bootstrap_servers: str = Field(min_length=1, examples=["my-cluster-kafka-bootstrap:9093"])
+    authentication: Authentication | None = None
+    tls: Tls | None = None
+
+
+class Topics(_Model):
+    input: str = Field(min_length=1, max_length=249)
+    decisions: str = Field(min_length=1, max_length=249)
+    alerts: str = Field(min_length=1, max_length=249)
+    dead_letter: str = Field(min_length=1, max_length=249)
+
+
+class ModelRef(_Model):
+    version: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+    uri: str = Field(min_length=1, description="where the model directory is fetched from")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of model.onnx")
+
+
+class Rule(_Model):
+    name: DnsName
+    expression: str = Field(min_length=1, description="CEL over `tx` and `features`")
+    action: Literal["review", "block"] = "review"
+
+
+class Decision(_Model):
+    review_at: float = Field(0.8, ge=0.0, le=1.0)
+    block_at: float = Field(0.97, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Decision:
+        if self.review_at > self.block_at:
+            raise ValueError(
+                f"decision.reviewAt ({self.review_at}) must not be above decision.blockAt "
+                f"({self.block_at})"
+            )
+        return self
+
+
+class Scaling(_Model):
+    min_replicas: int = Field(1, ge=1, le=1000)
+    max_replicas: int = Field(4, ge=1, le=1000)
+    target_cpu_utilization: int = Field(70, ge=1, le=100, description="HPA target, percent")
+    lag_threshold: int | None = Field(
+        None, ge=1, description="consumer lag per replica; uses KEDA when its CRD is installed"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"scaling.minReplicas ({self.min_replicas}) is above scaling.maxReplicas "
+                f"({self.max_replicas})"
+            )
+        return self
+
+
+class ResourceList(_Model):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class Resources(_Model):
+    requests: ResourceList = ResourceList(cpu="500m", memory="512Mi")
+    limits: ResourceList = ResourceList(cpu="1", memory="1Gi")
+
+
+class Scorer(_Model):
+    image: str = Field("ghcr.io/fraud-detector/scorer:0.1.0", min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: Resources = Resources()
+
+
+class RolloutStep(_Model):
+    weight: int = Field(ge=1, le=100, description="percent of users on the canary")
+    pause: Duration = "5m"
+
+
+class Analysis(_Model):
+    interval: Duration = "1m"
+    min_samples: int = Field(1000, ge=1)
+    max_alert_rate_ratio: float = Field(2.0, gt=0.0)
+    max_p99_latency_seconds: float = Field(0.05, gt=0.0)
+    max_error_rate: float = Field(0.01, ge=0.0, le=1.0)
+    failure_limit: int = Field(2, ge=1)
+
+
+class Shadow(_Model):
+    duration: Duration = "10m"
+
+
+class Rollout(_Model):
+    """How a new model version goes live (used by the rollout controller)."""
+
+    shadow: Shadow | None = None
+    steps: list[RolloutStep] = Field(default_factory=list)
+    analysis: Analysis = Analysis()
+
+
+class SecretKeyRef(_Model):
+    secret_name: DnsName
+    key: str = Field(min_length=1)
+
+
+class WebhookSink(_Model):
+    url_secret: SecretKeyRef
+    min_action: Literal["review", "block"] = "review"
+
+
+class PostgresSink(_Model):
+    dsn_secret: SecretKeyRef
+
+
+class Sinks(_Model):
+    """Where alerts go besides Kafka (used by the sinks issue)."""
+
+    webhook: WebhookSink | None = None
+    postgres: PostgresSink | None = None
+
+
+class FraudDetectorSpec(_Model):
+    kafka: Kafka
+    topics: Topics
+    consumer_group: str | None = Field(
+        None, min_length=1, description="defaults to fraud-scorer-<namespace>-<name>"
+    )
+    model: ModelRef
+    rules: list[Rule] = Field(default_factory=list)
+    decision: Decision = Decision()
+    scaling: Scaling = Scaling()
+    scorer: Scorer = Scorer()
+    rollout: Rollout | None = None
+    sinks: Sinks | None = None
+
+    @model_validator(mode="after")
+    def _unique_rules(self) -> FraudDetectorSpec:
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique; repeated: {', '.join(dupes)}")
+        return self

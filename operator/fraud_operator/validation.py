@@ -1,0 +1,111 @@
+"""Checks a FraudDetector must pass before anything is created or changed: a chain of pure
+functions, each returning ``None`` or a :class:`Problem` a person can act on.
+
+A failing check leaves the running children as they are (the last good configuration keeps
+scoring) and is reported in status and as an Event; it never crash-loops the operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fraud_scorer.config import DecisionSettings, RuleSpec
+from fraud_scorer.rules import RuleCompileError, compile_rules
+from pydantic import ValidationError
+
+from fraud_operator.spec import FraudDetectorSpec
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a FraudDetector cannot be reconciled. ``condition`` is the status condition it sets
+    to False besides Ready (e.g. RulesValid)."""
+
+    reason: str
+    message: str
+    condition: str | None = None
+
+
+def parse_spec(raw: Mapping[str, Any]) -> FraudDetectorSpec | Problem:
+    try:
+        return FraudDetectorSpec.model_validate(raw)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            parts.append(f"spec.{where}: {err['msg']}" if where else f"spec: {err['msg']}")
+        return Problem("InvalidSpec", "; ".join(parts))
+
+
+def check_rules(spec: FraudDetectorSpec) -> Problem | None:
+    try:
+        compile_rules(
+            [RuleSpec(name=r.name, expression=r.expression, action=r.action) for r in spec.rules],
+            DecisionSettings(review_at=spec.decision.review_at, block_at=spec.decision.block_at),
+        )
+    except RuleCompileError as exc:
+        return Problem("RuleCompileError", str(exc), "RulesValid")
+    return None
+
+
+def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:
+    """Secret name -> keys the scorer pods will read."""
+    wanted: dict[str, set[str]] = {}
+    auth, tls = spec.kafka.authentication, spec.kafka.tls
+    if auth is not None:
+        ref = auth.password_secret
+        wanted.setdefault(ref.secret_name, set()).add(ref.password)
+    if tls is not None:
+        for cert in tls.trusted_certificates:
+            wanted.setdefault(cert.secret_name, set()).add(cert.certificate)
+    return wanted
+
+
+def check_secrets(
+    spec: FraudDetectorSpec, namespace: str, found: Mapping[str, set[str] | None]
+) -> Problem | None:
+    """``found`` maps each required Secret to its keys (None when it does not exist)."""
+    for name, keys in sorted(required_secrets(spec).items()):
+        have = found.get(name)
+        if have is None:
+            return Problem(
+                "SecretMissing",
+                f"Secret {namespace}/{name} does not exist; create it with the key(s) "
+                f"{', '.join(sorted(keys))}",
+            )
+        missing = sorted(keys - have)
+        if missing:
+            return Problem(
+                "SecretKeyMissing",
+                f"Secret {namespace}/{name} has no key(s) {', '.join(missing)} "
+                f"(it has {', '.join(sorted(have)) or 'none'})",
+            )
+    return None
+
+
+def check_partitions(spec: FraudDetectorSpec, partitions: int | None) -> Problem | None:
+    """More consumers than partitions would sit idle: refuse when the count is known."""
+    if partitions is not None and spec.scaling.max_replicas > partitions:
+        return Problem(
+            "TooManyReplicas",
+            f"scaling.maxReplicas is {spec.scaling.max_replicas} but topic "
+            f"{spec.topics.input!r} has {partitions} partition(s): the extra scorers would get "
+            f"no partition; lower maxReplicas to {partitions} or add partitions",
+        )
+    return None
+
+
+def validate(
+    spec: FraudDetectorSpec,
+    namespace: str,
+    secrets: Mapping[str, set[str] | None],
+    partitions: int | None,
+) -> list[Problem]:
+    checks = (
+        check_rules(spec),
+        check_secrets(spec, namespace, secrets),
+        check_partitions(spec, partitions),
+    )
+    return [p for p in checks if p is not None]

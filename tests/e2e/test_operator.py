@@ -1,0 +1,286 @@
+"""The operator against a real API server and controller manager, with its own least-privilege
+ServiceAccount; FraudDetectors applied with kubectl."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fraud_scorer.mock_cluster import MockCluster
+
+from tests.e2e.cluster import Cluster, control_plane, wait_for
+from tests.servers import free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+NS = "shop"
+SHA = "a" * 64
+
+
+@pytest.fixture(scope="module")
+def kafka() -> Iterator[MockCluster]:
+    with MockCluster() as cluster:
+        cluster.create_topic("tx", 4)
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    with control_plane() as c:
+        c.kubectl("apply", "--validate=false", "-f", str(ROOT / "crds"))
+        c.apply((ROOT / "deploy/operator.yaml").read_text())
+        c.kubectl("create", "namespace", NS)
+        c.kubectl(
+            "create", "secret", "generic", "kafka-user", f"--namespace={NS}",
+            "--from-literal=password=s3cret",
+        )
+        yield c
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
+    kubeconfig = cluster.service_account_kubeconfig("fraud-system", "fraud-operator")
+    port, health = free_port(), free_port()
+    log = (cluster.workdir / "operator.log").open("wb")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "FRAUD_OPERATOR_RESYNC_SECONDS": "3"}
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "fraud_operator", "--peering", "fraud-operator",
+            "--metrics-host", "127.0.0.1", "--metrics-port", str(port),
+            "--health-port", str(health),
+        ],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/metrics"), 30, "operator metrics")
+        yield {"proc": proc, "metrics": f"http://127.0.0.1:{port}/metrics", "kubeconfig": kubeconfig}
+    finally:
+        proc.terminate()
+        try:
+            assert proc.wait(timeout=30) == 0, "the operator did not shut down cleanly"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            shutil.copy(cluster.workdir / "operator.log", ROOT / "build" / "e2e-operator.log")
+
+
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return str(r.read().decode())
+    except OSError:
+        return None
+
+
+def detector(name: str, bootstrap: str, **changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "kafka": {
+            "bootstrapServers": bootstrap,
+            "authentication": {
+                "type": "scram-sha-512",
+                "username": "fraud",
+                "passwordSecret": {"secretName": "kafka-user"},
+            },
+        },
+        "topics": {"input": "tx", "decisions": "dec", "alerts": "alerts", "deadLetter": "dlq"},
+        "model": {"version": "m1", "uri": "https://models.example/m1/", "sha256": SHA},
+        "rules": [{"name": "big", "expression": "tx.amount > 1000.0", "action": "review"}],
+        "scaling": {"minReplicas": 1, "maxReplicas": 3},
+    }
+    for path, value in changes.items():
+        node = spec
+        *parents, leaf = path.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return {
+        "apiVersion": "frauddetection.io/v1alpha1",
+        "kind": "FraudDetector",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
+
+
+def condition(c: Cluster, name: str, kind: str) -> dict[str, Any] | None:
+    fd = c.get("frauddetector", name, NS) or {}
+    return next((x for x in fd.get("status", {}).get("conditions", []) if x["type"] == kind), None)
+
+
+def events(c: Cluster, name: str) -> list[dict[str, Any]]:
+    out = c.kubectl(
+        "get", "events", f"--namespace={NS}", "-o", "json",
+        f"--field-selector=involvedObject.name={name}",
+    ).stdout
+    import json
+
+    return list(json.loads(out)["items"])
+
+
+def test_valid_detector_gets_its_children_and_status(
+    cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
+) -> None:
+    cluster.apply(detector("retail", kafka.bootstrap_servers))
+    deployment = wait_for(lambda: cluster.get("deployment", "retail-scorer", NS), 30, "Deployment")
+    fd = cluster.get("frauddetector", "retail", NS)
+    assert fd is not None
+    owner = deployment["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "FraudDetector", "retail", fd["metadata"]["uid"], True,
+    )
+    for kind, name in (
+        ("configmap", "retail-scorer-config"),
+        ("service", "retail-scorer-metrics"),
+        ("horizontalpodautoscalers.v2beta2.autoscaling", "retail-scorer"),  # no v2 on 1.20
+        ("poddisruptionbudgets.v1beta1.policy", "retail-scorer"),  # no policy/v1 on 1.20
+    ):
+        child = wait_for(lambda kind=kind, name=name: cluster.get(kind, name, NS), 30, name)
+        assert child["metadata"]["ownerReferences"][0]["uid"] == fd["metadata"]["uid"]
+        assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "fraud-operator"
+
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["env"] == [
+        {
+            "name": "FRAUD_KAFKA__SASL_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "kafka-user", "key": "password"}},
+        }
+    ]
+    config = cluster.get("configmap", "retail-scorer-config", NS)
+    assert config is not None and "s3cret" not in str(config)
+    # The controller manager really runs: the Deployment gets a ReplicaSet.
+    wait_for(
+        lambda: "retail-scorer-" in cluster.kubectl("get", "rs", f"--namespace={NS}").stdout,
+        30, "a ReplicaSet",
+    )
+
+    ready = wait_for(lambda: condition(cluster, "retail", "Ready"), 30, "a Ready condition")
+    assert (ready["status"], ready["reason"]) == ("False", "ReplicasNotReady")  # no kubelet here
+    status = cluster.get("frauddetector", "retail", NS)["status"]  # type: ignore[index]
+    assert status["observedGeneration"] == fd["metadata"]["generation"]
+    assert status["stableVersion"] == "m1"
+    assert {c["type"] for c in status["conditions"]} == {
+        "Ready", "Progressing", "Degraded", "ModelReady", "RulesValid",
+    }
+    assert condition(cluster, "retail", "RulesValid")["status"] == "True"  # type: ignore[index]
+    header = cluster.kubectl("get", "fd", f"--namespace={NS}").stdout.splitlines()[0].split()
+    assert header == ["NAME", "READY", "PHASE", "STABLE", "CANARY", "WEIGHT", "REPLICAS", "AGE"]
+    assert "fraud_operator_reconciles_total" in (_get(operator["metrics"]) or "")
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "reason", "needle"),
+    [
+        ("bad-rule", {"rules": [{"name": "x", "expression": "tx.amount > 'a'"}]}, "RuleCompileError", "rule 'x'"),
+        ("no-secret", {"kafka__authentication": {"type": "plain", "username": "u", "passwordSecret": {"secretName": "nope"}}}, "SecretMissing", "Secret shop/nope does not exist"),
+        # (the mock cluster speaks no SASL: the operator's partition query needs a plain listener)
+        ("too-many", {"kafka__authentication": None, "scaling": {"minReplicas": 1, "maxReplicas": 6}}, "TooManyReplicas", "has 4 partition(s)"),
+        ("disordered", {"decision": {"reviewAt": 0.99, "blockAt": 0.5}}, "InvalidSpec", "reviewAt (0.99) must not be above"),
+    ],
+)
+def test_invalid_detector_is_reported_and_creates_nothing(
+    cluster: Cluster, operator: dict[str, Any], kafka: MockCluster,
+    name: str, changes: dict[str, Any], reason: str, needle: str,
+) -> None:
+    cluster.apply(detector(name, kafka.bootstrap_servers, **changes))
+    ready = wait_for(lambda: condition(cluster, name, "Ready"), 30, "a Ready condition")
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert needle in ready["message"]
+    assert cluster.get("frauddetector", name, NS)["status"]["phase"] == "Degraded"  # type: ignore[index]
+    warning = wait_for(
+        lambda: [e for e in events(cluster, name) if e["reason"] == reason], 15, "an Event"
+    )
+    assert warning[0]["type"] == "Warning"
+    assert cluster.get("deployment", f"{name}-scorer", NS) is None
+    assert operator["proc"].poll() is None  # no crash loop
+
+
+def test_schema_violations_are_rejected_by_the_api_server(cluster: Cluster, kafka: MockCluster) -> None:
+    bad = detector("bad", kafka.bootstrap_servers, decision={"reviewAt": 1.5})
+    result = cluster.kubectl("apply", "--validate=false", "-f", "-", input_=__import__("yaml").safe_dump(bad), check=False)
+    assert result.returncode != 0
+    assert "spec.decision.reviewAt" in result.stderr
+    bad = detector("bad", kafka.bootstrap_servers, rules=[{"name": "x", "expression": "true", "action": "deny"}])
+    result = cluster.kubectl("apply", "--validate=false", "-f", "-", input_=__import__("yaml").safe_dump(bad), check=False)
+    assert "Unsupported value: \"deny\"" in result.stderr
+
+
+def test_drift_is_repaired(cluster: Cluster, operator: dict[str, Any], kafka: MockCluster) -> None:
+    cluster.apply(detector("drift", kafka.bootstrap_servers))
+    wait_for(lambda: cluster.get("deployment", "drift-scorer", NS), 30, "Deployment")
+    cluster.kubectl(
+        "set", "image", f"--namespace={NS}", "deployment/drift-scorer", "scorer=evil:latest"
+    )
+
+    def image() -> str:
+        dep = cluster.get("deployment", "drift-scorer", NS) or {}
+        return str(dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0].get("image"))
+
+    wait_for(lambda: image() == "ghcr.io/fraud-detector/scorer:0.1.0", 20, "the image restored")
+    cluster.kubectl("delete", "configmap", f"--namespace={NS}", "drift-scorer-config")
+    wait_for(lambda: cluster.get("configmap", "drift-scorer-config", NS), 20, "ConfigMap back")
+
+
+def test_updates_propagate_and_rules_do_not_restart_pods(
+    cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
+) -> None:
+    cluster.apply(detector("upd", kafka.bootstrap_servers))
+    dep = wait_for(lambda: cluster.get("deployment", "upd-scorer", NS), 30, "Deployment")
+    restart = dep["spec"]["template"]["metadata"]["annotations"]["frauddetection.io/restart-hash"]
+    rules = [{"name": "big", "expression": "tx.amount > 5.0", "action": "block"}]
+    cluster.apply(detector("upd", kafka.bootstrap_servers, rules=rules))
+    wait_for(
+        lambda: "tx.amount > 5.0" in str((cluster.get("configmap", "upd-scorer-config", NS) or {}).get("data")),
+        20, "the new rule in the ConfigMap",
+    )
+    dep = cluster.get("deployment", "upd-scorer", NS)
+    assert dep["spec"]["template"]["metadata"]["annotations"]["frauddetection.io/restart-hash"] == restart  # type: ignore[index]
+    model = {"version": "m2", "uri": "https://models.example/m2/", "sha256": "b" * 64}
+    cluster.apply(detector("upd", kafka.bootstrap_servers, rules=rules, model=model))
+
+    def restarted() -> bool:
+        d = cluster.get("deployment", "upd-scorer", NS) or {}
+        ann = d.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {})
+        return bool(ann.get("frauddetection.io/restart-hash") not in (None, restart))
+
+    wait_for(restarted, 20, "a pod template change for the new model")
+    wait_for(
+        lambda: (cluster.get("frauddetector", "upd", NS) or {}).get("status", {}).get("stableVersion") == "m2",
+        20, "status.stableVersion m2",
+    )
+
+
+def test_deleting_the_detector_deletes_its_children(
+    cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
+) -> None:
+    cluster.apply(detector("gone", kafka.bootstrap_servers))
+    wait_for(lambda: cluster.get("deployment", "gone-scorer", NS), 30, "Deployment")
+    wait_for(lambda: cluster.get("service", "gone-scorer-metrics", NS), 30, "Service")
+    cluster.kubectl("delete", "frauddetector", f"--namespace={NS}", "gone", "--wait=true")
+    for kind, name in (
+        ("deployment", "gone-scorer"),
+        ("configmap", "gone-scorer-config"),
+        ("service", "gone-scorer-metrics"),
+    ):
+        wait_for(lambda kind=kind, name=name: cluster.get(kind, name, NS) is None, 60, f"{name} collected")
+
+
+def test_operator_identity_is_least_privilege(cluster: Cluster, operator: dict[str, Any]) -> None:
+    def can(*args: str) -> str:
+        return cluster.kubectl("auth", "can-i", *args, kubeconfig=operator["kubeconfig"], check=False).stdout.strip()
+
+    assert can("patch", "deployments", f"--namespace={NS}") == "yes"
+    assert can("delete", "deployments", f"--namespace={NS}") == "no"
+    assert can("list", "secrets", f"--namespace={NS}") == "no"
+    assert can("create", "pods", f"--namespace={NS}") == "no"
+    assert can("create", "clusterrolebindings") == "no"
+    _ = copy
