@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import sys
 
 import kopf
@@ -18,6 +19,13 @@ import kopf
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fraud-operator", description=__doc__)
     parser.add_argument("--peering", default=None, help="ClusterKopfPeering name (HA)")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority; the highest active replica works, the others wait "
+        "(default: random, since equal priorities make every replica pause)",
+    )
     parser.add_argument("--namespace", action="append", default=[], help="watch only these")
     parser.add_argument("--metrics-host", default="0.0.0.0")  # noqa: S104
     parser.add_argument("--metrics-port", type=int, default=8080)
@@ -41,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             namespaces=args.namespace,
             standalone=args.peering is None,
             peering_name=args.peering,
+            priority=args.priority if args.priority is not None else secrets.randbelow(1000) + 1,
             liveness_endpoint=f"http://{args.metrics_host}:{args.health_port}/healthz",
         )
     )

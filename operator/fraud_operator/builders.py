@@ -25,7 +25,7 @@ CONFIG_FILE: Final = "scorer.yaml"
 CONFIG_DIR: Final = "/etc/fraud"
 MODEL_DIR: Final = "/models/current"
 CA_DIR: Final = "/etc/fraud/kafka-ca"
-PASSWORD_ENV: Final = "FRAUD_KAFKA__SASL_PASSWORD"
+PASSWORD_ENV: Final = "FRAUD_KAFKA__SASL_PASSWORD"  # noqa: S105 - a variable name
 RUN_AS: Final = 10001
 
 
@@ -367,7 +367,9 @@ def service(d: Detector) -> dict[str, Any]:
     )
 
 
-def horizontal_pod_autoscaler(d: Detector, api: ApiVersions, track: str = "stable") -> dict[str, Any]:
+def horizontal_pod_autoscaler(
+    d: Detector, api: ApiVersions, track: str = "stable"
+) -> dict[str, Any]:
     """CPU-based scaling (``autoscaling/v2`` or ``v2beta2``: same shape for resource metrics)."""
     s = d.spec.scaling
     return _object(

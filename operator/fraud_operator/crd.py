@@ -108,7 +108,11 @@ def _status_schema() -> dict[str, Any]:
 
 
 PRINTER_COLUMNS: Final = [
-    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stableVersion"},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canaryVersion"},

@@ -41,28 +41,35 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 4
     if OPTIONS["metrics_port"]:
         start_http_server(
-            OPTIONS["metrics_port"], addr=OPTIONS["metrics_host"], registry=reconciler().metrics.registry
+            OPTIONS["metrics_port"],
+            addr=OPTIONS["metrics_host"],
+            registry=reconciler().metrics.registry,
         )
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def on_change(namespace: str, name: str, **_: Any) -> None:
-    reconciler()(namespace, name)
+def on_change(namespace: str | None, name: str, **_: Any) -> None:
+    reconciler()(namespace or "", name)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S)
-def resync(namespace: str, name: str, **_: Any) -> None:
+def resync(namespace: str | None, name: str, **_: Any) -> None:
     """Status from what exists now, and drift repaired even if a child event was missed."""
-    reconciler()(namespace, name)
+    reconciler()(namespace or "", name)
 
 
 def _owner_changed(body: kopf.Body, event_type: str | None) -> None:
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(GROUP):
             namespace = body["metadata"]["namespace"]
-            log.info("%s %s changed (%s): reconciling its FraudDetector", body.get("kind"), body["metadata"]["name"], event_type)
+            log.info(
+                "%s %s changed (%s): reconciling its FraudDetector",
+                body.get("kind"),
+                body["metadata"]["name"],
+                event_type,
+            )
             reconciler()(namespace, ref["name"])
 
 
@@ -73,7 +80,7 @@ for _group, _version, _plural in (
 ):
 
     @kopf.on.event(_group, _version, _plural, labels=OWNED, id=f"child-{_plural}")  # type: ignore[arg-type]
-    def on_child_event(body: kopf.Body, type: str | None, **_: Any) -> None:  # noqa: A002
+    def on_child_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         """A child edited or deleted by hand is put back at once (not at the next resync)."""
         if type in ("MODIFIED", "DELETED"):
             _owner_changed(body, type)

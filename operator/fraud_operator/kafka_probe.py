@@ -41,7 +41,9 @@ def client_config(spec: FraudDetectorSpec, password: str | None) -> dict[str, An
 
 def partitions(spec: FraudDetectorSpec, password: str | None, timeout_s: float = 3.0) -> int | None:
     conf = client_config(spec, password)
-    key = tuple(str(conf.get(k)) for k in ("bootstrap.servers", "security.protocol", "sasl.username"))
+    key = tuple(
+        str(conf.get(k)) for k in ("bootstrap.servers", "security.protocol", "sasl.username")
+    )
     key += (spec.topics.input,)
     cached = _cache.get(key)
     if cached is not None:
@@ -55,7 +57,7 @@ def partitions(spec: FraudDetectorSpec, password: str | None, timeout_s: float =
         meta = admin.list_topics(topic=spec.topics.input, timeout=timeout_s)
         topic = meta.topics.get(spec.topics.input)
         count = len(topic.partitions) if topic is not None and topic.error is None else None
-    except Exception as exc:  # noqa: BLE001 - unknown is an answer
+    except Exception as exc:
         log.info("partition count of %s unknown: %s", spec.topics.input, exc)
         count = None
     _cache[key] = (time.monotonic(), count)

@@ -50,9 +50,9 @@ def is_subset(desired: Any, live: Any) -> bool:
 
 def load_config() -> client.ApiClient:
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
 
 
@@ -61,7 +61,7 @@ class Kube:
     api: client.ApiClient
 
     def __post_init__(self) -> None:
-        self.dynamic = DynamicClient(self.api)
+        self.dynamic = DynamicClient(self.api)  # type: ignore[no-untyped-call]
         self.core = client.CoreV1Api(self.api)
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -87,7 +87,11 @@ class Kube:
                 "autoscaling/v1",
             ),
             policy=next(
-                (v for v in ("policy/v1", "policy/v1beta1") if self.serves(v, "PodDisruptionBudget")),
+                (
+                    v
+                    for v in ("policy/v1", "policy/v1beta1")
+                    if self.serves(v, "PodDisruptionBudget")
+                ),
                 "policy/v1",
             ),
             keda=self.serves("keda.sh/v1alpha1", "ScaledObject"),
@@ -107,12 +111,14 @@ class Kube:
         kind, name, namespace = desired["kind"], meta["name"], meta["namespace"]
         live = self.get(desired["apiVersion"], kind, namespace, name)
         if live is not None:
-            same_hash = (live["metadata"].get("annotations") or {}).get(
-                HASH_ANNOTATION
-            ) == meta["annotations"][HASH_ANNOTATION]
+            same_hash = (live["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) == meta[
+                "annotations"
+            ][HASH_ANNOTATION]
             body = {k: v for k, v in desired.items() if k != "metadata"}
-            if same_hash and is_subset(body, live) and is_subset(
-                {"labels": meta["labels"]}, live["metadata"]
+            if (
+                same_hash
+                and is_subset(body, live)
+                and is_subset({"labels": meta["labels"]}, live["metadata"])
             ):
                 return "unchanged"
         resource = self._resource(desired["apiVersion"], kind)
@@ -137,9 +143,10 @@ class Kube:
     def delete_if_ours(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete a child the current spec no longer wants (e.g. the HPA once KEDA scales)."""
         live = self.get(api_version, kind, namespace, name)
-        if live is None or (live["metadata"].get("labels") or {}).get(
-            "app.kubernetes.io/managed-by"
-        ) != MANAGER:
+        if (
+            live is None
+            or (live["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != MANAGER
+        ):
             return False
         try:
             self._resource(api_version, kind).delete(name=name, namespace=namespace)
@@ -155,7 +162,7 @@ class Kube:
             try:
                 secret = self.core.read_namespaced_secret(name, namespace)
             except client.ApiException as exc:
-                if exc.status == 404:  # noqa: PLR2004
+                if exc.status == 404:
                     out[name] = None
                     continue
                 raise
@@ -212,7 +219,6 @@ class Kube:
             self.core.create_namespaced_event(meta["namespace"], body)
         except client.ApiException as exc:
             log.warning("could not record event %s: %s", reason, exc.reason)
-
 
 
 def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:

@@ -57,7 +57,9 @@ class Reconciler:
         self.metrics.duration.observe(time.perf_counter() - started)
         return phase
 
-    def _problems(self, body: dict[str, Any], namespace: str) -> tuple[FraudDetectorSpec | None, list[Problem]]:
+    def _problems(
+        self, body: dict[str, Any], namespace: str
+    ) -> tuple[FraudDetectorSpec | None, list[Problem]]:
         parsed = parse_spec(body.get("spec") or {})
         if isinstance(parsed, Problem):
             return None, [parsed]
@@ -66,7 +68,10 @@ class Reconciler:
         auth = parsed.kafka.authentication
         if auth is not None and secrets.get(auth.password_secret.secret_name):
             password = secret_value(
-                self.kube, namespace, auth.password_secret.secret_name, auth.password_secret.password
+                self.kube,
+                namespace,
+                auth.password_secret.secret_name,
+                auth.password_secret.password,
             )
         partitions = self.probe(parsed, password)
         return parsed, validate(parsed, namespace, secrets, partitions)
@@ -87,12 +92,9 @@ class Reconciler:
                     outcome = self.kube.apply(child)
                 except DynamicApiError as exc:
                     # Reported, and retried by the next pass (the timer): never a crash loop.
-                    problems.append(
-                        Problem(
-                            "ApplyFailed",
-                            f"{child['kind']} {child['metadata']['name']}: {exc.summary()}",
-                        )
-                    )
+                    what = f"{child['kind']} {child['metadata']['name']}"
+                    summary = exc.summary()  # type: ignore[no-untyped-call]
+                    problems.append(Problem("ApplyFailed", f"{what}: {summary}"))
                     self.metrics.writes.labels(kind=child["kind"], outcome="error").inc()
                     continue
                 self.metrics.writes.labels(kind=child["kind"], outcome=outcome).inc()

@@ -19,7 +19,9 @@ KIND = "FraudDetector"
 
 Duration = Annotated[str, Field(pattern=r"^[0-9]+(s|m|h)$", examples=["30s", "5m", "1h"])]
 Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|k|M|G)?$")]
-DnsName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+DnsName = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
 
 
 class _Model(BaseModel):
@@ -32,20 +34,20 @@ class PasswordSecret(_Model):
     """Strimzi-style reference to the Secret holding the Kafka password."""
 
     secret_name: DnsName = Field(description="Secret in the FraudDetector's namespace")
-    password: str = Field("password", min_length=1, description="key of the password in it")
+    password: str = Field(default="password", min_length=1, description="key of the password in it")
 
 
 class Authentication(_Model):
-    type: Literal["scram-sha-512", "scram-sha-256", "plain"] = Field(
-        description="SASL mechanism"
-    )
+    type: Literal["scram-sha-512", "scram-sha-256", "plain"] = Field(description="SASL mechanism")
     username: str = Field(min_length=1)
     password_secret: PasswordSecret
 
 
 class CertificateRef(_Model):
     secret_name: DnsName
-    certificate: str = Field("ca.crt", min_length=1, description="key of the PEM in the Secret")
+    certificate: str = Field(
+        default="ca.crt", min_length=1, description="key of the PEM in the Secret"
+    )
 
 
 class Tls(_Model):
@@ -80,8 +82,8 @@ class Rule(_Model):
 
 
 class Decision(_Model):
-    review_at: float = Field(0.8, ge=0.0, le=1.0)
-    block_at: float = Field(0.97, ge=0.0, le=1.0)
+    review_at: float = Field(default=0.8, ge=0.0, le=1.0)
+    block_at: float = Field(default=0.97, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> Decision:
@@ -94,11 +96,13 @@ class Decision(_Model):
 
 
 class Scaling(_Model):
-    min_replicas: int = Field(1, ge=1, le=1000)
-    max_replicas: int = Field(4, ge=1, le=1000)
-    target_cpu_utilization: int = Field(70, ge=1, le=100, description="HPA target, percent")
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(default=4, ge=1, le=1000)
+    target_cpu_utilization: int = Field(default=70, ge=1, le=100, description="HPA target, percent")
     lag_threshold: int | None = Field(
-        None, ge=1, description="consumer lag per replica; uses KEDA when its CRD is installed"
+        default=None,
+        ge=1,
+        description="consumer lag per replica; uses KEDA when its CRD is installed",
     )
 
     @model_validator(mode="after")
@@ -122,7 +126,7 @@ class Resources(_Model):
 
 
 class Scorer(_Model):
-    image: str = Field("ghcr.io/fraud-detector/scorer:0.1.0", min_length=1)
+    image: str = Field(default="ghcr.io/fraud-detector/scorer:0.1.0", min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: Resources = Resources()
 
@@ -134,11 +138,11 @@ class RolloutStep(_Model):
 
 class Analysis(_Model):
     interval: Duration = "1m"
-    min_samples: int = Field(1000, ge=1)
-    max_alert_rate_ratio: float = Field(2.0, gt=0.0)
-    max_p99_latency_seconds: float = Field(0.05, gt=0.0)
-    max_error_rate: float = Field(0.01, ge=0.0, le=1.0)
-    failure_limit: int = Field(2, ge=1)
+    min_samples: int = Field(default=1000, ge=1)
+    max_alert_rate_ratio: float = Field(default=2.0, gt=0.0)
+    max_p99_latency_seconds: float = Field(default=0.05, gt=0.0)
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    failure_limit: int = Field(default=2, ge=1)
 
 
 class Shadow(_Model):
@@ -178,7 +182,7 @@ class FraudDetectorSpec(_Model):
     kafka: Kafka
     topics: Topics
     consumer_group: str | None = Field(
-        None, min_length=1, description="defaults to fraud-scorer-<namespace>-<name>"
+        default=None, min_length=1, description="defaults to fraud-scorer-<namespace>-<name>"
     )
     model: ModelRef
     rules: list[Rule] = Field(default_factory=list)

@@ -33,7 +33,9 @@ def _read(uri: str, name: str) -> bytes:
     url = uri.rstrip("/") + "/" + name
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("https", "http", "file"):
-        raise FetchError(f"unsupported model URI scheme {scheme!r} (use https://, http:// or file://)")
+        raise FetchError(
+            f"unsupported model URI scheme {scheme!r} (use https://, http:// or file://)"
+        )
     try:
         with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - scheme checked
             data: bytes = response.read(_MAX_BYTES + 1)

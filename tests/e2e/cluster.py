@@ -28,10 +28,11 @@ import yaml
 
 from tests.servers import free_port
 
-KUBE_BIN = Path(
-    os.environ.get("FRAUD_KUBE_CACHE", Path.home() / ".cache/fraud-detector/kube-1.20.2")
-) / "bin"
-ADMIN_TOKEN = "e2e-admin-token"  # noqa: S105 - a throw-away cluster on loopback
+KUBE_BIN = (
+    Path(os.environ.get("FRAUD_KUBE_CACHE", Path.home() / ".cache/fraud-detector/kube-1.20.2"))
+    / "bin"
+)
+ADMIN_TOKEN = "e2e-admin-token"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
@@ -74,9 +75,17 @@ class Cluster:
     admin_kubeconfig: Path
     workdir: Path
 
-    def kubectl(self, *args: str, kubeconfig: Path | None = None, check: bool = True, input_: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self,
+        *args: str,
+        kubeconfig: Path | None = None,
+        check: bool = True,
+        input_: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         cmd = ["kubectl", f"--kubeconfig={kubeconfig or self.admin_kubeconfig}", *args]
-        result = subprocess.run(cmd, capture_output=True, text=True, input=input_, timeout=60, check=False)
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, input=input_, timeout=60, check=False
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed: {result.stderr.strip()}")
         return result
@@ -131,7 +140,11 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 @contextmanager
 def control_plane() -> Iterator[Cluster]:
-    missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager") if not (KUBE_BIN / b).is_file()]
+    missing = [
+        b
+        for b in ("etcd", "kube-apiserver", "kube-controller-manager")
+        if not (KUBE_BIN / b).is_file()
+    ]
     if missing:
         raise RuntimeError(
             f"{', '.join(missing)} not in {KUBE_BIN}: run scripts/build-kube.sh "
@@ -145,20 +158,32 @@ def control_plane() -> Iterator[Cluster]:
             _start(
                 [
                     str(KUBE_BIN / "etcd"),
-                    "--data-dir", str(work / "etcd"),
-                    "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-                    "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-                    "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-                    "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
+                    "--data-dir",
+                    str(work / "etcd"),
+                    "--listen-client-urls",
+                    f"http://127.0.0.1:{etcd_port}",
+                    "--advertise-client-urls",
+                    f"http://127.0.0.1:{etcd_port}",
+                    "--listen-peer-urls",
+                    f"http://127.0.0.1:{peer_port}",
+                    "--initial-advertise-peer-urls",
+                    f"http://127.0.0.1:{peer_port}",
+                    "--initial-cluster",
+                    f"default=http://127.0.0.1:{peer_port}",
                     "--unsafe-no-fsync",
                 ],
                 work / "etcd.log",
             )
         )
         sa_key, sa_pub = work / "sa.key", work / "sa.pub"
-        subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
-        subprocess.run(["openssl", "rsa", "-in", str(sa_key), "-pubout", "-out", str(sa_pub)], check=True, capture_output=True)
+        subprocess.run(
+            ["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True
+        )
+        subprocess.run(
+            ["openssl", "rsa", "-in", str(sa_key), "-pubout", "-out", str(sa_pub)],
+            check=True,
+            capture_output=True,
+        )
         (work / "tokens.csv").write_text(f"{ADMIN_TOKEN},e2e-admin,e2e-admin,system:masters\n")
         certs = work / "certs"
         procs.append(
@@ -193,7 +218,7 @@ def control_plane() -> Iterator[Cluster]:
             )
             try:
                 with urllib.request.urlopen(request, context=context, timeout=2) as r:
-                    return bool(r.status == 200)  # noqa: PLR2004
+                    return bool(r.status == 200)
             except OSError:
                 return False
 

@@ -3,9 +3,9 @@ ServiceAccount; FraudDetectors applied with kubectl."""
 
 from __future__ import annotations
 
-import copy
-import shutil
+import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fraud_scorer.mock_cluster import MockCluster
 
 from tests.e2e.cluster import Cluster, control_plane, wait_for
@@ -39,7 +40,11 @@ def cluster() -> Iterator[Cluster]:
         c.apply((ROOT / "deploy/operator.yaml").read_text())
         c.kubectl("create", "namespace", NS)
         c.kubectl(
-            "create", "secret", "generic", "kafka-user", f"--namespace={NS}",
+            "create",
+            "secret",
+            "generic",
+            "kafka-user",
+            f"--namespace={NS}",
             "--from-literal=password=s3cret",
         )
         yield c
@@ -53,15 +58,31 @@ def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "FRAUD_OPERATOR_RESYNC_SECONDS": "3"}
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "fraud_operator", "--peering", "fraud-operator",
-            "--metrics-host", "127.0.0.1", "--metrics-port", str(port),
-            "--health-port", str(health),
+            sys.executable,
+            "-m",
+            "fraud_operator",
+            "--peering",
+            "fraud-operator",
+            "--priority",
+            "100",
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(port),
+            "--health-port",
+            str(health),
         ],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for(lambda: _get(f"http://127.0.0.1:{port}/metrics"), 30, "operator metrics")
-        yield {"proc": proc, "metrics": f"http://127.0.0.1:{port}/metrics", "kubeconfig": kubeconfig}
+        yield {
+            "proc": proc,
+            "metrics": f"http://127.0.0.1:{port}/metrics",
+            "kubeconfig": kubeconfig,
+        }
     finally:
         proc.terminate()
         try:
@@ -116,11 +137,13 @@ def condition(c: Cluster, name: str, kind: str) -> dict[str, Any] | None:
 
 def events(c: Cluster, name: str) -> list[dict[str, Any]]:
     out = c.kubectl(
-        "get", "events", f"--namespace={NS}", "-o", "json",
+        "get",
+        "events",
+        f"--namespace={NS}",
+        "-o",
+        "json",
         f"--field-selector=involvedObject.name={name}",
     ).stdout
-    import json
-
     return list(json.loads(out)["items"])
 
 
@@ -133,7 +156,10 @@ def test_valid_detector_gets_its_children_and_status(
     assert fd is not None
     owner = deployment["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
-        "FraudDetector", "retail", fd["metadata"]["uid"], True,
+        "FraudDetector",
+        "retail",
+        fd["metadata"]["uid"],
+        True,
     )
     for kind, name in (
         ("configmap", "retail-scorer-config"),
@@ -160,7 +186,8 @@ def test_valid_detector_gets_its_children_and_status(
     # The controller manager really runs: the Deployment gets a ReplicaSet.
     wait_for(
         lambda: "retail-scorer-" in cluster.kubectl("get", "rs", f"--namespace={NS}").stdout,
-        30, "a ReplicaSet",
+        30,
+        "a ReplicaSet",
     )
 
     ready = wait_for(lambda: condition(cluster, "retail", "Ready"), 30, "a Ready condition")
@@ -169,7 +196,11 @@ def test_valid_detector_gets_its_children_and_status(
     assert status["observedGeneration"] == fd["metadata"]["generation"]
     assert status["stableVersion"] == "m1"
     assert {c["type"] for c in status["conditions"]} == {
-        "Ready", "Progressing", "Degraded", "ModelReady", "RulesValid",
+        "Ready",
+        "Progressing",
+        "Degraded",
+        "ModelReady",
+        "RulesValid",
     }
     assert condition(cluster, "retail", "RulesValid")["status"] == "True"  # type: ignore[index]
     header = cluster.kubectl("get", "fd", f"--namespace={NS}").stdout.splitlines()[0].split()
@@ -180,16 +211,47 @@ def test_valid_detector_gets_its_children_and_status(
 @pytest.mark.parametrize(
     ("name", "changes", "reason", "needle"),
     [
-        ("bad-rule", {"rules": [{"name": "x", "expression": "tx.amount > 'a'"}]}, "RuleCompileError", "rule 'x'"),
-        ("no-secret", {"kafka__authentication": {"type": "plain", "username": "u", "passwordSecret": {"secretName": "nope"}}}, "SecretMissing", "Secret shop/nope does not exist"),
+        (
+            "bad-rule",
+            {"rules": [{"name": "x", "expression": "tx.amount > 'a'"}]},
+            "RuleCompileError",
+            "rule 'x'",
+        ),
+        (
+            "no-secret",
+            {
+                "kafka__authentication": {
+                    "type": "plain",
+                    "username": "u",
+                    "passwordSecret": {"secretName": "nope"},
+                }
+            },
+            "SecretMissing",
+            "Secret shop/nope does not exist",
+        ),
         # (the mock cluster speaks no SASL: the operator's partition query needs a plain listener)
-        ("too-many", {"kafka__authentication": None, "scaling": {"minReplicas": 1, "maxReplicas": 6}}, "TooManyReplicas", "has 4 partition(s)"),
-        ("disordered", {"decision": {"reviewAt": 0.99, "blockAt": 0.5}}, "InvalidSpec", "reviewAt (0.99) must not be above"),
+        (
+            "too-many",
+            {"kafka__authentication": None, "scaling": {"minReplicas": 1, "maxReplicas": 6}},
+            "TooManyReplicas",
+            "has 4 partition(s)",
+        ),
+        (
+            "disordered",
+            {"decision": {"reviewAt": 0.99, "blockAt": 0.5}},
+            "InvalidSpec",
+            "reviewAt (0.99) must not be above",
+        ),
     ],
 )
 def test_invalid_detector_is_reported_and_creates_nothing(
-    cluster: Cluster, operator: dict[str, Any], kafka: MockCluster,
-    name: str, changes: dict[str, Any], reason: str, needle: str,
+    cluster: Cluster,
+    operator: dict[str, Any],
+    kafka: MockCluster,
+    name: str,
+    changes: dict[str, Any],
+    reason: str,
+    needle: str,
 ) -> None:
     cluster.apply(detector(name, kafka.bootstrap_servers, **changes))
     ready = wait_for(lambda: condition(cluster, name, "Ready"), 30, "a Ready condition")
@@ -204,14 +266,34 @@ def test_invalid_detector_is_reported_and_creates_nothing(
     assert operator["proc"].poll() is None  # no crash loop
 
 
-def test_schema_violations_are_rejected_by_the_api_server(cluster: Cluster, kafka: MockCluster) -> None:
+def test_schema_violations_are_rejected_by_the_api_server(
+    cluster: Cluster, kafka: MockCluster
+) -> None:
     bad = detector("bad", kafka.bootstrap_servers, decision={"reviewAt": 1.5})
-    result = cluster.kubectl("apply", "--validate=false", "-f", "-", input_=__import__("yaml").safe_dump(bad), check=False)
+    result = cluster.kubectl(
+        "apply",
+        "--validate=false",
+        "-f",
+        "-",
+        input_=yaml.safe_dump(bad),
+        check=False,
+    )
     assert result.returncode != 0
     assert "spec.decision.reviewAt" in result.stderr
-    bad = detector("bad", kafka.bootstrap_servers, rules=[{"name": "x", "expression": "true", "action": "deny"}])
-    result = cluster.kubectl("apply", "--validate=false", "-f", "-", input_=__import__("yaml").safe_dump(bad), check=False)
-    assert "Unsupported value: \"deny\"" in result.stderr
+    bad = detector(
+        "bad",
+        kafka.bootstrap_servers,
+        rules=[{"name": "x", "expression": "true", "action": "deny"}],
+    )
+    result = cluster.kubectl(
+        "apply",
+        "--validate=false",
+        "-f",
+        "-",
+        input_=yaml.safe_dump(bad),
+        check=False,
+    )
+    assert 'Unsupported value: "deny"' in result.stderr
 
 
 def test_drift_is_repaired(cluster: Cluster, operator: dict[str, Any], kafka: MockCluster) -> None:
@@ -223,7 +305,13 @@ def test_drift_is_repaired(cluster: Cluster, operator: dict[str, Any], kafka: Mo
 
     def image() -> str:
         dep = cluster.get("deployment", "drift-scorer", NS) or {}
-        return str(dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0].get("image"))
+        return str(
+            dep.get("spec", {})
+            .get("template", {})
+            .get("spec", {})
+            .get("containers", [{}])[0]
+            .get("image")
+        )
 
     wait_for(lambda: image() == "ghcr.io/fraud-detector/scorer:0.1.0", 20, "the image restored")
     cluster.kubectl("delete", "configmap", f"--namespace={NS}", "drift-scorer-config")
@@ -239,11 +327,18 @@ def test_updates_propagate_and_rules_do_not_restart_pods(
     rules = [{"name": "big", "expression": "tx.amount > 5.0", "action": "block"}]
     cluster.apply(detector("upd", kafka.bootstrap_servers, rules=rules))
     wait_for(
-        lambda: "tx.amount > 5.0" in str((cluster.get("configmap", "upd-scorer-config", NS) or {}).get("data")),
-        20, "the new rule in the ConfigMap",
+        lambda: (
+            "tx.amount > 5.0"
+            in str((cluster.get("configmap", "upd-scorer-config", NS) or {}).get("data"))
+        ),
+        20,
+        "the new rule in the ConfigMap",
     )
     dep = cluster.get("deployment", "upd-scorer", NS)
-    assert dep["spec"]["template"]["metadata"]["annotations"]["frauddetection.io/restart-hash"] == restart  # type: ignore[index]
+    assert (
+        dep["spec"]["template"]["metadata"]["annotations"]["frauddetection.io/restart-hash"]
+        == restart
+    )  # type: ignore[index]
     model = {"version": "m2", "uri": "https://models.example/m2/", "sha256": "b" * 64}
     cluster.apply(detector("upd", kafka.bootstrap_servers, rules=rules, model=model))
 
@@ -254,8 +349,12 @@ def test_updates_propagate_and_rules_do_not_restart_pods(
 
     wait_for(restarted, 20, "a pod template change for the new model")
     wait_for(
-        lambda: (cluster.get("frauddetector", "upd", NS) or {}).get("status", {}).get("stableVersion") == "m2",
-        20, "status.stableVersion m2",
+        lambda: (
+            (cluster.get("frauddetector", "upd", NS) or {}).get("status", {}).get("stableVersion")
+            == "m2"
+        ),
+        20,
+        "status.stableVersion m2",
     )
 
 
@@ -271,16 +370,63 @@ def test_deleting_the_detector_deletes_its_children(
         ("configmap", "gone-scorer-config"),
         ("service", "gone-scorer-metrics"),
     ):
-        wait_for(lambda kind=kind, name=name: cluster.get(kind, name, NS) is None, 60, f"{name} collected")
+        wait_for(
+            lambda kind=kind, name=name: cluster.get(kind, name, NS) is None,
+            60,
+            f"{name} collected",
+        )
 
 
 def test_operator_identity_is_least_privilege(cluster: Cluster, operator: dict[str, Any]) -> None:
     def can(*args: str) -> str:
-        return cluster.kubectl("auth", "can-i", *args, kubeconfig=operator["kubeconfig"], check=False).stdout.strip()
+        return cluster.kubectl(
+            "auth", "can-i", *args, kubeconfig=operator["kubeconfig"], check=False
+        ).stdout.strip()
 
     assert can("patch", "deployments", f"--namespace={NS}") == "yes"
     assert can("delete", "deployments", f"--namespace={NS}") == "no"
     assert can("list", "secrets", f"--namespace={NS}") == "no"
     assert can("create", "pods", f"--namespace={NS}") == "no"
     assert can("create", "clusterrolebindings") == "no"
-    _ = copy
+
+
+def test_a_second_replica_waits_for_the_leader(cluster: Cluster, operator: dict[str, Any]) -> None:
+    """kopf peering: replicas register in the ClusterKopfPeering; only the highest priority
+    one acts (the second, lower, stays paused while the leader keeps reconciling)."""
+    log_path = cluster.workdir / "operator-2.log"
+    env = {**os.environ, "KUBECONFIG": str(operator["kubeconfig"])}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fraud_operator",
+                "--peering",
+                "fraud-operator",
+                "--priority",
+                "10",
+                "--metrics-port",
+                "0",
+                "--metrics-host",
+                "127.0.0.1",
+                "--health-port",
+                str(free_port()),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def priorities() -> list[int]:
+                peering = cluster.get("clusterkopfpeering", "fraud-operator") or {}
+                return sorted(p["priority"] for p in (peering.get("status") or {}).values())
+
+            wait_for(lambda: priorities() == [10, 100], 30, "both replicas in the peering")
+            # The leader keeps working meanwhile.
+            cluster.apply(detector("while-paused", "127.0.0.1:1"))
+            wait_for(lambda: cluster.get("deployment", "while-paused-scorer", NS), 30, "Deployment")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            shutil.copy(log_path, ROOT / "build" / "e2e-operator-2.log")

@@ -1,0 +1,227 @@
+"""Desired-state builders: pure functions, checked field by field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fraud_operator import builders
+from fraud_operator.builders import ApiVersions, Detector
+from fraud_scorer.config import load_settings
+
+from tests.operator.conftest import make_detector
+
+AUTH = {
+    "type": "scram-sha-512",
+    "username": "fraud",
+    "passwordSecret": {"secretName": "kafka-user"},
+}
+TLS = {"trustedCertificates": [{"secretName": "cluster-ca"}]}
+
+
+def test_every_child_is_owned_labelled_and_hashed(detector: Detector) -> None:
+    for child in builders.children(detector, ApiVersions()):
+        meta = child["metadata"]
+        assert meta["namespace"] == "shop"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "frauddetection.io/v1alpha1",
+                "kind": "FraudDetector",
+                "name": "retail",
+                "uid": "uid-1",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "fraud-operator"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "retail"
+        assert len(meta["annotations"][builders.HASH_ANNOTATION]) == 16
+
+
+def test_config_map_holds_a_valid_scorer_config_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = make_detector(kafka={"bootstrapServers": "k:9093", "authentication": AUTH, "tls": TLS})
+    text = builders.config_map(d)["data"][builders.CONFIG_FILE]
+    assert "password" not in text
+    path = tmp_path / "scorer.yaml"
+    path.write_text(text)
+    # What the pod does: the file from the ConfigMap, the password from the Secret's env var.
+    monkeypatch.setenv(builders.PASSWORD_ENV, "s3cret")
+    settings = load_settings(path)  # the scorer's own loader and contract
+    assert settings.kafka.security_protocol == "SASL_SSL"
+    assert settings.kafka.sasl_mechanism == "SCRAM-SHA-512"
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.ssl_ca_location == "/etc/fraud/kafka-ca/cluster-ca-ca.crt"
+    assert settings.kafka.group_id == "fraud-scorer-shop-retail"
+    assert [r.name for r in settings.rules] == ["big"]
+    assert str(settings.model.path) == builders.MODEL_DIR
+
+
+@pytest.mark.parametrize(
+    ("kafka", "protocol"),
+    [
+        ({"bootstrapServers": "k:9092"}, "PLAINTEXT"),
+        ({"bootstrapServers": "k:9093", "tls": TLS}, "SSL"),
+        ({"bootstrapServers": "k:9092", "authentication": AUTH}, "SASL_PLAINTEXT"),
+        ({"bootstrapServers": "k:9093", "authentication": AUTH, "tls": TLS}, "SASL_SSL"),
+    ],
+)
+def test_security_protocol_follows_auth_and_tls(kafka: dict[str, Any], protocol: str) -> None:
+    config = builders.scorer_config(make_detector(kafka=kafka))
+    assert config["kafka"]["security_protocol"] == protocol
+
+
+def test_scorer_pod_is_locked_down() -> None:
+    d = make_detector(kafka={"bootstrapServers": "k:9093", "authentication": AUTH, "tls": TLS})
+    dep = builders.deployment(d)
+    assert "replicas" not in dep["spec"]  # the autoscaler owns it
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    for c in pod["containers"] + pod["initContainers"]:
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert c["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+    scorer = pod["containers"][0]
+    assert scorer["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert scorer["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert scorer["env"] == [
+        {
+            "name": "FRAUD_KAFKA__SASL_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "kafka-user", "key": "password"}},
+        }
+    ]
+    mounts = {m["name"]: m for m in scorer["volumeMounts"]}
+    assert (
+        mounts["config"]["readOnly"]
+        and mounts["model"]["readOnly"]
+        and mounts["kafka-ca"]["readOnly"]
+    )
+    fetch = pod["initContainers"][0]
+    assert fetch["args"] == [
+        "--uri",
+        "https://models.example/m1/",
+        "--sha256",
+        "c" * 64,
+        "--dest",
+        "/models/current",
+    ]
+    assert pod["affinity"]["podAntiAffinity"]
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert dep["spec"]["selector"]["matchLabels"] == builders.selector(d)
+
+
+def test_rule_edits_do_not_restart_pods_but_model_changes_do() -> None:
+    base = builders.deployment(make_detector())
+    restart = builders.RESTART_ANNOTATION
+
+    def annotation(dep: dict[str, Any]) -> str:
+        return str(dep["spec"]["template"]["metadata"]["annotations"][restart])
+
+    new_rules = make_detector(rules=[{"name": "x", "expression": "tx.amount > 1.0"}])
+    assert annotation(builders.deployment(new_rules)) == annotation(base)
+    assert builders.config_map(new_rules) != builders.config_map(make_detector())
+    new_model = make_detector(model={"version": "m2", "uri": "https://m/2/", "sha256": "d" * 64})
+    assert annotation(builders.deployment(new_model)) != annotation(base)
+
+
+@pytest.mark.parametrize(
+    ("api", "lag", "kinds"),
+    [
+        (
+            ApiVersions(),
+            None,
+            [
+                "ConfigMap",
+                "Deployment",
+                "Service",
+                "PodDisruptionBudget",
+                "HorizontalPodAutoscaler",
+            ],
+        ),
+        (
+            ApiVersions(keda=True),
+            None,
+            [
+                "ConfigMap",
+                "Deployment",
+                "Service",
+                "PodDisruptionBudget",
+                "HorizontalPodAutoscaler",
+            ],
+        ),
+        (
+            ApiVersions(keda=True),
+            500,
+            ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "ScaledObject"],
+        ),
+        (
+            ApiVersions(service_monitor=True),
+            None,
+            [
+                "ConfigMap",
+                "Deployment",
+                "Service",
+                "PodDisruptionBudget",
+                "HorizontalPodAutoscaler",
+                "ServiceMonitor",
+            ],
+        ),
+    ],
+    ids=["hpa", "keda-without-lag", "keda", "service-monitor"],
+)
+def test_children_depend_on_what_the_cluster_serves(
+    api: ApiVersions, lag: int | None, kinds: list[str]
+) -> None:
+    d = make_detector(scaling={"minReplicas": 2, "maxReplicas": 8, "lagThreshold": lag})
+    assert [c["kind"] for c in builders.children(d, api)] == kinds
+
+
+@pytest.mark.parametrize("version", ["autoscaling/v2", "autoscaling/v2beta2"])
+def test_hpa_uses_the_discovered_version(version: str) -> None:
+    d = make_detector(scaling={"minReplicas": 2, "maxReplicas": 8, "targetCpuUtilization": 55})
+    hpa = builders.horizontal_pod_autoscaler(d, ApiVersions(autoscaling=version))
+    assert hpa["apiVersion"] == version
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 55
+
+
+@pytest.mark.parametrize("version", ["policy/v1", "policy/v1beta1"])
+def test_pdb_uses_the_discovered_version(version: str, detector: Detector) -> None:
+    pdb = builders.pod_disruption_budget(detector, ApiVersions(policy=version))
+    assert pdb["apiVersion"] == version
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_keda_scales_on_lag_with_the_same_secret() -> None:
+    d = make_detector(
+        kafka={"bootstrapServers": "k:9092", "authentication": AUTH},
+        scaling={"minReplicas": 1, "maxReplicas": 6, "lagThreshold": 500},
+    )
+    kinds = [c["kind"] for c in builders.children(d, ApiVersions(keda=True))]
+    assert "TriggerAuthentication" in kinds
+    so = builders.scaled_object(d)
+    trigger = so["spec"]["triggers"][0]
+    assert trigger["metadata"]["lagThreshold"] == "500"
+    assert trigger["metadata"]["consumerGroup"] == "fraud-scorer-shop-retail"
+    assert trigger["authenticationRef"] == {"name": "retail-kafka"}
+    auth = builders.trigger_authentication(d)
+    assert auth is not None
+    assert auth["spec"]["secretTargetRef"][0] == {
+        "parameter": "password",
+        "name": "kafka-user",
+        "key": "password",
+    }
+
+
+def test_hash_is_stable_and_changes_with_content(detector: Detector) -> None:
+    a = builders.config_map(detector)
+    assert a == builders.config_map(detector)
+    b = builders.config_map(make_detector(decision={"reviewAt": 0.5, "blockAt": 0.9}))
+    ha, hb = (x["metadata"]["annotations"][builders.HASH_ANNOTATION] for x in (a, b))
+    assert ha != hb

@@ -1,0 +1,237 @@
+"""Validation problems and status conditions: pure functions, parametrized."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fraud_operator.kube import is_subset
+from fraud_operator.spec import FraudDetectorSpec
+from fraud_operator.status import build_status, transitions
+from fraud_operator.validation import Problem, parse_spec, validate
+
+from tests.operator.conftest import spec_dict
+
+AUTH = {"type": "plain", "username": "u", "passwordSecret": {"secretName": "kafka-user"}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"decision": {"reviewAt": 0.9, "blockAt": 0.5}}, "reviewAt (0.9) must not be above"),
+        ({"scaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas (5) is above"),
+        (
+            {"rules": [{"name": "a", "expression": "true"}, {"name": "a", "expression": "false"}]},
+            "repeated: a",
+        ),
+        ({"model": {"version": "m", "uri": "u", "sha256": "xyz"}}, "spec.model.sha256"),
+        ({"rules": [{"name": "Bad_Name", "expression": "true"}]}, "spec.rules.0.name"),
+        ({"surprise": 1}, "spec.surprise: Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_specs_name_the_field(overrides: dict[str, Any], message: str) -> None:
+    result = parse_spec(spec_dict(**overrides))
+    assert isinstance(result, Problem)
+    assert result.reason == "InvalidSpec"
+    assert message in result.message
+
+
+def _spec(**overrides: Any) -> FraudDetectorSpec:
+    return FraudDetectorSpec.model_validate(spec_dict(**overrides))
+
+
+@pytest.mark.parametrize(
+    ("spec", "secrets", "partitions", "reasons"),
+    [
+        (_spec(), {}, None, []),
+        (_spec(), {}, 4, []),
+        (_spec(scaling={"minReplicas": 1, "maxReplicas": 8}), {}, 4, ["TooManyReplicas"]),
+        (
+            _spec(rules=[{"name": "x", "expression": "tx.amount > 'a'"}]),
+            {},
+            None,
+            ["RuleCompileError"],
+        ),
+        (
+            _spec(rules=[{"name": "x", "expression": "features.nope > 1.0"}]),
+            {},
+            None,
+            ["RuleCompileError"],
+        ),
+        (
+            _spec(kafka={"bootstrapServers": "k", "authentication": AUTH}),
+            {"kafka-user": None},
+            None,
+            ["SecretMissing"],
+        ),
+        (
+            _spec(kafka={"bootstrapServers": "k", "authentication": AUTH}),
+            {"kafka-user": {"user"}},
+            None,
+            ["SecretKeyMissing"],
+        ),
+        (
+            _spec(kafka={"bootstrapServers": "k", "authentication": AUTH}),
+            {"kafka-user": {"password"}},
+            None,
+            [],
+        ),
+    ],
+    ids=[
+        "ok",
+        "ok-partitions",
+        "too-many",
+        "bad-cel",
+        "unknown-feature",
+        "no-secret",
+        "no-key",
+        "secret-ok",
+    ],
+)
+def test_validation_chain(
+    spec: FraudDetectorSpec,
+    secrets: dict[str, set[str] | None],
+    partitions: int | None,
+    reasons: list[str],
+) -> None:
+    problems = validate(spec, "shop", secrets, partitions)
+    assert [p.reason for p in problems] == reasons
+    for p in problems:
+        assert p.message
+    if reasons == ["RuleCompileError"]:
+        assert problems[0].condition == "RulesValid"
+
+
+def _deployment(wanted: int, ready: int, updated: int) -> dict[str, Any]:
+    return {
+        "spec": {"replicas": wanted},
+        "status": {"readyReplicas": ready, "updatedReplicas": updated},
+    }
+
+
+def _conds(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+@pytest.mark.parametrize(
+    ("problems", "deployment", "phase", "expected"),
+    [
+        (
+            [],
+            None,
+            "Pending",
+            {"Ready": ("False", "Creating"), "Progressing": ("True", "Creating")},
+        ),
+        (
+            [],
+            _deployment(2, 0, 2),
+            "Pending",
+            {"Ready": ("False", "ReplicasNotReady"), "ModelReady": ("Unknown", "WaitingForPods")},
+        ),
+        (
+            [],
+            _deployment(2, 2, 2),
+            "Ready",
+            {
+                "Ready": ("True", "ScorersReady"),
+                "Progressing": ("False", "Stable"),
+                "ModelReady": ("True", "Loaded"),
+            },
+        ),
+        ([], _deployment(2, 2, 1), "Pending", {"Progressing": ("True", "RollingOut")}),
+        (
+            [Problem("RuleCompileError", "rule 'x': bad", "RulesValid")],
+            None,
+            "Degraded",
+            {
+                "Ready": ("False", "RuleCompileError"),
+                "RulesValid": ("False", "RuleCompileError"),
+                "Degraded": ("True", "RuleCompileError"),
+            },
+        ),
+        (
+            [Problem("SecretMissing", "Secret s/x does not exist")],
+            None,
+            "Degraded",
+            {"RulesValid": ("True", "Compiled"), "Degraded": ("True", "SecretMissing")},
+        ),
+    ],
+)
+def test_status_conditions(
+    problems: list[Problem],
+    deployment: dict[str, Any] | None,
+    phase: str,
+    expected: dict[str, tuple[str, str]],
+) -> None:
+    status = build_status(
+        generation=3,
+        problems=problems,
+        deployment=deployment,
+        model_version="m1",
+        rules_version=None,
+        previous=[],
+        now="T1",
+    )
+    assert status["phase"] == phase
+    assert status["observedGeneration"] == 3
+    conds = _conds(status)
+    assert set(conds) == {"Ready", "Progressing", "Degraded", "ModelReady", "RulesValid"}
+    for kind, value in expected.items():
+        assert conds[kind] == value
+    assert all(c["message"] for c in status["conditions"])
+    assert ("stableVersion" in status) == (not problems)
+
+
+def test_last_transition_time_changes_only_on_flips() -> None:
+    first = build_status(
+        generation=1,
+        problems=[],
+        deployment=_deployment(1, 0, 1),
+        model_version="m1",
+        rules_version=None,
+        previous=[],
+        now="T1",
+    )
+    same = build_status(
+        generation=2,
+        problems=[],
+        deployment=_deployment(1, 0, 1),
+        model_version="m1",
+        rules_version=None,
+        previous=first["conditions"],
+        now="T2",
+    )
+    assert {c["lastTransitionTime"] for c in same["conditions"]} == {"T1"}
+    assert transitions(first["conditions"], same["conditions"]) == []
+    flipped = build_status(
+        generation=2,
+        problems=[],
+        deployment=_deployment(1, 1, 1),
+        model_version="m1",
+        rules_version=None,
+        previous=same["conditions"],
+        now="T3",
+    )
+    by_type = {c["type"]: c for c in flipped["conditions"]}
+    assert by_type["Ready"]["lastTransitionTime"] == "T3"
+    assert by_type["RulesValid"]["lastTransitionTime"] == "T1"
+    assert {c["type"] for c in transitions(same["conditions"], flipped["conditions"])} == {
+        "Ready",
+        "Progressing",
+        "ModelReady",
+    }
+
+
+@pytest.mark.parametrize(
+    ("desired", "live", "expected"),
+    [
+        ({"a": 1}, {"a": 1, "b": 2}, True),
+        ({"a": {"b": [1, {"c": "x"}]}}, {"a": {"b": [1, {"c": "x", "d": 0}]}}, True),
+        ({"a": [1, 2]}, {"a": [1]}, False),
+        ({"a": 1}, {"a": 1.0}, True),
+        ({"a": "1"}, {"a": 1}, False),
+        ({"a": 1}, {}, False),
+    ],
+)
+def test_is_subset(desired: Any, live: Any, expected: bool) -> None:
+    assert is_subset(desired, live) is expected
