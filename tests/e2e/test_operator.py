@@ -37,6 +37,7 @@ def kafka() -> Iterator[MockCluster]:
 def cluster() -> Iterator[Cluster]:
     with control_plane() as c:
         c.kubectl("apply", "--validate=false", "-f", str(ROOT / "crds"))
+        c.kubectl("apply", "--validate=false", "-f", str(Path(__file__).parent / "fixtures"))
         c.apply((ROOT / "deploy/operator.yaml").read_text())
         c.kubectl("create", "namespace", NS)
         c.kubectl(
@@ -430,3 +431,34 @@ def test_a_second_replica_waits_for_the_leader(cluster: Cluster, operator: dict[
             proc.terminate()
             proc.wait(timeout=30)
             shutil.copy(log_path, ROOT / "build" / "e2e-operator-2.log")
+
+
+def test_lag_scaling_uses_keda_and_prometheus_operator_gets_a_service_monitor(
+    cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
+) -> None:
+    """With KEDA's and the Prometheus Operator's CRDs installed (discovered, not assumed)."""
+    scaling = {"minReplicas": 1, "maxReplicas": 3, "lagThreshold": 200}
+    cluster.apply(detector("lagged", kafka.bootstrap_servers, scaling=scaling))
+    so = wait_for(
+        lambda: cluster.get("scaledobjects.keda.sh", "lagged-scorer", NS), 30, "ScaledObject"
+    )
+    assert so["spec"]["triggers"][0]["metadata"]["lagThreshold"] == "200"
+    assert cluster.get("triggerauthentications.keda.sh", "lagged-kafka", NS) is not None
+    assert cluster.get("horizontalpodautoscalers.autoscaling", "lagged-scorer", NS) is None
+    wait_for(
+        lambda: cluster.get("servicemonitors.monitoring.coreos.com", "lagged-scorer", NS),
+        30,
+        "ServiceMonitor",
+    )
+    # Dropping the lag threshold swaps KEDA for the HPA.
+    cluster.apply(
+        detector("lagged", kafka.bootstrap_servers, scaling={"minReplicas": 1, "maxReplicas": 3})
+    )
+    wait_for(
+        lambda: cluster.get("horizontalpodautoscalers.autoscaling", "lagged-scorer", NS), 30, "HPA"
+    )
+    wait_for(
+        lambda: cluster.get("scaledobjects.keda.sh", "lagged-scorer", NS) is None,
+        30,
+        "ScaledObject deleted",
+    )
