@@ -22,7 +22,13 @@ from fraud_operator.kube import Kube, secret_value
 from fraud_operator.metrics import OperatorMetrics
 from fraud_operator.spec import FraudDetectorSpec
 from fraud_operator.status import build_status, transitions
-from fraud_operator.validation import Problem, parse_spec, required_secrets, validate
+from fraud_operator.validation import (
+    Problem,
+    parse_spec,
+    required_secrets,
+    rules_version_of,
+    validate,
+)
 
 log = logging.getLogger("fraud_operator.reconcile")
 PartitionProbe = Callable[[FraudDetectorSpec, str | None], int | None]
@@ -110,7 +116,7 @@ class Reconciler:
             problems=problems,
             deployment=deployment,
             model_version=spec.model.version if spec else None,
-            rules_version=None,
+            rules_version=rules_version_of(spec) if spec is not None and not problems else None,
             previous=previous,
             now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )

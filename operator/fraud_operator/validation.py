@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fraud_scorer.config import DecisionSettings, RuleSpec
+from fraud_scorer.config import DecisionSettings, RuleSpec, rules_version
 from fraud_scorer.rules import RuleCompileError, compile_rules
 from pydantic import ValidationError
 
@@ -39,15 +39,27 @@ def parse_spec(raw: Mapping[str, Any]) -> FraudDetectorSpec | Problem:
         return Problem("InvalidSpec", "; ".join(parts))
 
 
+def _scorer_rules(spec: FraudDetectorSpec) -> tuple[tuple[RuleSpec, ...], DecisionSettings]:
+    rules = tuple(
+        RuleSpec(name=r.name, expression=r.expression, action=r.action) for r in spec.rules
+    )
+    return rules, DecisionSettings(
+        review_at=spec.decision.review_at, block_at=spec.decision.block_at
+    )
+
+
 def check_rules(spec: FraudDetectorSpec) -> Problem | None:
+    """Compile the rules with the scorer's own compiler: what passes here loads there."""
     try:
-        compile_rules(
-            [RuleSpec(name=r.name, expression=r.expression, action=r.action) for r in spec.rules],
-            DecisionSettings(review_at=spec.decision.review_at, block_at=spec.decision.block_at),
-        )
+        compile_rules(*_scorer_rules(spec))
     except RuleCompileError as exc:
         return Problem("RuleCompileError", str(exc), "RulesValid")
     return None
+
+
+def rules_version_of(spec: FraudDetectorSpec) -> str:
+    """The version the scorers report for these rules (``fraud_rules_info``, decisions)."""
+    return rules_version(*_scorer_rules(spec))
 
 
 def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:

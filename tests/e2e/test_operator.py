@@ -196,6 +196,7 @@ def test_valid_detector_gets_its_children_and_status(
     status = cluster.get("frauddetector", "retail", NS)["status"]  # type: ignore[index]
     assert status["observedGeneration"] == fd["metadata"]["generation"]
     assert status["stableVersion"] == "m1"
+    assert len(status["rulesVersion"]) >= 8  # the same version the scorers report
     assert {c["type"] for c in status["conditions"]} == {
         "Ready",
         "Progressing",

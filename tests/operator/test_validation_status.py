@@ -235,3 +235,16 @@ def test_last_transition_time_changes_only_on_flips() -> None:
 )
 def test_is_subset(desired: Any, live: Any, expected: bool) -> None:
     assert is_subset(desired, live) is expected
+
+
+def test_status_rules_version_is_the_one_scorers_report() -> None:
+    from fraud_operator.validation import rules_version_of
+    from fraud_scorer.config import DecisionSettings, RuleSpec
+    from fraud_scorer.rules import compile_rules
+
+    spec = _spec(decision={"reviewAt": 0.7, "blockAt": 0.9})
+    compiled = compile_rules(
+        [RuleSpec(name="big", expression="tx.amount > 1000.0")],
+        DecisionSettings(review_at=0.7, block_at=0.9),
+    )
+    assert rules_version_of(spec) == compiled.version
