@@ -91,7 +91,14 @@ def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
         finally:
             if proc.poll() is None:
                 proc.kill()
-            shutil.copy(cluster.workdir / "operator.log", ROOT / "build" / "e2e-operator.log")
+            keep_log(cluster.workdir / "operator.log")
+
+
+def keep_log(path: Path) -> None:
+    """Keep an operator log in build/ for a look after the run (the cluster dir is deleted)."""
+    kept = ROOT / "build" / f"e2e-{path.name}"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, kept)
 
 
 def _get(url: str) -> str | None:
@@ -431,7 +438,7 @@ def test_a_second_replica_waits_for_the_leader(cluster: Cluster, operator: dict[
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-            shutil.copy(log_path, ROOT / "build" / "e2e-operator-2.log")
+            keep_log(log_path)
 
 
 def test_lag_scaling_uses_keda_and_prometheus_operator_gets_a_service_monitor(
