@@ -43,7 +43,7 @@ clean:
 	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache
 
 # kube-apiserver + kube-controller-manager v1.20.2 from Debian's source package, for the
-# operator's end-to-end tests; built once (~15 min on 2 cores), then cached in ~/.cache.
+# operator's end-to-end tests; built once (~6 min on 2 cores), then cached in ~/.cache.
 kube:
 	scripts/build-kube.sh
 
