@@ -134,6 +134,28 @@ class ModelSettings(_Frozen):
 class OutputSettings(_Frozen):
     include_features: bool = True
     alert_includes_transaction: bool = True
+    # A canary or shadow track leaves alerts (shadow) and dead letters (both) to stable: one
+    # alert per transaction and one dead letter per bad message, whatever the tracks.
+    alerts: bool = True
+    dead_letters: bool = True
+
+
+class SliceSettings(_Frozen):
+    """The users this track decides for: ``user_bucket(user_id)`` in ``[start, end)``.
+    Every track still computes features for every user, so moving the boundary (a canary
+    step) hands users over with warm state. Hot-reloaded from the config file."""
+
+    start: int = Field(default=0, ge=0, le=100)
+    end: int = Field(default=100, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SliceSettings:
+        if self.start > self.end:
+            raise ValueError(f"slice.start ({self.start}) is above slice.end ({self.end})")
+        return self
+
+    def contains(self, bucket: int) -> bool:
+        return self.start <= bucket < self.end
 
 
 class ScorerSettings(BaseSettings):
@@ -158,6 +180,7 @@ class ScorerSettings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     metrics: MetricsSettings = MetricsSettings()
     output: OutputSettings = OutputSettings()
+    slice: SliceSettings = SliceSettings()
     reload_interval_s: float = Field(default=2.0, gt=0)
 
     @field_validator("rules")
@@ -200,13 +223,13 @@ def load_settings(path: Path | None, **overrides: Any) -> ScorerSettings:
     return ScorerSettings(**data)
 
 
-def read_rules_file(path: Path) -> tuple[tuple[RuleSpec, ...], DecisionSettings]:
-    """The hot-reloadable part of the config file: rules and decision thresholds."""
+def read_reloadable(path: Path) -> tuple[tuple[RuleSpec, ...], DecisionSettings, SliceSettings]:
+    """The hot-reloadable part of the config file: rules, thresholds and the user slice."""
     raw = yaml.safe_load(path.read_text()) or {}
     rules = tuple(RuleSpec.model_validate(r) for r in raw.get("rules") or ())
     ScorerSettings._unique_names(rules)
     decision = DecisionSettings.model_validate(raw.get("decision") or {})
-    return rules, decision
+    return rules, decision, SliceSettings.model_validate(raw.get("slice") or {})
 
 
 def rules_version(rules: tuple[RuleSpec, ...], decision: DecisionSettings) -> str:

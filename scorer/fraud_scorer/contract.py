@@ -8,6 +8,7 @@ reason, which the pipeline turns into a dead letter carrying the original bytes 
 from __future__ import annotations
 
 import math
+import zlib
 from datetime import datetime
 from typing import Annotated, Final
 
@@ -138,3 +139,12 @@ def _classify_decode_error(value: bytes, message: str) -> Rejected:
     except UnicodeDecodeError as exc:
         return Rejected("invalid_encoding", f"not UTF-8 at byte {exc.start}")
     return Rejected("invalid_json", message)
+
+
+def user_bucket(user_id: str) -> int:
+    """The user's bucket in 0..99 for track slices (canary: buckets below the weight).
+
+    CRC-32 of the UTF-8 id: stable across processes, languages and restarts (unlike Python's
+    salted ``hash``), so a user always lands on the same track for a given weight.
+    """
+    return zlib.crc32(user_id.encode()) % 100

@@ -95,6 +95,12 @@ class ScorerMetrics:
             [*names, "reason"],
             registry=r,
         ).labels
+        self.other_track = Counter(
+            "fraud_other_track_transactions",
+            "Transactions of users in another track's slice (features kept, not decided)",
+            names,
+            registry=r,
+        ).labels(**base)
         self.rule_hits = Counter(
             "fraud_rule_hits", "Rule matches, by rule", [*names, "rule"], registry=r
         ).labels

@@ -17,7 +17,14 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from fraud_scorer.contract import Decision, Rejected, Transaction, TransactionDecoder
+from fraud_scorer.config import SliceSettings
+from fraud_scorer.contract import (
+    Decision,
+    Rejected,
+    Transaction,
+    TransactionDecoder,
+    user_bucket,
+)
 from fraud_scorer.features import FEATURE_NAMES, FeatureEngine
 from fraud_scorer.model import Model
 from fraud_scorer.rules import RuleSet
@@ -55,6 +62,8 @@ class BatchResult:
     rule_errors: Counter[str] = field(default_factory=Counter)
     latencies_s: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.empty(0, np.float32))
+    other_track: int = 0  # valid transactions of users outside this track's slice
+    rejected_elsewhere: int = 0  # bad messages left for the stable track to dead-letter
 
 
 def _content_type(headers: Any) -> bytes | None:
@@ -79,6 +88,9 @@ class BatchScorer:
         max_message_bytes: int,
         include_features: bool = True,
         alert_includes_transaction: bool = True,
+        alerts: bool = True,
+        dead_letters: bool = True,
+        slice_: SliceSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.model = model
@@ -89,6 +101,9 @@ class BatchScorer:
         self.decoder = TransactionDecoder(max_message_bytes)
         self.include_features = include_features
         self.alert_includes_transaction = alert_includes_transaction
+        self.alerts = alerts
+        self.dead_letters = dead_letters
+        self.slice = slice_ or SliceSettings()  # swapped between batches by hot reload
         self._encode = msgspec.json.Encoder().encode
         self._time = clock
 
@@ -111,15 +126,24 @@ class BatchScorer:
         raws: list[bytes] = []
         event_ts: list[float] = []
         kafka_ts: list[float] = []
+        start, end = self.slice.start, self.slice.end
+        everyone = start == 0 and end == 100
         for msg in records:
             value = msg.value()
             tx = decode(value, _content_type(msg.headers()))
             if type(tx) is not Transaction:
                 assert isinstance(tx, Rejected)
-                out.dead_letters.append(self._dead_letter(msg, tx))
+                if self.dead_letters:
+                    out.dead_letters.append(self._dead_letter(msg, tx))
+                else:
+                    out.rejected_elsewhere += 1
                 continue
             ts = tx.timestamp.timestamp()
-            rows.append(compute(msg.partition() or 0, tx, ts))
+            row = compute(msg.partition() or 0, tx, ts)  # state for every user, warm handover
+            if not everyone and not start <= user_bucket(tx.user_id) < end:
+                out.other_track += 1
+                continue
+            rows.append(row)
             event_ts.append(ts)
             txs.append(tx)
             raws.append(value)  # type: ignore[arg-type]
@@ -187,7 +211,7 @@ class BatchScorer:
             )
             key = tx.transaction_id.encode()
             decisions.append((key, encode(decision)))
-            if action != "allow":
+            if action != "allow" and self.alerts:
                 if self.alert_includes_transaction:
                     decision.transaction = msgspec.Raw(raws[i])
                 alerts.append((key, encode(decision)))

@@ -32,7 +32,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from fraud_scorer.config import ScorerSettings, read_rules_file
+from fraud_scorer.config import ScorerSettings, read_reloadable
 from fraud_scorer.features import FEATURE_SET_VERSION, FeatureEngine
 from fraud_scorer.metrics import HealthServer, ScorerMetrics
 from fraud_scorer.model import Model, load_model
@@ -86,6 +86,9 @@ class ScorerService:
             max_message_bytes=s.batch.max_message_bytes,
             include_features=s.output.include_features,
             alert_includes_transaction=s.output.alert_includes_transaction,
+            alerts=s.output.alerts,
+            dead_letters=s.output.dead_letters,
+            slice_=s.slice,
         )
         self.metrics.set_model(self.model.version, FEATURE_SET_VERSION)
         self.metrics.set_rules(ruleset.version)
@@ -245,6 +248,8 @@ class ScorerService:
             m.rule_hits(**base, rule=rule).inc(count)
         for dl in result.dead_letters:
             m.dead_letters(**base, reason=dl.reason).inc()
+        if result.other_track:
+            m.other_track.inc(result.other_track)
         for rule, count in result.rule_errors.items():
             m.rule_errors(**base, rule=rule).inc(count)
         m.event_to_decision.observe_many(result.latencies_s)
@@ -411,7 +416,7 @@ class ScorerService:
         self._config_stamp = stamp
         base = self.metrics.base()
         try:
-            rules, decision = read_rules_file(self.config_path)
+            rules, decision, slice_ = read_reloadable(self.config_path)
             ruleset = compile_rules(rules, decision)
         except (RuleCompileError, ValueError, OSError) as exc:
             self.metrics.rules_reloads(**base, result="error").inc()
@@ -421,6 +426,10 @@ class ScorerService:
                 running=self.scorer.ruleset.version,
             )
             return
+        if slice_ != self.scorer.slice:
+            # Every track keeps every user's state, so the handover is warm.
+            log.info("user slice changed", start=slice_.start, end=slice_.end)
+            self.scorer.slice = slice_
         if ruleset.version == self.scorer.ruleset.version:
             return
         # Swapped between batches: a batch sees the old or the new rules, never a mix.

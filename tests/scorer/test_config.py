@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fraud_scorer.config import load_settings, read_rules_file
+from fraud_scorer.config import SliceSettings, load_settings, read_reloadable
 from pydantic import ValidationError
 
 
@@ -67,7 +67,12 @@ def test_rules_file_reads_only_the_reloadable_part(tmp_path: Path) -> None:
             "detector": "x",
             "rules": [{"name": "a", "expression": "true"}],
             "decision": {"review_at": 0.5},
+            "slice": {"start": 10, "end": 100},
         },
     )
-    rules, decision = read_rules_file(path)
+    rules, decision, slice_ = read_reloadable(path)
     assert [r.name for r in rules] == ["a"] and decision.review_at == 0.5
+    assert slice_ == SliceSettings(start=10, end=100)
+    assert slice_.contains(10) and not slice_.contains(9)
+    with pytest.raises(ValueError, match=r"slice.start \(60\) is above slice.end \(50\)"):
+        SliceSettings(start=60, end=50)
