@@ -142,6 +142,12 @@ class Analysis(_Model):
     max_alert_rate_ratio: float = Field(default=2.0, gt=0.0)
     max_p99_latency_seconds: float = Field(default=0.05, gt=0.0)
     max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_score_psi: float = Field(
+        default=0.25, gt=0.0, description="population stability index of the score histogram"
+    )
+    max_lag_growth: int = Field(
+        default=10000, ge=0, description="messages the candidate's consumer lag may grow by"
+    )
     failure_limit: int = Field(default=2, ge=1)
 
 
@@ -150,11 +156,17 @@ class Shadow(_Model):
 
 
 class Rollout(_Model):
-    """How a new model version goes live (used by the rollout controller)."""
+    """How a new model version goes live: preflight, optional shadow, canary steps, then
+    promotion; analysis failures beyond the limit roll back. Manual overrides: ``paused``
+    here, or the annotations ``frauddetection.io/promote`` / ``frauddetection.io/abort``."""
 
     shadow: Shadow | None = None
     steps: list[RolloutStep] = Field(default_factory=list)
     analysis: Analysis = Analysis()
+    paused: bool = Field(default=False, description="hold the rollout where it is")
+    prometheus_url: str | None = Field(
+        default=None, description="Prometheus for analysis; default: the operator's setting"
+    )
 
 
 class SecretKeyRef(_Model):

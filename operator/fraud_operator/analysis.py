@@ -1,0 +1,189 @@
+"""Canary analysis: an ordered chain of pure checks comparing a candidate track with stable.
+
+Each check returns a :class:`Check` - pass, wait or fail, with a CamelCase reason, a message and
+the measured value. The first failure decides; otherwise any wait decides (too few samples, no
+data, NaN: *wait, not pass*); only a clean run passes. Measurements come from Prometheus
+(:mod:`fraud_operator.prometheus`) as :class:`TrackSample`; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fraud_operator.spec import Analysis
+
+Verdict = Literal["pass", "wait", "fail"]
+_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class TrackSample:
+    """One track over the analysis window (increases over the window, not totals)."""
+
+    transactions: float | None
+    alerts: float | None
+    errors: float | None
+    p99_latency_s: float | None
+    # Cumulative score histogram over the window: upper bound -> count (``le`` buckets).
+    score_buckets: dict[float, float] = field(default_factory=dict)
+    lag_growth: float | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    verdict: Verdict
+    reason: str
+    message: str
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    verdict: Verdict
+    reason: str
+    message: str
+    checks: tuple[Check, ...]
+
+    def values(self) -> dict[str, float | None]:
+        return {c.name: c.value for c in self.checks}
+
+
+def _missing(*values: float | None) -> bool:
+    return any(v is None or math.isnan(v) for v in values)
+
+
+def check_samples(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
+    if _missing(cand.transactions, stable.transactions):
+        return Check("samples", "wait", "NoData", "no transaction counts yet for both tracks")
+    n = min(cand.transactions or 0.0, stable.transactions or 0.0)
+    if n < p.min_samples:
+        return Check(
+            "samples",
+            "wait",
+            "NotEnoughSamples",
+            f"{n:.0f} of {p.min_samples} transactions needed on each track",
+            n,
+        )
+    return Check("samples", "pass", "EnoughSamples", f"{n:.0f} transactions", n)
+
+
+def _rate(part: float | None, whole: float | None) -> float:
+    return (part or 0.0) / whole if whole else math.nan
+
+
+def check_alert_rate(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
+    if _missing(cand.alerts, stable.alerts):
+        return Check("alert_rate_ratio", "wait", "NoData", "no alert counts yet")
+    cand_rate = _rate(cand.alerts, cand.transactions)
+    # A stable track with no alerts would make any candidate alert infinitely worse: floor it
+    # at one alert per window.
+    stable_rate = max(_rate(stable.alerts, stable.transactions), 1.0 / (stable.transactions or 1))
+    ratio = cand_rate / stable_rate
+    if math.isnan(ratio):
+        return Check("alert_rate_ratio", "wait", "NoData", "alert rate is not defined yet")
+    msg = f"candidate alerts on {cand_rate:.2%}, stable on {stable_rate:.2%} ({ratio:.2f}x)"
+    if ratio > p.max_alert_rate_ratio:
+        return Check(
+            "alert_rate_ratio",
+            "fail",
+            "AlertRateTooHigh",
+            f"{msg}, above {p.max_alert_rate_ratio}x",
+            ratio,
+        )
+    return Check("alert_rate_ratio", "pass", "AlertRateOk", msg, ratio)
+
+
+def psi(cand: dict[float, float], stable: dict[float, float]) -> float:
+    """Population stability index between two cumulative histograms with the same bounds."""
+    bounds = sorted(set(cand) & set(stable))
+    if not bounds:
+        return math.nan
+
+    def shares(h: dict[float, float]) -> list[float]:
+        counts = [h[b] for b in bounds]
+        per_bin = [counts[0]] + [b - a for a, b in itertools.pairwise(counts)]
+        total = counts[-1]
+        return [max(c, 0.0) / total if total else math.nan for c in per_bin]
+
+    a, b = shares(cand), shares(stable)
+    return sum((x - y) * math.log((x + _EPS) / (y + _EPS)) for x, y in zip(a, b, strict=True))
+
+
+def check_score_shift(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
+    value = psi(cand.score_buckets, stable.score_buckets)
+    if math.isnan(value):
+        return Check("score_psi", "wait", "NoData", "no score histogram yet")
+    msg = f"score distribution PSI {value:.3f}"
+    if value > p.max_score_psi:
+        return Check(
+            "score_psi", "fail", "ScoreDistributionShifted", f"{msg} > {p.max_score_psi}", value
+        )
+    return Check("score_psi", "pass", "ScoreDistributionOk", msg, value)
+
+
+def check_latency(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
+    if _missing(cand.p99_latency_s):
+        return Check("p99_latency_s", "wait", "NoData", "no latency yet")
+    value = cand.p99_latency_s or 0.0
+    msg = f"p99 event-to-decision {value * 1000:.1f} ms"
+    if value > p.max_p99_latency_seconds:
+        return Check(
+            "p99_latency_s",
+            "fail",
+            "LatencyTooHigh",
+            f"{msg} > {p.max_p99_latency_seconds * 1000:.0f} ms",
+            value,
+        )
+    return Check("p99_latency_s", "pass", "LatencyOk", msg, value)
+
+
+def check_errors(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
+    value = _rate(cand.errors, cand.transactions)
+    if math.isnan(value):
+        return Check("error_rate", "wait", "NoData", "no error counts yet")
+    msg = f"errors on {value:.2%} of transactions"
+    if value > p.max_error_rate:
+        return Check(
+            "error_rate", "fail", "ErrorRateTooHigh", f"{msg} > {p.max_error_rate:.2%}", value
+        )
+    return Check("error_rate", "pass", "ErrorRateOk", msg, value)
+
+
+def check_lag(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
+    if _missing(cand.lag_growth):
+        return Check("lag_growth", "pass", "LagUnknown", "no lag measurement (not judged)")
+    value = cand.lag_growth or 0.0
+    msg = f"consumer lag grew by {value:.0f}"
+    if value > p.max_lag_growth:
+        return Check("lag_growth", "fail", "FallingBehind", f"{msg} > {p.max_lag_growth}", value)
+    return Check("lag_growth", "pass", "KeepingUp", msg, value)
+
+
+CHAIN: Sequence[Callable[[Analysis, TrackSample, TrackSample], Check]] = (
+    check_samples,
+    check_errors,
+    check_latency,
+    check_alert_rate,
+    check_score_shift,
+    check_lag,
+)
+
+
+def analyse(policy: Analysis, candidate: TrackSample, stable: TrackSample) -> Result:
+    """Run the chain. Without enough samples nothing else is judged (it would be noise)."""
+    first = check_samples(policy, candidate, stable)
+    if first.verdict != "pass":
+        return Result(first.verdict, first.reason, first.message, (first,))
+    checks = (first, *(c(policy, candidate, stable) for c in CHAIN[1:]))
+    failed = next((c for c in checks if c.verdict == "fail"), None)
+    if failed is not None:
+        return Result("fail", failed.reason, failed.message, checks)
+    waiting = next((c for c in checks if c.verdict == "wait"), None)
+    if waiting is not None:
+        return Result("wait", waiting.reason, waiting.message, checks)
+    return Result("pass", "Healthy", "; ".join(c.message for c in checks), checks)

@@ -1,0 +1,296 @@
+"""The rollout state machine: a pure function from (state, desired model, policy, clock,
+preflight, analysis, overrides) to the next state.
+
+    Stable --new model--> Preflight --ok--> [Shadow] --> Canary step 1..n --> Promoting --> Stable
+                             |                 |               |
+                             +--failed-------> RolledBack <----+ (failures >= limit, abort,
+                                                                  no data for too long)
+
+The operator persists :class:`State` in the FraudDetector's status, calls :func:`step` on every
+reconcile, and turns the result into Deployments (which track runs which model, the canary
+weight) and Events. Time is passed in, so every transition is tested with a fake clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from fraud_operator.analysis import Result
+from fraud_operator.spec import ModelRef, Rollout
+
+Phase = Literal["Stable", "Preflight", "Shadow", "Canary", "Promoting", "RolledBack"]
+Preflight = Literal["pending", "ok", "failed"]
+Override = Literal["promote", "abort"] | None
+
+
+def seconds(duration: str) -> float:
+    """``30s`` / ``5m`` / ``1h`` (the CRD's duration pattern) in seconds."""
+    unit = {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+    return float(duration[:-1]) * unit
+
+
+@dataclass(frozen=True)
+class State:
+    phase: Phase = "Stable"
+    stable: ModelRef | None = None
+    candidate: ModelRef | None = None
+    step: int = 0  # index of the current canary step
+    weight: int = 0  # percent of users on the canary
+    since: datetime | None = None  # when the current phase or step began
+    last_analysis_at: datetime | None = None
+    failures: int = 0
+    reason: str = ""
+    message: str = ""
+    rejected: str | None = None  # the version last rolled back (not retried automatically)
+    last_analysis: dict[str, Any] = field(default_factory=dict)
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "stableVersion": self.stable.version if self.stable else None,
+            "canaryVersion": self.candidate.version if self.candidate else None,
+            "canaryWeight": self.weight,
+            "rollout": {
+                "stable": self.stable.model_dump(by_alias=True) if self.stable else None,
+                "candidate": self.candidate.model_dump(by_alias=True) if self.candidate else None,
+                "step": self.step,
+                "since": self.since.isoformat() if self.since else None,
+                "lastAnalysisAt": self.last_analysis_at.isoformat()
+                if self.last_analysis_at
+                else None,
+                "failures": self.failures,
+                "reason": self.reason,
+                "message": self.message,
+                "rejected": self.rejected,
+                "lastAnalysis": self.last_analysis,
+            },
+        }
+
+    @classmethod
+    def from_status(cls, status: dict[str, Any]) -> State:
+        r = status.get("rollout") or {}
+
+        def when(value: str | None) -> datetime | None:
+            return datetime.fromisoformat(value) if value else None
+
+        return cls(
+            phase=status.get("phase") if status.get("phase") in _PHASES else "Stable",  # type: ignore[arg-type]
+            stable=ModelRef.model_validate(r["stable"]) if r.get("stable") else None,
+            candidate=ModelRef.model_validate(r["candidate"]) if r.get("candidate") else None,
+            step=int(r.get("step") or 0),
+            weight=int(status.get("canaryWeight") or 0),
+            since=when(r.get("since")),
+            last_analysis_at=when(r.get("lastAnalysisAt")),
+            failures=int(r.get("failures") or 0),
+            reason=r.get("reason") or "",
+            message=r.get("message") or "",
+            rejected=r.get("rejected"),
+            last_analysis=r.get("lastAnalysis") or {},
+        )
+
+
+_PHASES = ("Stable", "Preflight", "Shadow", "Canary", "Promoting", "RolledBack")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What changed, for an Event (None when nothing did)."""
+
+    reason: str
+    message: str
+    warning: bool = False
+
+
+def _to(state: State, phase: Phase, now: datetime, reason: str, message: str, **kw: Any) -> State:
+    return replace(state, phase=phase, since=now, reason=reason, message=message, **kw)
+
+
+def step(
+    state: State,
+    desired: ModelRef,
+    policy: Rollout | None,
+    now: datetime,
+    *,
+    preflight: Preflight = "pending",
+    analysis: Result | None = None,
+    override: Override = None,
+) -> tuple[State, Transition | None]:
+    """The next state. ``analysis`` is the result of a fresh analysis of the running
+    candidate (None when none was due); ``preflight`` the candidate's preflight status."""
+    policy = policy or Rollout()
+
+    # First deployment, or no rollout policy at all: the desired model simply is stable.
+    if state.stable is None:
+        new = State(
+            phase="Stable",
+            stable=desired,
+            since=now,
+            reason="Deployed",
+            message=f"model {desired.version} deployed",
+        )
+        return new, Transition("Deployed", new.message)
+    if state.phase in ("Stable", "RolledBack"):
+        if desired == state.stable:
+            if state.phase == "RolledBack":  # the spec was put back: acknowledged
+                new = _to(state, "Stable", now, "Stable", f"running {desired.version}")
+                return new, Transition("Stable", new.message)
+            return state, None
+        if state.phase == "RolledBack" and desired.version == state.rejected:
+            return state, None  # the rolled-back version is not retried by itself
+        new = _to(
+            state,
+            "Preflight",
+            now,
+            "Preflight",
+            f"checking model {desired.version}",
+            candidate=desired,
+            weight=0,
+            step=0,
+            failures=0,
+            last_analysis={},
+        )
+        return new, Transition(
+            "RolloutStarted", f"rolling out {desired.version} over {state.stable.version}"
+        )
+
+    # A rollout is in progress.
+    assert state.candidate is not None
+    if desired != state.candidate:
+        if desired == state.stable:
+            return _abort(state, now, "Reverted", "the spec went back to the stable model")
+        new = _to(
+            state,
+            "Preflight",
+            now,
+            "Preflight",
+            f"checking model {desired.version}",
+            candidate=desired,
+            weight=0,
+            step=0,
+            failures=0,
+            last_analysis={},
+        )
+        return new, Transition("RolloutRestarted", f"candidate replaced by {desired.version}")
+    if override == "abort":
+        return _abort(state, now, "Aborted", "aborted by the frauddetection.io/abort annotation")
+    if override == "promote":
+        return _promote(state, now, "promoted by the frauddetection.io/promote annotation")
+    if state.phase == "Promoting":
+        return _promote(state, now, "all canary steps passed")
+    if state.phase == "Preflight":
+        if preflight == "failed":
+            return _abort(
+                state, now, "ModelPreflightFailed", "the candidate model failed its preflight"
+            )
+        if preflight == "pending":
+            return state, None
+        if policy.shadow is not None:
+            new = _to(state, "Shadow", now, "Shadow", f"shadowing {state.candidate.version}")
+            return new, Transition("ShadowStarted", new.message)
+        return _enter_step(state, policy, 0, now)
+    if policy.paused:
+        return replace(state, reason="Paused", message="rollout paused (spec.rollout.paused)"), None
+
+    # Shadow or Canary: judge the analysis, then maybe advance.
+    if analysis is not None:
+        state = replace(
+            state,
+            last_analysis_at=now,
+            last_analysis={
+                "verdict": analysis.verdict,
+                "reason": analysis.reason,
+                "message": analysis.message,
+                "values": analysis.values(),
+            },
+        )
+        if analysis.verdict == "fail":
+            failures = state.failures + 1
+            if failures >= policy.analysis.failure_limit:
+                return _abort(
+                    replace(state, failures=failures), now, analysis.reason, analysis.message
+                )
+            return replace(state, failures=failures), Transition(
+                "AnalysisFailed",
+                f"{analysis.message} ({failures}/{policy.analysis.failure_limit})",
+                True,
+            )
+    hold = (
+        seconds(policy.shadow.duration)
+        if state.phase == "Shadow" and policy.shadow
+        else seconds(policy.steps[state.step].pause if policy.steps else "0s")
+    )
+    elapsed = (now - (state.since or now)).total_seconds()
+    passed = state.last_analysis.get("verdict") == "pass"
+    # No data for much longer than the phase should take: the candidate is not working.
+    patience = hold + policy.analysis.failure_limit * seconds(policy.analysis.interval) * 3
+    if not passed and elapsed > patience:
+        return _abort(
+            state,
+            now,
+            "NoAnalysisData",
+            f"no conclusive analysis after {elapsed:.0f}s: "
+            f"{state.last_analysis.get('message', 'no metrics')}",
+        )
+    if elapsed < hold or not passed:
+        return state, None
+    nxt = 0 if state.phase == "Shadow" else state.step + 1
+    if nxt >= len(policy.steps):
+        return _promote(state, now, "all canary steps passed")
+    return _enter_step(state, policy, nxt, now)
+
+
+def _enter_step(
+    state: State, policy: Rollout, index: int, now: datetime
+) -> tuple[State, Transition]:
+    if not policy.steps:
+        return _promote(state, now, "no canary steps configured")
+    weight = policy.steps[index].weight
+    new = _to(
+        state,
+        "Canary",
+        now,
+        "Canary",
+        f"{weight}% of users on {state.candidate.version if state.candidate else '?'}",
+        step=index,
+        weight=weight,
+        last_analysis={},
+    )
+    return new, Transition("CanaryStep", f"step {index + 1}/{len(policy.steps)}: {new.message}")
+
+
+def _promote(state: State, now: datetime, why: str) -> tuple[State, Transition]:
+    assert state.candidate is not None
+    new = State(
+        phase="Stable",
+        stable=state.candidate,
+        since=now,
+        reason="Promoted",
+        message=f"{state.candidate.version} promoted: {why}",
+        last_analysis=state.last_analysis,
+    )
+    return new, Transition("Promoted", new.message)
+
+
+def _abort(state: State, now: datetime, reason: str, message: str) -> tuple[State, Transition]:
+    assert state.candidate is not None
+    new = State(
+        phase="RolledBack",
+        stable=state.stable,
+        since=now,
+        reason=reason,
+        message=f"{state.candidate.version} rolled back: {message}",
+        rejected=state.candidate.version,
+        failures=state.failures,
+        last_analysis=state.last_analysis,
+    )
+    return new, Transition("RolledBack", new.message, True)
+
+
+def analysis_due(state: State, policy: Rollout | None, now: datetime) -> bool:
+    if state.phase not in ("Shadow", "Canary"):
+        return False
+    interval = timedelta(seconds=seconds((policy or Rollout()).analysis.interval))
+    last = state.last_analysis_at or state.since or now
+    return now - last >= interval

@@ -1,0 +1,161 @@
+"""Every transition of the rollout state machine, with a fake clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fraud_operator.analysis import Check, Result
+from fraud_operator.rollout import State, analysis_due, seconds, step
+from fraud_operator.spec import ModelRef, Rollout
+
+T0 = datetime(2026, 11, 22, 12, tzinfo=UTC)
+OLD = ModelRef(version="m1", uri="https://m/1/", sha256="1" * 64)
+NEW = ModelRef(version="m2", uri="https://m/2/", sha256="2" * 64)
+OTHER = ModelRef(version="m3", uri="https://m/3/", sha256="3" * 64)
+POLICY = Rollout.model_validate(
+    {
+        "shadow": {"duration": "10m"},
+        "steps": [{"weight": 10, "pause": "5m"}, {"weight": 50, "pause": "10m"}],
+        "analysis": {"interval": "1m", "failureLimit": 2},
+    }
+)
+PASS = Result("pass", "Healthy", "ok", (Check("samples", "pass", "EnoughSamples", "", 5000.0),))
+FAIL = Result(
+    "fail",
+    "AlertRateTooHigh",
+    "5x",
+    (Check("alert_rate_ratio", "fail", "AlertRateTooHigh", "5x", 5.0),),
+)
+WAIT = Result("wait", "NotEnoughSamples", "12 of 1000", ())
+STABLE = State(phase="Stable", stable=OLD, since=T0)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_first_deployment_is_stable_at_once() -> None:
+    state, event = step(State(), OLD, POLICY, T0)
+    assert (state.phase, state.stable, event and event.reason) == ("Stable", OLD, "Deployed")
+
+
+def test_happy_path_preflight_shadow_canary_steps_promote() -> None:
+    s, e = step(STABLE, NEW, POLICY, at(0))
+    assert (s.phase, s.candidate, e and e.reason) == ("Preflight", NEW, "RolloutStarted")
+    s, e = step(s, NEW, POLICY, at(1), preflight="pending")
+    assert s.phase == "Preflight" and e is None
+    s, e = step(s, NEW, POLICY, at(2), preflight="ok")
+    assert (s.phase, s.weight, e and e.reason) == ("Shadow", 0, "ShadowStarted")
+    s, _ = step(s, NEW, POLICY, at(5), analysis=PASS)
+    assert s.phase == "Shadow"  # 10 minutes of shadow first
+    s, e = step(s, NEW, POLICY, at(12.5), analysis=PASS)
+    assert (s.phase, s.step, s.weight, e and e.reason) == ("Canary", 0, 10, "CanaryStep")
+    s, _ = step(s, NEW, POLICY, at(14), analysis=PASS)
+    assert s.weight == 10  # 5 minute pause
+    s, e = step(s, NEW, POLICY, at(18), analysis=PASS)
+    assert (s.step, s.weight) == (1, 50)
+    s, e = step(s, NEW, POLICY, at(29), analysis=PASS)
+    assert (s.phase, s.stable, s.candidate, s.weight) == ("Stable", NEW, None, 0)
+    assert e is not None and e.reason == "Promoted" and not e.warning
+
+
+def test_waiting_never_advances() -> None:
+    s = State(phase="Canary", stable=OLD, candidate=NEW, step=0, weight=10, since=at(0))
+    s, e = step(s, NEW, POLICY, at(6), analysis=WAIT)
+    assert (s.phase, s.weight, e) == ("Canary", 10, None)
+    assert s.last_analysis["reason"] == "NotEnoughSamples"
+
+
+def test_failures_beyond_the_limit_roll_back() -> None:
+    s = State(phase="Canary", stable=OLD, candidate=NEW, step=1, weight=50, since=at(0))
+    s, e = step(s, NEW, POLICY, at(1), analysis=FAIL)
+    assert (s.phase, s.failures, e and e.reason, e and e.warning) == (
+        "Canary",
+        1,
+        "AnalysisFailed",
+        True,
+    )
+    s, e = step(s, NEW, POLICY, at(2), analysis=FAIL)
+    assert (s.phase, s.stable, s.candidate, s.weight) == ("RolledBack", OLD, None, 0)
+    assert (s.reason, s.rejected) == ("AlertRateTooHigh", "m2")
+    assert e is not None and e.warning and "m2 rolled back" in e.message
+    assert s.last_analysis["values"] == {"alert_rate_ratio": 5.0}
+
+
+def test_no_data_waits_then_fails() -> None:
+    s = State(phase="Canary", stable=OLD, candidate=NEW, step=0, weight=10, since=at(0))
+    for minute in range(1, 11):  # patience: 5m pause + 2 x 1m x 3
+        s, e = step(s, NEW, POLICY, at(minute), analysis=WAIT)
+        assert s.phase == "Canary"
+    s, e = step(s, NEW, POLICY, at(11.5), analysis=WAIT)
+    assert (s.phase, s.reason) == ("RolledBack", "NoAnalysisData")
+
+
+def test_preflight_failure_keeps_stable_untouched() -> None:
+    s, _ = step(STABLE, NEW, POLICY, at(0))
+    s, e = step(s, NEW, POLICY, at(1), preflight="failed")
+    assert (s.phase, s.stable, s.reason) == ("RolledBack", OLD, "ModelPreflightFailed")
+    # The same broken version is not retried on its own...
+    assert step(s, NEW, POLICY, at(2)) == (s, None)
+    # ...a new one is, and going back to stable acknowledges the rollback.
+    assert step(s, OTHER, POLICY, at(3))[0].phase == "Preflight"
+    back, e = step(s, OLD, POLICY, at(3))
+    assert back.phase == "Stable" and e is not None
+
+
+@pytest.mark.parametrize(
+    ("override", "phase", "stable"),
+    [("promote", "Stable", NEW), ("abort", "RolledBack", OLD)],
+)
+def test_manual_overrides(override: str, phase: str, stable: ModelRef) -> None:
+    s = State(phase="Canary", stable=OLD, candidate=NEW, step=0, weight=10, since=at(0))
+    s, e = step(s, NEW, POLICY, at(1), override=override)  # type: ignore[arg-type]
+    assert (s.phase, s.stable) == (phase, stable)
+
+
+def test_pause_holds_the_step() -> None:
+    paused = POLICY.model_copy(update={"paused": True})
+    s = State(phase="Canary", stable=OLD, candidate=NEW, step=0, weight=10, since=at(0))
+    s, e = step(s, NEW, paused, at(30), analysis=PASS)
+    assert (s.phase, s.weight, s.reason) == ("Canary", 10, "Paused")
+
+
+def test_spec_changes_during_a_rollout() -> None:
+    s = State(phase="Canary", stable=OLD, candidate=NEW, step=0, weight=10, since=at(0))
+    restarted, e = step(s, OTHER, POLICY, at(1))
+    assert (restarted.phase, restarted.candidate, restarted.weight) == ("Preflight", OTHER, 0)
+    reverted, e = step(s, OLD, POLICY, at(1))
+    assert (reverted.phase, reverted.reason) == ("RolledBack", "Reverted")
+
+
+def test_without_shadow_or_steps() -> None:
+    only_steps = Rollout.model_validate({"steps": [{"weight": 25, "pause": "1m"}]})
+    s, _ = step(STABLE, NEW, only_steps, at(0))
+    s, _ = step(s, NEW, only_steps, at(1), preflight="ok")
+    assert (s.phase, s.weight) == ("Canary", 25)
+    direct, _ = step(step(STABLE, NEW, None, at(0))[0], NEW, None, at(1), preflight="ok")
+    assert (direct.phase, direct.stable) == ("Stable", NEW)
+
+
+def test_state_round_trips_through_status_and_analysis_is_timed() -> None:
+    s = State(
+        phase="Canary",
+        stable=OLD,
+        candidate=NEW,
+        step=1,
+        weight=50,
+        since=at(0),
+        last_analysis_at=at(3),
+        failures=1,
+        last_analysis={"verdict": "pass"},
+    )
+    status = s.to_status()
+    assert (status["canaryVersion"], status["canaryWeight"], status["stableVersion"]) == (
+        "m2",
+        50,
+        "m1",
+    )
+    assert State.from_status(status) == s
+    assert not analysis_due(s, POLICY, at(3.5)) and analysis_due(s, POLICY, at(4))
+    assert seconds("90s") == 90 and seconds("2h") == 7200
