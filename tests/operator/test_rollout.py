@@ -88,7 +88,7 @@ def test_no_data_waits_then_fails() -> None:
     for minute in range(1, 11):  # patience: 5m pause + 2 x 1m x 3
         s, e = step(s, NEW, POLICY, at(minute), analysis=WAIT)
         assert s.phase == "Canary"
-    s, e = step(s, NEW, POLICY, at(11.5), analysis=WAIT)
+    s, _e = step(s, NEW, POLICY, at(11.5), analysis=WAIT)
     assert (s.phase, s.reason) == ("RolledBack", "NoAnalysisData")
 
 
@@ -110,14 +110,14 @@ def test_preflight_failure_keeps_stable_untouched() -> None:
 )
 def test_manual_overrides(override: str, phase: str, stable: ModelRef) -> None:
     s = State(phase="Canary", stable=OLD, candidate=NEW, step=0, weight=10, since=at(0))
-    s, e = step(s, NEW, POLICY, at(1), override=override)  # type: ignore[arg-type]
+    s, _e = step(s, NEW, POLICY, at(1), override=override)  # type: ignore[arg-type]
     assert (s.phase, s.stable) == (phase, stable)
 
 
 def test_pause_holds_the_step() -> None:
     paused = POLICY.model_copy(update={"paused": True})
     s = State(phase="Canary", stable=OLD, candidate=NEW, step=0, weight=10, since=at(0))
-    s, e = step(s, NEW, paused, at(30), analysis=PASS)
+    s, _e = step(s, NEW, paused, at(30), analysis=PASS)
     assert (s.phase, s.weight, s.reason) == ("Canary", 10, "Paused")
 
 
@@ -125,7 +125,7 @@ def test_spec_changes_during_a_rollout() -> None:
     s = State(phase="Canary", stable=OLD, candidate=NEW, step=0, weight=10, since=at(0))
     restarted, e = step(s, OTHER, POLICY, at(1))
     assert (restarted.phase, restarted.candidate, restarted.weight) == ("Preflight", OTHER, 0)
-    reverted, e = step(s, OLD, POLICY, at(1))
+    reverted, _e = step(s, OLD, POLICY, at(1))
     assert (reverted.phase, reverted.reason) == ("RolledBack", "Reverted")
 
 
