@@ -86,7 +86,7 @@ def test_failures_beyond_the_limit_roll_back() -> None:
 def test_no_data_waits_then_fails() -> None:
     s = State(phase="Canary", stable=OLD, candidate=NEW, step=0, weight=10, since=at(0))
     for minute in range(1, 11):  # patience: 5m pause + 2 x 1m x 3
-        s, e = step(s, NEW, POLICY, at(minute), analysis=WAIT)
+        s, _ = step(s, NEW, POLICY, at(minute), analysis=WAIT)
         assert s.phase == "Canary"
     s, _e = step(s, NEW, POLICY, at(11.5), analysis=WAIT)
     assert (s.phase, s.reason) == ("RolledBack", "NoAnalysisData")
@@ -123,7 +123,7 @@ def test_pause_holds_the_step() -> None:
 
 def test_spec_changes_during_a_rollout() -> None:
     s = State(phase="Canary", stable=OLD, candidate=NEW, step=0, weight=10, since=at(0))
-    restarted, e = step(s, OTHER, POLICY, at(1))
+    restarted, _ = step(s, OTHER, POLICY, at(1))
     assert (restarted.phase, restarted.candidate, restarted.weight) == ("Preflight", OTHER, 0)
     reverted, _e = step(s, OLD, POLICY, at(1))
     assert (reverted.phase, reverted.reason) == ("RolledBack", "Reverted")
