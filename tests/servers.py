@@ -66,3 +66,61 @@ def postgres_server() -> Iterator[str]:
             run(_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def prometheus_server(targets: list[str], scrape_interval: str = "1s") -> Iterator[str]:
+    """A real Prometheus (Debian package ``prometheus``) scraping ``targets``; yields its URL."""
+    import time
+    import urllib.request
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise RuntimeError("prometheus is not installed: apt-get install prometheus")
+    base = Path(tempfile.mkdtemp(prefix="fraud-prom-"))
+    config = base / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: %s, evaluation_interval: %s}\n"
+        "scrape_configs:\n"
+        "  - job_name: scorers\n"
+        "    static_configs: [{targets: [%s]}]\n"
+        % (scrape_interval, scrape_interval, ", ".join(f'"{t}"' for t in targets))
+    )
+    port = free_port()
+    log = (base / "log").open("wb")
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={base / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
+                    if r.status == 200:  # noqa: PLR2004
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(
+                    f"prometheus did not start: {(base / 'log').read_text()[-2000:]}"
+                )
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)

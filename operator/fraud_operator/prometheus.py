@@ -1,0 +1,96 @@
+"""Measure a track from Prometheus (HTTP API, instant queries) for canary analysis.
+
+Every query is scoped by the scorer's ``detector`` and ``track`` labels (plus any extra
+matchers, e.g. ``namespace``) and looks back one analysis window. A query that returns
+nothing gives ``None`` - "no data", which the analysis treats as *wait*.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from fraud_operator.analysis import TrackSample
+
+log = logging.getLogger("fraud_operator.prometheus")
+
+
+class PrometheusError(Exception):
+    """Prometheus could not be asked (unreachable, bad query): the analysis waits."""
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    url: str
+    timeout_s: float = 5.0
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        params = urllib.parse.urlencode({"query": expr})
+        request = f"{self.url.rstrip('/')}/api/v1/query?{params}"
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - operator-configured URL
+                body = json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            raise PrometheusError(f"{self.url}: {exc}") from exc
+        if body.get("status") != "success":
+            raise PrometheusError(f"{expr}: {body.get('error', body)}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def scalar(self, expr: str) -> float | None:
+        result = self.query(expr)
+        if not result:
+            return None
+        value = float(result[0]["value"][1])
+        return None if math.isnan(value) else value
+
+
+def _selector(detector: str, track: str, extra: dict[str, str]) -> str:
+    labels = {"detector": detector, "track": track, **extra}
+    return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+
+
+def track_sample(
+    prom: Prometheus,
+    *,
+    detector: str,
+    track: str,
+    window: str,
+    extra: dict[str, str] | None = None,
+) -> TrackSample:
+    """The increases over ``window`` (e.g. ``1m``) that :func:`~fraud_operator.analysis.analyse`
+    compares."""
+    sel = _selector(detector, track, extra or {})
+    w = window
+    transactions = prom.scalar(f"sum(increase(fraud_transactions_total{{{sel}}}[{w}]))")
+    alerts = prom.scalar(
+        f'sum(increase(fraud_transactions_total{{{sel},action=~"review|block"}}[{w}]))'
+    )
+    if transactions is not None and alerts is None:
+        alerts = 0.0  # no review/block series yet: no alerts
+    errors = prom.scalar(
+        f"sum(increase(fraud_scoring_errors_total{{{sel}}}[{w}]))"
+        f" + sum(increase(fraud_delivery_errors_total{{{sel}}}[{w}]))"
+    )
+    p99 = prom.scalar(
+        "histogram_quantile(0.99, sum by (le) "
+        f"(rate(fraud_event_to_decision_seconds_bucket{{{sel}}}[{w}])))"
+    )
+    buckets = {
+        float(r["metric"]["le"]): float(r["value"][1])
+        for r in prom.query(f"sum by (le) (increase(fraud_score_bucket{{{sel}}}[{w}]))")
+    }
+    lag = prom.scalar(f"sum(delta(fraud_consumer_lag{{{sel}}}[{w}]))")
+    return TrackSample(
+        transactions=transactions,
+        alerts=alerts,
+        errors=errors if errors is not None else (0.0 if transactions is not None else None),
+        p99_latency_s=p99,
+        score_buckets=buckets,
+        lag_growth=lag,
+    )
