@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -80,11 +82,17 @@ def prometheus_server(targets: list[str], scrape_interval: str = "1s") -> Iterat
     base = Path(tempfile.mkdtemp(prefix="fraud-prom-"))
     config = base / "prometheus.yml"
     config.write_text(
-        "global: {scrape_interval: %s, evaluation_interval: %s}\n"
-        "scrape_configs:\n"
-        "  - job_name: scorers\n"
-        "    static_configs: [{targets: [%s]}]\n"
-        % (scrape_interval, scrape_interval, ", ".join(f'"{t}"' for t in targets))
+        yaml.safe_dump(
+            {
+                "global": {
+                    "scrape_interval": scrape_interval,
+                    "evaluation_interval": scrape_interval,
+                },
+                "scrape_configs": [
+                    {"job_name": "scorers", "static_configs": [{"targets": targets}]}
+                ],
+            }
+        )
     )
     port = free_port()
     log = (base / "log").open("wb")
@@ -105,7 +113,7 @@ def prometheus_server(targets: list[str], scrape_interval: str = "1s") -> Iterat
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
-                    if r.status == 200:  # noqa: PLR2004
+                    if r.status == 200:
                         break
             except OSError:
                 pass
