@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import yaml
 
-from fraud_operator.spec import GROUP, KIND, VERSION, FraudDetectorSpec
+from fraud_operator.spec import GROUP, KIND, VERSION, FraudDetectorSpec, ModelRef
 
 MANAGER: Final = "fraud-operator"
 HASH_ANNOTATION: Final = f"{GROUP}/spec-hash"
@@ -54,12 +54,33 @@ class ApiVersions:
     service_monitor: bool = False
 
 
+@dataclass(frozen=True)
+class TrackPlan:
+    """One running track: its model and the slice of users it decides for.
+
+    stable decides for ``[start, end)`` = ``[weight, 100)`` during a canary, canary for
+    ``[0, weight)``, shadow for everyone but writes only to the shadow decisions topic.
+    Only stable dead-letters and only stable and canary alert: one of each per message.
+    """
+
+    track: str = "stable"
+    model: ModelRef | None = None  # None: the spec's model
+    start: int = 0
+    end: int = 100
+
+    def model_of(self, d: Detector) -> ModelRef:
+        return self.model or d.spec.model
+
+
+STABLE = TrackPlan()
+
+
 def scorer_name(d: Detector, track: str = "stable") -> str:
     return f"{d.name}-scorer" if track == "stable" else f"{d.name}-scorer-{track}"
 
 
-def config_name(d: Detector) -> str:
-    return f"{d.name}-scorer-config"
+def config_name(d: Detector, track: str = "stable") -> str:
+    return f"{scorer_name(d, track)}-config"
 
 
 def labels(d: Detector, track: str | None = "stable") -> dict[str, str]:
@@ -118,14 +139,14 @@ def _object(
     return obj
 
 
-def scorer_config(d: Detector, track: str = "stable") -> dict[str, Any]:
+def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
     """The scorer's config file (``fraud_scorer.config.ScorerSettings``), minus the password,
     which reaches the pod only as an environment variable from its Secret."""
-    spec = d.spec
+    spec, track = d.spec, plan.track
     auth, tls = spec.kafka.authentication, spec.kafka.tls
     kafka: dict[str, Any] = {
         "bootstrap_servers": spec.kafka.bootstrap_servers,
-        "group_id": d.consumer_group if track == "stable" else f"{d.consumer_group}-{track}",
+        "group_id": group_of(d, track),
         "client_id": f"{d.name}-{track}",
         "security_protocol": {
             (False, False): "PLAINTEXT",
@@ -150,34 +171,49 @@ def scorer_config(d: Detector, track: str = "stable") -> dict[str, Any]:
         "kafka": kafka,
         "topics": {
             "input": spec.topics.input,
-            "decisions": spec.topics.decisions,
+            "decisions": shadow_topic(d) if track == "shadow" else spec.topics.decisions,
             "alerts": spec.topics.alerts,
             "dead_letter": spec.topics.dead_letter,
         },
         "model": {"path": MODEL_DIR},
         "rules": [r.model_dump() for r in spec.rules],
         "decision": spec.decision.model_dump(),
+        "slice": {"start": plan.start, "end": plan.end},
+        "output": {"alerts": track != "shadow", "dead_letters": track == "stable"},
         "metrics": {"host": "0.0.0.0", "port": METRICS_PORT},  # noqa: S104 - scraped in-cluster
     }
 
 
-def config_map(d: Detector) -> dict[str, Any]:
-    text = yaml.safe_dump(scorer_config(d), sort_keys=False)
-    return _object(d, "v1", "ConfigMap", config_name(d), {"data": {CONFIG_FILE: text}}, None)
+def group_of(d: Detector, track: str) -> str:
+    """Each track is its own consumer group: every track sees every message."""
+    return d.consumer_group if track == "stable" else f"{d.consumer_group}-{track}"
 
 
-def _restart_hash(d: Detector) -> str:
-    """Changes that need new pods. Rules and thresholds are hot-reloaded from the mounted
-    file by the running scorer, so they are left out: editing a rule restarts nothing."""
-    config = scorer_config(d)
-    config.pop("rules")
-    config.pop("decision")
-    return content_hash({"config": config, "model": d.spec.model.model_dump()})
+def shadow_topic(d: Detector) -> str:
+    """Where the shadow track writes its decisions (never to alerts)."""
+    return f"{d.spec.topics.decisions}-shadow"
 
 
-def _volumes(d: Detector) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def config_map(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
+    text = yaml.safe_dump(scorer_config(d, plan), sort_keys=False)
+    return _object(
+        d, "v1", "ConfigMap", config_name(d, plan.track), {"data": {CONFIG_FILE: text}}, plan.track
+    )
+
+
+def _restart_hash(d: Detector, plan: TrackPlan) -> str:
+    """Changes that need new pods. Rules, thresholds and the user slice are hot-reloaded from
+    the mounted file by the running scorer, so they are left out: editing a rule or moving a
+    canary step restarts nothing."""
+    config = scorer_config(d, plan)
+    for key in ("rules", "decision", "slice"):
+        config.pop(key)
+    return content_hash({"config": config, "model": plan.model_of(d).model_dump()})
+
+
+def _volumes(d: Detector, track: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": config_name(d)}},
+        {"name": "config", "configMap": {"name": config_name(d, track)}},
         {"name": "model", "emptyDir": {"sizeLimit": "512Mi"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
     ]
@@ -221,11 +257,11 @@ _SECURE: Final = {
 }
 
 
-def deployment(d: Detector, track: str = "stable") -> dict[str, Any]:
+def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
     """The scorer for one track. ``replicas`` is not set: the autoscaler owns it (setting it
     here would fight the HPA on every pass). Pods are spread across nodes and zones."""
-    spec = d.spec
-    volumes, mounts = _volumes(d)
+    spec, track, model = d.spec, plan.track, plan.model_of(d)
+    volumes, mounts = _volumes(d, track)
     env: list[dict[str, Any]] = []
     auth = spec.kafka.authentication
     if auth is not None:
@@ -269,7 +305,7 @@ def deployment(d: Detector, track: str = "stable") -> dict[str, Any]:
         "image": spec.scorer.image,
         "imagePullPolicy": spec.scorer.image_pull_policy,
         "command": ["python", "-m", "fraud_scorer.fetch"],
-        "args": ["--uri", spec.model.uri, "--sha256", spec.model.sha256, "--dest", MODEL_DIR],
+        "args": ["--uri", model.uri, "--sha256", model.sha256, "--dest", MODEL_DIR],
         "resources": resources,
         "securityContext": _SECURE,
         "volumeMounts": [{"name": "model", "mountPath": "/models"}, mounts[2]],
@@ -292,7 +328,8 @@ def deployment(d: Detector, track: str = "stable") -> dict[str, Any]:
                     "metadata": {
                         "labels": pod_labels,
                         "annotations": {
-                            RESTART_ANNOTATION: _restart_hash(d),
+                            RESTART_ANNOTATION: _restart_hash(d, plan),
+                            f"{GROUP}/model-version": model.version,
                             "prometheus.io/scrape": "true",
                             "prometheus.io/port": str(METRICS_PORT),
                         },
@@ -409,7 +446,7 @@ def scaled_object(d: Detector, track: str = "stable") -> dict[str, Any]:
     s, kafka = d.spec.scaling, d.spec.kafka
     metadata: dict[str, Any] = {
         "bootstrapServers": kafka.bootstrap_servers,
-        "consumerGroup": d.consumer_group,
+        "consumerGroup": group_of(d, track),
         "topic": d.spec.topics.input,
         "lagThreshold": str(s.lag_threshold),
         "offsetResetPolicy": "earliest",
@@ -482,14 +519,79 @@ def service_monitor(d: Detector) -> dict[str, Any]:
     )
 
 
-def children(d: Detector, api: ApiVersions) -> list[dict[str, Any]]:
-    """Everything one FraudDetector runs on, in the order to apply it."""
-    out = [config_map(d), deployment(d), service(d), pod_disruption_budget(d, api)]
-    if api.keda and d.spec.scaling.lag_threshold is not None:
-        auth = trigger_authentication(d)
-        out += ([auth] if auth else []) + [scaled_object(d)]
+def uses_keda(d: Detector, api: ApiVersions) -> bool:
+    return api.keda and d.spec.scaling.lag_threshold is not None
+
+
+def track_children(d: Detector, api: ApiVersions, plan: TrackPlan) -> list[dict[str, Any]]:
+    """One track's objects: config, Deployment, disruption budget, autoscaler."""
+    out = [config_map(d, plan), deployment(d, plan), pod_disruption_budget(d, api, plan.track)]
+    if uses_keda(d, api):
+        out.append(scaled_object(d, plan.track))
     else:
-        out.append(horizontal_pod_autoscaler(d, api))
+        out.append(horizontal_pod_autoscaler(d, api, plan.track))
+    return out
+
+
+def children(
+    d: Detector, api: ApiVersions, plans: tuple[TrackPlan, ...] = (STABLE,)
+) -> list[dict[str, Any]]:
+    """Everything one FraudDetector runs on, in the order to apply it."""
+    out: list[dict[str, Any]] = []
+    for plan in plans:
+        out += track_children(d, api, plan)
+    out.append(service(d))
+    if uses_keda(d, api):
+        auth = trigger_authentication(d)
+        out += [auth] if auth else []
     if api.service_monitor:
         out.append(service_monitor(d))
     return out
+
+
+def preflight_name(d: Detector, model: ModelRef) -> str:
+    return f"{d.name}-preflight-{model.sha256[:10]}"
+
+
+def preflight_job(d: Detector, model: ModelRef) -> dict[str, Any]:
+    """A one-off Job that fetches the candidate model and loads it exactly as a scorer would
+    (hash, feature set, warm-up) before it gets any traffic. One Job per model hash."""
+    resources = d.spec.scorer.resources.model_dump(exclude_none=True)
+    return _object(
+        d,
+        "batch/v1",
+        "Job",
+        preflight_name(d, model),
+        {
+            "spec": {
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": 600,
+                "template": {
+                    "metadata": {"labels": labels(d, "preflight")},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "automountServiceAccountToken": False,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": RUN_AS,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [
+                            {
+                                "name": "preflight",
+                                "image": d.spec.scorer.image,
+                                "imagePullPolicy": d.spec.scorer.image_pull_policy,
+                                "command": ["python", "-m", "fraud_scorer.preflight"],
+                                "args": ["--uri", model.uri, "--sha256", model.sha256],
+                                "resources": resources,
+                                "securityContext": _SECURE,
+                                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+                            }
+                        ],
+                        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+                    },
+                },
+            }
+        },
+        "preflight",
+    )

@@ -139,9 +139,9 @@ def test_rule_edits_do_not_restart_pods_but_model_changes_do() -> None:
             [
                 "ConfigMap",
                 "Deployment",
-                "Service",
                 "PodDisruptionBudget",
                 "HorizontalPodAutoscaler",
+                "Service",
             ],
         ),
         (
@@ -150,15 +150,15 @@ def test_rule_edits_do_not_restart_pods_but_model_changes_do() -> None:
             [
                 "ConfigMap",
                 "Deployment",
-                "Service",
                 "PodDisruptionBudget",
                 "HorizontalPodAutoscaler",
+                "Service",
             ],
         ),
         (
             ApiVersions(keda=True),
             500,
-            ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "ScaledObject"],
+            ["ConfigMap", "Deployment", "PodDisruptionBudget", "ScaledObject", "Service"],
         ),
         (
             ApiVersions(service_monitor=True),
@@ -166,9 +166,9 @@ def test_rule_edits_do_not_restart_pods_but_model_changes_do() -> None:
             [
                 "ConfigMap",
                 "Deployment",
-                "Service",
                 "PodDisruptionBudget",
                 "HorizontalPodAutoscaler",
+                "Service",
                 "ServiceMonitor",
             ],
         ),
@@ -225,3 +225,50 @@ def test_hash_is_stable_and_changes_with_content(detector: Detector) -> None:
     b = builders.config_map(make_detector(decision={"reviewAt": 0.5, "blockAt": 0.9}))
     ha, hb = (x["metadata"]["annotations"][builders.HASH_ANNOTATION] for x in (a, b))
     assert ha != hb
+
+
+def test_track_plans_slice_users_and_split_outputs() -> None:
+    from fraud_operator.builders import TrackPlan
+    from fraud_operator.spec import ModelRef
+
+    d = make_detector()
+    new = ModelRef(version="m2", uri="https://m/2/", sha256="e" * 64)
+    stable = builders.scorer_config(d, TrackPlan("stable", None, 10, 100))
+    canary = builders.scorer_config(d, TrackPlan("canary", new, 0, 10))
+    shadow = builders.scorer_config(d, TrackPlan("shadow", new, 0, 100))
+    assert (stable["slice"], canary["slice"]) == (
+        {"start": 10, "end": 100},
+        {"start": 0, "end": 10},
+    )
+    assert stable["output"] == {"alerts": True, "dead_letters": True}
+    assert canary["output"] == {"alerts": True, "dead_letters": False}
+    assert shadow["output"] == {"alerts": False, "dead_letters": False}
+    assert shadow["topics"]["decisions"] == "dec-shadow"
+    groups = {c["kafka"]["group_id"] for c in (stable, canary, shadow)}
+    assert len(groups) == 3  # every track reads every message
+    dep = builders.deployment(d, TrackPlan("canary", new, 0, 10))
+    assert dep["metadata"]["name"] == "retail-scorer-canary"
+    assert "e" * 64 in dep["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert dep["spec"]["selector"]["matchLabels"]["frauddetection.io/track"] == "canary"
+    # Moving the canary weight rewrites the ConfigMap only: no restart.
+    moved = builders.deployment(d, TrackPlan("canary", new, 0, 50))
+    annotation = builders.RESTART_ANNOTATION
+    assert (
+        moved["spec"]["template"]["metadata"]["annotations"][annotation]
+        == dep["spec"]["template"]["metadata"]["annotations"][annotation]
+    )
+    assert builders.config_map(d, TrackPlan("canary", new, 0, 50)) != builders.config_map(
+        d, TrackPlan("canary", new, 0, 10)
+    )
+
+
+def test_preflight_job_runs_the_scorers_own_loader(detector: Detector) -> None:
+    from fraud_operator.spec import ModelRef
+
+    model = ModelRef(version="m2", uri="https://m/2/", sha256="f" * 64)
+    job = builders.preflight_job(detector, model)
+    assert job["metadata"]["name"] == "retail-preflight-ffffffffff"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    assert pod["containers"][0]["command"] == ["python", "-m", "fraud_scorer.preflight"]
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True

@@ -57,3 +57,24 @@ def test_file_uri_and_bad_schemes(
     assert main(["--uri", "ftp://example/m", "--sha256", sha, "--dest", str(dest)]) == 2
     assert "unsupported model URI scheme 'ftp'" in capsys.readouterr().err
     assert main(["--uri", (tmp_path / "nope").as_uri(), "--sha256", sha, "--dest", str(dest)]) == 2
+
+
+def test_preflight_loads_the_model_like_the_scorer(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fraud_scorer.preflight import main as preflight
+
+    sha = read_manifest(model_dir).sha256
+    assert preflight(["--uri", model_dir.as_uri(), "--sha256", sha]) == 0
+    assert "model test-1 loads: 14 features" in capsys.readouterr().out
+    # A manifest for another feature set: fetched fine, refused on load.
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    manifest = (
+        (other / "manifest.json")
+        .read_text()
+        .replace('"feature_set_version": "v1"', '"feature_set_version": "v9"')
+    )
+    (other / "manifest.json").write_text(manifest)
+    assert preflight(["--uri", other.as_uri(), "--sha256", sha]) == 2
+    assert "feature set 'v9'" in capsys.readouterr().err

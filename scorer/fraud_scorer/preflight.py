@@ -1,0 +1,45 @@
+"""``python -m fraud_scorer.preflight --uri URI --sha256 HEX``: can this scorer serve that model?
+
+Run by the operator as a Job before a candidate model gets any traffic: fetch and verify the
+artifact (sha256), then load it exactly as the scorer would - manifest, feature set and names,
+graph input width, output, warm-up inference. Exit 0 when it would load, 2 (with the reason on
+stderr, which becomes the Job's termination message) when it would not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from fraud_scorer.fetch import FetchError, fetch
+from fraud_scorer.model import ModelError, load_model
+
+TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def check(uri: str, sha256: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="preflight-") as tmp:
+        model = load_model(fetch(uri, sha256, Path(tmp) / "model"))
+        return f"model {model.version} loads: {len(model.manifest.feature_names)} features"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fraud_scorer.preflight", description=__doc__)
+    parser.add_argument("--uri", required=True)
+    parser.add_argument("--sha256", required=True)
+    args = parser.parse_args(argv)
+    try:
+        print(check(args.uri, args.sha256))
+    except (FetchError, ModelError) as exc:
+        message = f"model preflight failed: {exc}"
+        print(message, file=sys.stderr)
+        if TERMINATION_LOG.parent.is_dir() and TERMINATION_LOG.exists():
+            TERMINATION_LOG.write_text(message[:4096])
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
