@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-host", default="0.0.0.0")  # noqa: S104
     parser.add_argument("--metrics-port", type=int, default=8080)
     parser.add_argument("--health-port", type=int, default=8081)
+    parser.add_argument(
+        "--prometheus-url",
+        default=None,
+        help="Prometheus for canary analysis (or FRAUD_OPERATOR_PROMETHEUS_URL; "
+        "spec.rollout.prometheusUrl overrides it per detector)",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     kopf.configure(
@@ -42,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     from fraud_operator import handlers  # registers the handlers
 
     handlers.OPTIONS.update(metrics_host=args.metrics_host, metrics_port=args.metrics_port)
+    if args.prometheus_url:
+        handlers.OPTIONS["prometheus_url"] = args.prometheus_url
 
     asyncio.run(
         kopf.operator(

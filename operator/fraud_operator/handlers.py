@@ -19,7 +19,11 @@ from fraud_operator.spec import GROUP, KIND, PLURAL, VERSION
 log = logging.getLogger("fraud_operator")
 _state: dict[str, Reconciler] = {}
 # Set by ``python -m fraud_operator`` before kopf starts.
-OPTIONS: dict[str, Any] = {"metrics_host": "0.0.0.0", "metrics_port": 8080}  # noqa: S104
+OPTIONS: dict[str, Any] = {
+    "metrics_host": "0.0.0.0",  # noqa: S104 - scraped in-cluster
+    "metrics_port": 8080,
+    "prometheus_url": os.environ.get("FRAUD_OPERATOR_PROMETHEUS_URL"),
+}
 RESYNC_S = float(os.environ.get("FRAUD_OPERATOR_RESYNC_SECONDS", "30"))
 OWNED = {"app.kubernetes.io/managed-by": MANAGER}
 
@@ -27,7 +31,9 @@ OWNED = {"app.kubernetes.io/managed-by": MANAGER}
 def reconciler() -> Reconciler:
     if "r" not in _state:
         metrics = OperatorMetrics()
-        _state["r"] = Reconciler(Kube(load_config()), metrics)
+        _state["r"] = Reconciler(
+            Kube(load_config()), metrics, prometheus_url=OPTIONS["prometheus_url"]
+        )
     return _state["r"]
 
 

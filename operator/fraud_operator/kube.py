@@ -9,6 +9,7 @@ logged outcomes, never exceptions escaping into kopf.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -171,6 +172,18 @@ class Kube:
 
     def detector(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(f"{GROUP}/{VERSION}", "FraudDetector", namespace, name)
+
+    def clear_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> None:
+        """Remove one-shot annotations (manual rollout overrides) once acted upon."""
+        resource = self._resource(f"{GROUP}/{VERSION}", "FraudDetector")
+        body = {"metadata": {"annotations": dict.fromkeys(keys)}}
+        with contextlib.suppress(NotFoundError):  # deleted meanwhile: nothing to clear
+            resource.patch(
+                name=name,
+                namespace=namespace,
+                body=body,
+                content_type="application/merge-patch+json",
+            )
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         resource = self._resource(f"{GROUP}/{VERSION}", "FraudDetector")

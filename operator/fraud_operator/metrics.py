@@ -28,6 +28,12 @@ class OperatorMetrics:
             ["kind", "outcome"],
             registry=r,
         )
+        self.rollout_transitions = Counter(
+            "fraud_operator_rollout_transitions_total",
+            "rollout state changes, by reason (Promoted, RolledBack, CanaryStep, ...)",
+            ["reason"],
+            registry=r,
+        )
         self.invalid = Counter(
             "fraud_operator_invalid_specs_total",
             "reconciles refused by validation, by reason",

@@ -16,12 +16,14 @@ from typing import Any
 
 from kubernetes.dynamic.exceptions import DynamicApiError
 
-from fraud_operator import builders, kafka_probe
-from fraud_operator.builders import ApiVersions, Detector
+from fraud_operator import builders, kafka_probe, rollout
+from fraud_operator.analysis import Result, analyse
+from fraud_operator.builders import ApiVersions, Detector, TrackPlan
 from fraud_operator.kube import Kube, secret_value
 from fraud_operator.metrics import OperatorMetrics
-from fraud_operator.spec import FraudDetectorSpec
-from fraud_operator.status import build_status, transitions
+from fraud_operator.prometheus import Prometheus, PrometheusError, track_sample
+from fraud_operator.spec import GROUP, FraudDetectorSpec, ModelRef, Rollout
+from fraud_operator.status import CONDITIONS, build_status, condition, transitions
 from fraud_operator.validation import (
     Problem,
     parse_spec,
@@ -39,6 +41,8 @@ class Reconciler:
     kube: Kube
     metrics: OperatorMetrics
     probe: PartitionProbe = kafka_probe.partitions
+    prometheus_url: str | None = None
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     api_ttl_s: float = 60.0
     _api: tuple[float, ApiVersions] | None = None
     _locks: defaultdict[tuple[str, str], threading.Lock] = field(
@@ -87,24 +91,19 @@ class Reconciler:
         if body is None or body["metadata"].get("deletionTimestamp"):
             return "Gone"  # children go with it (owner references)
         meta = body["metadata"]
-        previous = (body.get("status") or {}).get("conditions") or []
+        old_status = body.get("status") or {}
+        previous = old_status.get("conditions") or []
         spec, problems = self._problems(body, namespace)
         deployment = None
+        state = rollout.State.from_status(old_status)
+        preflight_note = ""
         if spec is not None and not problems:
             detector = Detector(name, namespace, meta["uid"], spec)
             api = self.api_versions()
-            for child in builders.children(detector, api):
-                try:
-                    outcome = self.kube.apply(child)
-                except DynamicApiError as exc:
-                    # Reported, and retried by the next pass (the timer): never a crash loop.
-                    what = f"{child['kind']} {child['metadata']['name']}"
-                    summary = exc.summary()  # type: ignore[no-untyped-call]
-                    problems.append(Problem("ApplyFailed", f"{what}: {summary}"))
-                    self.metrics.writes.labels(kind=child["kind"], outcome="error").inc()
-                    continue
-                self.metrics.writes.labels(kind=child["kind"], outcome=outcome).inc()
-            self._prune(detector, api)
+            state, preflight_note = self._advance(detector, body, state)
+            plans = plans_for(state)
+            self._apply_all(builders.children(detector, api, plans), problems)
+            self._prune(detector, api, {p.track for p in plans})
             deployment = self.kube.get(
                 "apps/v1", "Deployment", namespace, builders.scorer_name(detector)
             )
@@ -115,14 +114,17 @@ class Reconciler:
             generation=int(meta.get("generation") or 0),
             problems=problems,
             deployment=deployment,
-            model_version=spec.model.version if spec else None,
+            model_version=state.stable.version if state.stable else None,
             rules_version=rules_version_of(spec) if spec is not None and not problems else None,
             previous=previous,
             now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
+        status = merge_rollout(status, state, preflight_note, previous)
         self.kube.patch_status(namespace, name, status)
         for c in transitions(previous, status["conditions"]):
-            if c["type"] == "Ready" or (c["type"] == "RulesValid" and c["status"] == "False"):
+            if c["type"] == "Ready" or (
+                c["type"] in ("RulesValid", "ModelReady") and c["status"] == "False"
+            ):
                 bad = c["status"] == "False" and c["reason"] not in ("Creating", "ReplicasNotReady")
                 self.kube.event(
                     body,
@@ -132,10 +134,163 @@ class Reconciler:
                 )
         return str(status["phase"])
 
-    def _prune(self, d: Detector, api: ApiVersions) -> None:
-        """Remove the autoscaler kind the spec no longer uses (HPA <-> KEDA)."""
-        name = builders.scorer_name(d)
-        if api.keda and d.spec.scaling.lag_threshold is not None:
-            self.kube.delete_if_ours(api.autoscaling, "HorizontalPodAutoscaler", d.namespace, name)
-        elif api.keda:
-            self.kube.delete_if_ours("keda.sh/v1alpha1", "ScaledObject", d.namespace, name)
+    def _apply_all(self, objects: list[dict[str, Any]], problems: list[Problem]) -> None:
+        for child in objects:
+            try:
+                outcome = self.kube.apply(child)
+            except DynamicApiError as exc:
+                # Reported, and retried by the next pass (the timer): never a crash loop.
+                what = f"{child['kind']} {child['metadata']['name']}"
+                summary = exc.summary()  # type: ignore[no-untyped-call]
+                problems.append(Problem("ApplyFailed", f"{what}: {summary}"))
+                self.metrics.writes.labels(kind=child["kind"], outcome="error").inc()
+                continue
+            self.metrics.writes.labels(kind=child["kind"], outcome=outcome).inc()
+
+    def _advance(
+        self, d: Detector, body: dict[str, Any], state: rollout.State
+    ) -> tuple[rollout.State, str]:
+        """One step of the rollout state machine, with its inputs gathered from the cluster
+        (preflight Job, manual override annotations) and Prometheus (analysis)."""
+        now = self.clock()
+        policy = d.spec.rollout
+        override = overrides(body["metadata"].get("annotations") or {})
+        preflight: rollout.Preflight = "pending"
+        note = ""
+        if state.phase == "Preflight" and state.candidate is not None:
+            preflight, note = self._preflight(d, state.candidate)
+        result = None
+        if rollout.analysis_due(state, policy, now):
+            result = self._analyse(d, policy or Rollout())
+        new, transition = rollout.step(
+            state,
+            d.spec.model,
+            policy,
+            now,
+            preflight=preflight,
+            analysis=result,
+            override=override,
+        )
+        if new.phase == "Preflight" and new.candidate is not None and state.phase != "Preflight":
+            self._preflight(d, new.candidate)  # start the Job now, not on the next pass
+        if override is not None:
+            self.kube.clear_annotations(d.namespace, d.name, OVERRIDES)
+        if transition is not None:
+            self.metrics.rollout_transitions.labels(reason=transition.reason).inc()
+            self.kube.event(
+                body,
+                type_="Warning" if transition.warning else "Normal",
+                reason=transition.reason,
+                message=transition.message,
+            )
+        return new, note
+
+    def _preflight(self, d: Detector, model: ModelRef) -> tuple[rollout.Preflight, str]:
+        job = builders.preflight_job(d, model)
+        live = self.kube.get("batch/v1", "Job", d.namespace, job["metadata"]["name"])
+        if live is None:
+            try:
+                self.kube.apply(job)
+            except DynamicApiError as exc:
+                summary = exc.summary()  # type: ignore[no-untyped-call]
+                log.warning("cannot start the preflight Job: %s", summary)
+                return "pending", f"cannot start the preflight Job: {summary}"
+            return "pending", "preflight Job started"
+        status = live.get("status") or {}
+        if int(status.get("succeeded") or 0) > 0:
+            return "ok", "preflight passed"
+        if int(status.get("failed") or 0) > 0:
+            return "failed", (
+                f"preflight Job {job['metadata']['name']} failed: the model at {model.uri} "
+                "does not load in the scorer (see the Job's logs)"
+            )
+        return "pending", "preflight running"
+
+    def _analyse(self, d: Detector, policy: Rollout) -> Result:
+        url = policy.prometheus_url or self.prometheus_url
+        if not url:
+            return Result("wait", "NoPrometheus", "no Prometheus URL configured for analysis", ())
+        state_track = "canary"
+        window = f"{max(rollout.seconds(policy.analysis.interval), 5.0):.0f}s"
+        prom = Prometheus(url)
+        try:
+            stable = track_sample(prom, detector=d.name, track="stable", window=window)
+            cand = track_sample(prom, detector=d.name, track=state_track, window=window)
+            if cand.transactions is None:
+                cand = track_sample(prom, detector=d.name, track="shadow", window=window)
+        except PrometheusError as exc:
+            return Result("wait", "PrometheusUnavailable", str(exc), ())
+        return analyse(policy.analysis, cand, stable)
+
+    def _prune(self, d: Detector, api: ApiVersions, tracks: set[str]) -> None:
+        """Remove what the current plan no longer runs: a finished canary or shadow track,
+        and the autoscaler kind the spec no longer uses (HPA <-> KEDA)."""
+        ns = d.namespace
+        for track in ("canary", "shadow"):
+            if track in tracks:
+                continue
+            name = builders.scorer_name(d, track)
+            self.kube.delete_if_ours("apps/v1", "Deployment", ns, name)
+            self.kube.delete_if_ours("v1", "ConfigMap", ns, builders.config_name(d, track))
+            self.kube.delete_if_ours(api.policy, "PodDisruptionBudget", ns, name)
+            self.kube.delete_if_ours(api.autoscaling, "HorizontalPodAutoscaler", ns, name)
+            if api.keda:
+                self.kube.delete_if_ours("keda.sh/v1alpha1", "ScaledObject", ns, name)
+        for track in tracks:
+            name = builders.scorer_name(d, track)
+            if builders.uses_keda(d, api):
+                self.kube.delete_if_ours(api.autoscaling, "HorizontalPodAutoscaler", ns, name)
+            elif api.keda:
+                self.kube.delete_if_ours("keda.sh/v1alpha1", "ScaledObject", ns, name)
+
+
+OVERRIDES = (f"{GROUP}/promote", f"{GROUP}/abort")
+
+
+def overrides(annotations: dict[str, str]) -> rollout.Override:
+    """``frauddetection.io/abort`` wins over ``frauddetection.io/promote``."""
+    if annotations.get(f"{GROUP}/abort", "").lower() == "true":
+        return "abort"
+    if annotations.get(f"{GROUP}/promote", "").lower() == "true":
+        return "promote"
+    return None
+
+
+def plans_for(state: rollout.State) -> tuple[TrackPlan, ...]:
+    """Which tracks run which model, and each one's slice of users."""
+    stable = state.stable
+    if state.phase == "Canary" and state.candidate is not None:
+        w = state.weight
+        return (TrackPlan("stable", stable, w, 100), TrackPlan("canary", state.candidate, 0, w))
+    if state.phase == "Shadow" and state.candidate is not None:
+        return (TrackPlan("stable", stable, 0, 100), TrackPlan("shadow", state.candidate, 0, 100))
+    return (TrackPlan("stable", stable, 0, 100),)
+
+
+def merge_rollout(
+    status: dict[str, Any],
+    state: rollout.State,
+    preflight_note: str,
+    previous: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Rollout fields into the status; the phase shows the rollout while one runs."""
+    out = {**status, **state.to_status()}
+    if status["phase"] == "Degraded":
+        out["phase"] = "Degraded"
+    elif state.phase == "Stable":
+        out["phase"] = status["phase"]  # Ready / Pending, from the replicas
+    if state.phase == "RolledBack" and state.reason == "ModelPreflightFailed":
+        conditions = [c for c in status["conditions"] if c["type"] != "ModelReady"]
+        conditions.append(
+            condition(
+                "ModelReady",
+                False,
+                "ModelPreflightFailed",
+                state.message or preflight_note,
+                generation=status["observedGeneration"],
+                previous=previous,
+                now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+        )
+        out["conditions"] = sorted(conditions, key=lambda c: CONDITIONS.index(c["type"]))
+    return out

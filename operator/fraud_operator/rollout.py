@@ -53,6 +53,7 @@ class State:
             "canaryVersion": self.candidate.version if self.candidate else None,
             "canaryWeight": self.weight,
             "rollout": {
+                "phase": self.phase,
                 "stable": self.stable.model_dump(by_alias=True) if self.stable else None,
                 "candidate": self.candidate.model_dump(by_alias=True) if self.candidate else None,
                 "step": self.step,
@@ -75,8 +76,9 @@ class State:
         def when(value: str | None) -> datetime | None:
             return datetime.fromisoformat(value) if value else None
 
+        phase = r.get("phase")
         return cls(
-            phase=status.get("phase") if status.get("phase") in _PHASES else "Stable",  # type: ignore[arg-type]
+            phase=phase if phase in _PHASES else "Stable",
             stable=ModelRef.model_validate(r["stable"]) if r.get("stable") else None,
             candidate=ModelRef.model_validate(r["candidate"]) if r.get("candidate") else None,
             step=int(r.get("step") or 0),
