@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_VERSION := 25.3
 
-.PHONY: demo test bench lint typecheck venv clean postgres kube
+.PHONY: demo test bench lint typecheck venv clean postgres prometheus kube
 
 venv: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/fraud-demo
 
-test: lint typecheck postgres kube
+test: lint typecheck postgres prometheus kube
 	$(PY) -m pytest
 
 # The tests start their own PostgreSQL server from the machine's binaries (Debian package
@@ -41,6 +41,10 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache
+
+# A real Prometheus (Debian package) for the canary-analysis tests; they start their own.
+prometheus:
+	@command -v prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
 
 # kube-apiserver + kube-controller-manager v1.20.2 from Debian's source package, for the
 # operator's end-to-end tests; built once (~6 min on 2 cores), then cached in ~/.cache.

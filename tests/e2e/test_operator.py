@@ -8,6 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +17,14 @@ from typing import Any
 
 import pytest
 import yaml
+from confluent_kafka import Producer
 from fraud_scorer.mock_cluster import MockCluster
+from fraud_training.data import to_payloads
+from fraud_training.synth import SynthConfig, generate
 
 from tests.e2e.cluster import Cluster, control_plane, wait_for
-from tests.servers import free_port
+from tests.integration.harness import ScorerProcess
+from tests.servers import free_port, prometheus_server
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -508,3 +514,134 @@ def test_lag_scaling_uses_keda_and_prometheus_operator_gets_a_service_monitor(
         30,
         "ScaledObject deleted",
     )
+
+
+@pytest.fixture
+def scorer_pods(
+    kafka: MockCluster, model_dir: Path, tmp_path: Path
+) -> Iterator[tuple[str, ScorerProcess, ScorerProcess]]:
+    """Stand-ins for the pods a kubelet would run: real scorer processes for detector "roll"
+    (stable and canary tracks) fed through the mock Kafka cluster and scraped by a real
+    Prometheus, which the operator queries for its canary analysis."""
+    common = {"detector": "roll", "reload_interval_s": 0.5}
+    stable = ScorerProcess(
+        tmp_path,
+        kafka.bootstrap_servers,
+        model_dir,
+        name="roll-stable",
+        group="roll-stable",
+        track="stable",
+        **common,
+    )
+    canary = ScorerProcess(
+        tmp_path,
+        kafka.bootstrap_servers,
+        model_dir,
+        name="roll-canary",
+        group="roll-canary",
+        track="canary",
+        output={"dead_letters": False},
+        **common,
+    )
+    frame = generate(SynthConfig(users=3000, days=2.0, seed=41))
+    items = list(zip([u.encode() for u in frame["user_id"]], to_payloads(frame), strict=True))
+    stop = threading.Event()
+
+    def feed() -> None:
+        producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 5})
+        i = 0
+        while not stop.is_set():
+            for key, value in items[i : i + 150]:
+                producer.produce("tx", value, key)
+            i = (i + 150) % len(items)
+            producer.poll(0)
+            time.sleep(0.1)
+        producer.flush(10)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    with prometheus_server([f"127.0.0.1:{stable.port}", f"127.0.0.1:{canary.port}"]) as url:
+        try:
+            stable.start()
+            canary.start()
+            feeder.start()
+            yield url, stable, canary
+        finally:
+            stop.set()
+            feeder.join(20)
+            for proc in (stable, canary):
+                if proc.proc is not None and proc.proc.poll() is None:
+                    proc.stop()
+
+
+def test_canary_rollout_promotes_then_a_broken_model_is_refused(
+    cluster: Cluster,
+    operator: dict[str, Any],
+    kafka: MockCluster,
+    scorer_pods: tuple[str, ScorerProcess, ScorerProcess],
+) -> None:
+    url, stable_pod, _ = scorer_pods
+    rollout_policy = {
+        "steps": [{"weight": 20, "pause": "3s"}, {"weight": 60, "pause": "3s"}],
+        "analysis": {"interval": "2s", "minSamples": 100, "maxP99LatencySeconds": 1.0},
+        "prometheusUrl": url,
+    }
+    m2 = {"version": "m2", "uri": "https://models.example/m2/", "sha256": "d" * 64}
+    m3 = {"version": "m3", "uri": "https://models.example/m3/", "sha256": "e" * 64}
+
+    def status() -> dict[str, Any]:
+        return (cluster.get("frauddetector", "roll", NS) or {}).get("status") or {}
+
+    def slice_of(track: str) -> dict[str, int] | None:
+        suffix = "" if track == "stable" else f"-{track}"
+        cm = cluster.get("configmap", f"roll-scorer{suffix}-config", NS)
+        return yaml.safe_load(cm["data"]["scorer.yaml"])["slice"] if cm else None
+
+    cluster.apply(detector("roll", kafka.bootstrap_servers, rollout=rollout_policy))
+    wait_for(lambda: status().get("stableVersion") == "m1", 30, "m1 stable")
+    wait_for(lambda: stable_pod.metric("fraud_transactions_total") > 300, 60, "scorer traffic")
+
+    cluster.apply(detector("roll", kafka.bootstrap_servers, rollout=rollout_policy, model=m2))
+    wait_for(lambda: status().get("rollout", {}).get("phase") == "Preflight", 30, "Preflight")
+    assert cluster.get("deployment", "roll-scorer-canary", NS) is None  # no traffic before it
+    finish_preflight(cluster, "roll", "d" * 64, ok=True)
+
+    wait_for(lambda: status().get("canaryWeight") == 20, 30, "canary at 20%")
+    st = status()
+    assert (st["phase"], st["canaryVersion"], st["stableVersion"]) == ("Canary", "m2", "m1")
+    canary_dep = cluster.get("deployment", "roll-scorer-canary", NS)
+    assert canary_dep is not None
+    assert "d" * 64 in canary_dep["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert (slice_of("stable"), slice_of("canary")) == (
+        {"start": 20, "end": 100},
+        {"start": 0, "end": 20},
+    )
+    wait_for(
+        lambda: status().get("canaryWeight") == 60 or status().get("stableVersion") == "m2",
+        60,
+        "the 60% step",
+    )
+    wait_for(lambda: status().get("stableVersion") == "m2", 90, "promotion of m2")
+    st = status()
+    assert st["rollout"]["phase"] == "Stable" and st.get("canaryVersion") is None
+    assert st["rollout"]["lastAnalysis"]["verdict"] == "pass"
+    assert st["rollout"]["lastAnalysis"]["values"]["samples"] >= 100
+    wait_for(
+        lambda: cluster.get("deployment", "roll-scorer-canary", NS) is None, 30, "canary removed"
+    )
+    stable_dep = cluster.get("deployment", "roll-scorer", NS)
+    assert "d" * 64 in stable_dep["spec"]["template"]["spec"]["initContainers"][0]["args"]  # type: ignore[index]
+    assert slice_of("stable") == {"start": 0, "end": 100}
+    reasons = [e["reason"] for e in events(cluster, "roll")]
+    assert {"RolloutStarted", "CanaryStep", "Promoted"} <= set(reasons)
+
+    # A model that fails its preflight never gets traffic; stable stays on m2.
+    cluster.apply(detector("roll", kafka.bootstrap_servers, rollout=rollout_policy, model=m3))
+    finish_preflight(cluster, "roll", "e" * 64, ok=False)
+    wait_for(lambda: status().get("rollout", {}).get("phase") == "RolledBack", 30, "rollback")
+    st = status()
+    assert (st["stableVersion"], st["rollout"]["reason"]) == ("m2", "ModelPreflightFailed")
+    model_ready = next(c for c in st["conditions"] if c["type"] == "ModelReady")
+    assert (model_ready["status"], model_ready["reason"]) == ("False", "ModelPreflightFailed")
+    assert cluster.get("deployment", "roll-scorer-canary", NS) is None
+    warning = [e for e in events(cluster, "roll") if e["reason"] == "RolledBack"]
+    assert warning and warning[0]["type"] == "Warning"
