@@ -100,6 +100,7 @@ def _status_schema() -> dict[str, Any]:
             "replicas": {"type": "integer"},
             "readyReplicas": {"type": "integer"},
             "rulesVersion": {"type": "string"},
+            "rulesVersionDesired": {"type": "string"},
             "conditions": {"type": "array", "items": condition},
         },
         # kopf keeps its own bookkeeping under status.kopf.

@@ -94,3 +94,12 @@ def track_sample(
         score_buckets=buckets,
         lag_growth=lag,
     )
+
+
+def loaded_rules_versions(
+    prom: Prometheus, *, detector: str, extra: dict[str, str] | None = None
+) -> set[str]:
+    """The rule-set versions the running scorers of ``detector`` report (``fraud_rules_info``)."""
+    sel = ",".join(f'{k}="{v}"' for k, v in sorted({"detector": detector, **(extra or {})}.items()))
+    result = prom.query(f"max by (rules_version) (fraud_rules_info{{{sel}}} == 1)")
+    return {r["metric"]["rules_version"] for r in result if "rules_version" in r["metric"]}

@@ -21,7 +21,12 @@ from fraud_operator.analysis import Result, analyse
 from fraud_operator.builders import ApiVersions, Detector, TrackPlan
 from fraud_operator.kube import Kube, secret_value
 from fraud_operator.metrics import OperatorMetrics
-from fraud_operator.prometheus import Prometheus, PrometheusError, track_sample
+from fraud_operator.prometheus import (
+    Prometheus,
+    PrometheusError,
+    loaded_rules_versions,
+    track_sample,
+)
 from fraud_operator.spec import GROUP, FraudDetectorSpec, ModelRef, Rollout
 from fraud_operator.status import CONDITIONS, build_status, condition, transitions
 from fraud_operator.validation import (
@@ -120,6 +125,8 @@ class Reconciler:
             now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         status = merge_rollout(status, state, preflight_note, previous)
+        if spec is not None and not problems:
+            status.update(self._rules_status(name, spec, status.get("rulesVersion")))
         self.kube.patch_status(namespace, name, status)
         for c in transitions(previous, status["conditions"]):
             if c["type"] == "Ready" or (
@@ -205,6 +212,24 @@ class Reconciler:
                 "does not load in the scorer (see the Job's logs)"
             )
         return "pending", "preflight running"
+
+    def _rules_status(
+        self, name: str, spec: FraudDetectorSpec, desired: str | None
+    ) -> dict[str, Any]:
+        """``rulesVersion`` is what the running scorers report having loaded (from
+        Prometheus); ``rulesVersionDesired`` what the spec asks for. Without Prometheus the
+        loaded version is unknown and not claimed."""
+        url = (spec.rollout.prometheus_url if spec.rollout else None) or self.prometheus_url
+        if not url:
+            return {"rulesVersion": None, "rulesVersionDesired": desired}
+        try:
+            loaded = loaded_rules_versions(Prometheus(url), detector=name)
+        except PrometheusError:
+            return {"rulesVersionDesired": desired}  # keep the last known value
+        return {
+            "rulesVersion": ",".join(sorted(loaded)) or None,
+            "rulesVersionDesired": desired,
+        }
 
     def _analyse(self, d: Detector, policy: Rollout) -> Result:
         url = policy.prometheus_url or self.prometheus_url

@@ -159,3 +159,52 @@ def test_state_round_trips_through_status_and_analysis_is_timed() -> None:
     assert State.from_status(status) == s
     assert not analysis_due(s, POLICY, at(3.5)) and analysis_due(s, POLICY, at(4))
     assert seconds("90s") == 90 and seconds("2h") == 7200
+
+
+def test_operator_side_helpers() -> None:
+    from fraud_operator.reconcile import merge_rollout, overrides, plans_for
+    from fraud_operator.status import build_status
+
+    assert overrides({"frauddetection.io/promote": "true"}) == "promote"
+    assert (
+        overrides({"frauddetection.io/promote": "true", "frauddetection.io/abort": "TRUE"})
+        == "abort"
+    )
+    assert overrides({"frauddetection.io/promote": "no"}) is None
+    canary = State(phase="Canary", stable=OLD, candidate=NEW, weight=30, since=T0)
+    plans = plans_for(canary)
+    assert [(p.track, p.model_of, p.start, p.end) for p in plans] == [
+        ("stable", plans[0].model_of, 30, 100),
+        ("canary", plans[1].model_of, 0, 30),
+    ]
+    assert (plans[0].model, plans[1].model) == (OLD, NEW)
+    shadow = plans_for(State(phase="Shadow", stable=OLD, candidate=NEW, since=T0))
+    assert [(p.track, p.start, p.end) for p in shadow] == [("stable", 0, 100), ("shadow", 0, 100)]
+    assert [p.track for p in plans_for(STABLE)] == ["stable"]
+
+    base = build_status(
+        generation=1,
+        problems=[],
+        deployment=None,
+        model_version="m1",
+        rules_version=None,
+        previous=[],
+        now="T",
+    )
+    merged = merge_rollout(base, canary, "", [])
+    assert (merged["phase"], merged["canaryWeight"], merged["canaryVersion"]) == (
+        "Canary",
+        30,
+        "m2",
+    )
+    failed = State(
+        phase="RolledBack",
+        stable=OLD,
+        since=T0,
+        reason="ModelPreflightFailed",
+        message="m2 rolled back: the candidate model failed its preflight",
+    )
+    merged = merge_rollout(base, failed, "", [])
+    ready = {c["type"]: c for c in merged["conditions"]}["ModelReady"]
+    assert (ready["status"], ready["reason"]) == ("False", "ModelPreflightFailed")
+    assert merge_rollout(base, STABLE, "", [])["phase"] == base["phase"]
