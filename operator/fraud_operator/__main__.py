@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     from fraud_operator import handlers  # registers the handlers
 
-    handlers.OPTIONS.update(metrics_host=args.metrics_host, metrics_port=args.metrics_port)
+    handlers.OPTIONS.update(
+        metrics_host=args.metrics_host, metrics_port=args.metrics_port, peering=args.peering
+    )
     if args.prometheus_url:
         handlers.OPTIONS["prometheus_url"] = args.prometheus_url
 

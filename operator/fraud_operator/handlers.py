@@ -45,6 +45,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # we write our own Events, only on transitions
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 4
+    if OPTIONS.get("peering"):
+        reconciler().kube.ensure_peering(OPTIONS["peering"])
     if OPTIONS["metrics_port"]:
         start_http_server(
             OPTIONS["metrics_port"],

@@ -173,6 +173,21 @@ class Kube:
     def detector(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(f"{GROUP}/{VERSION}", "FraudDetector", namespace, name)
 
+    def ensure_peering(self, name: str) -> None:
+        """kopf needs its ClusterKopfPeering to exist; create it once (idempotent)."""
+        resource = self._resource("kopf.dev/v1", "ClusterKopfPeering")
+        try:
+            resource.create(
+                body={
+                    "apiVersion": "kopf.dev/v1",
+                    "kind": "ClusterKopfPeering",
+                    "metadata": {"name": name},
+                }
+            )
+            log.info("created ClusterKopfPeering %s", name)
+        except ConflictError:
+            pass  # another replica (or the chart) created it
+
     def clear_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> None:
         """Remove one-shot annotations (manual rollout overrides) once acted upon."""
         resource = self._resource(f"{GROUP}/{VERSION}", "FraudDetector")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 @dataclass
@@ -32,6 +32,12 @@ class OperatorMetrics:
             "fraud_operator_rollout_transitions_total",
             "rollout state changes, by reason (Promoted, RolledBack, CanaryStep, ...)",
             ["reason"],
+            registry=r,
+        )
+        self.detector_ready = Gauge(
+            "fraud_operator_detector_ready",
+            "1 when the FraudDetector's Ready condition is True",
+            ["namespace", "name"],
             registry=r,
         )
         self.invalid = Counter(

@@ -50,6 +50,7 @@ class Reconciler:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     api_ttl_s: float = 60.0
     _api: tuple[float, ApiVersions] | None = None
+    _seen: set[tuple[str, str]] = field(default_factory=set)
     _locks: defaultdict[tuple[str, str], threading.Lock] = field(
         default_factory=lambda: defaultdict(threading.Lock)
     )
@@ -94,6 +95,9 @@ class Reconciler:
     def _reconcile(self, namespace: str, name: str) -> str:
         body = self.kube.detector(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            if (namespace, name) in self._seen:
+                self.metrics.detector_ready.remove(namespace, name)
+                self._seen.discard((namespace, name))
             return "Gone"  # children go with it (owner references)
         meta = body["metadata"]
         old_status = body.get("status") or {}
@@ -128,6 +132,9 @@ class Reconciler:
         if spec is not None and not problems:
             status.update(self._rules_status(name, spec, status.get("rulesVersion")))
         self.kube.patch_status(namespace, name, status)
+        ready: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Ready"), {})
+        self.metrics.detector_ready.labels(namespace, name).set(ready.get("status") == "True")
+        self._seen.add((namespace, name))
         for c in transitions(previous, status["conditions"]):
             if c["type"] == "Ready" or (
                 c["type"] in ("RulesValid", "ModelReady") and c["status"] == "False"

@@ -30,6 +30,30 @@ from tests.servers import free_port, prometheus_server
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 NS = "shop"
+OPERATOR_NS = "fraud-system"
+OPERATOR = "fraud-detector-operator"  # the chart's names for release "fraud-detector"
+
+
+def chart_manifests() -> list[dict[str, Any]]:
+    """``helm template`` of the chart, as the platform team would install it."""
+    helm = Path.home() / ".cache/fraud-detector/helm-3.17.3/helm"
+    out = subprocess.run(
+        [
+            str(helm),
+            "template",
+            "fraud-detector",
+            str(ROOT / "charts/fraud-detector"),
+            "--namespace",
+            OPERATOR_NS,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
 SHA = "a" * 64
 
 
@@ -43,9 +67,12 @@ def kafka() -> Iterator[MockCluster]:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     with control_plane() as c:
-        c.kubectl("apply", "--validate=false", "-f", str(ROOT / "crds"))
         c.kubectl("apply", "--validate=false", "-f", str(Path(__file__).parent / "fixtures"))
-        c.apply((ROOT / "deploy/operator.yaml").read_text())
+        c.kubectl("create", "namespace", OPERATOR_NS)
+        # The chart's own CRDs, ServiceAccount and RBAC: the operator runs with exactly those.
+        for doc in chart_manifests():
+            if doc["kind"] not in ("Deployment", "Service", "ConfigMap"):
+                c.apply(doc, namespace=OPERATOR_NS if doc["kind"] == "ServiceAccount" else None)
         c.kubectl("create", "namespace", NS)
         c.kubectl(
             "create",
@@ -60,7 +87,7 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
-    kubeconfig = cluster.service_account_kubeconfig("fraud-system", "fraud-operator")
+    kubeconfig = cluster.service_account_kubeconfig(OPERATOR_NS, OPERATOR)
     port, health = free_port(), free_port()
     log = (cluster.workdir / "operator.log").open("wb")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "FRAUD_OPERATOR_RESYNC_SECONDS": "3"}
@@ -70,7 +97,7 @@ def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
             "-m",
             "fraud_operator",
             "--peering",
-            "fraud-operator",
+            OPERATOR,
             "--priority",
             "100",
             "--metrics-host",
@@ -457,7 +484,7 @@ def test_a_second_replica_waits_for_the_leader(cluster: Cluster, operator: dict[
                 "-m",
                 "fraud_operator",
                 "--peering",
-                "fraud-operator",
+                OPERATOR,
                 "--priority",
                 "10",
                 "--metrics-port",
@@ -474,7 +501,7 @@ def test_a_second_replica_waits_for_the_leader(cluster: Cluster, operator: dict[
         try:
 
             def priorities() -> list[int]:
-                peering = cluster.get("clusterkopfpeering", "fraud-operator") or {}
+                peering = cluster.get("clusterkopfpeering", OPERATOR) or {}
                 return sorted(p["priority"] for p in (peering.get("status") or {}).values())
 
             wait_for(lambda: priorities() == [10, 100], 30, "both replicas in the peering")
