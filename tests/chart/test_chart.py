@@ -1,0 +1,212 @@
+"""The Helm chart with a real helm (v3.17.3), its manifests against Kubernetes schemas, its
+alerts with promtool, and its dashboard against the metrics the code really exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from fraud_operator.metrics import OperatorMetrics
+from fraud_scorer.metrics import ScorerMetrics
+
+from tests.servers import prometheus_server
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts/fraud-detector"
+HELM = Path.home() / ".cache/fraud-detector/helm-3.17.3/helm"
+VALUES = ["values.yaml", "values-kind.yaml", "values-eks.yaml", "values-gke.yaml"]
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    if not HELM.is_file():
+        raise RuntimeError("no helm: run `make helm` (scripts/get_helm.py)")
+    return subprocess.run(
+        [str(HELM), *args], capture_output=True, text=True, check=check, timeout=120
+    )
+
+
+def render(values: str, *extra: str) -> list[dict[str, Any]]:
+    out = helm(
+        "template",
+        "fraud-detector",
+        str(CHART),
+        "-n",
+        "fraud-system",
+        "-f",
+        str(CHART / values),
+        *extra,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_lint_strict(values: str) -> None:
+    result = helm("lint", "--strict", str(CHART), "-f", str(CHART / values), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_schema_refuses_bad_values() -> None:
+    for bad in (
+        "operator.replicas=0",
+        "operator.image.pullPolicy=Sometimes",
+        "operator.prometheusUrl=prometheus:9090",
+        "surprise=1",
+    ):
+        result = helm("lint", "--strict", str(CHART), "--set", bad, check=False)
+        assert result.returncode != 0, bad
+
+
+@pytest.mark.parametrize("values", VALUES)
+@pytest.mark.parametrize("version", ["1.25.0", "1.37.0"])
+def test_rendered_manifests_match_kubernetes_schemas(values: str, version: str) -> None:
+    docs = render(values)
+    checked = 0
+    for doc in docs:
+        if doc["apiVersion"].startswith(("monitoring.coreos.com/",)):
+            continue  # Prometheus Operator kinds: no upstream schema
+        kubernetes_validate.validate(doc, version, strict=True)
+        checked += 1
+    assert checked >= 6
+
+
+def test_secure_and_least_privilege_defaults() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in render("values.yaml")}
+    dep = docs[("Deployment", "fraud-detector-operator")]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    sc = pod["containers"][0]["securityContext"]
+    assert sc == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    rules = docs[("ClusterRole", "fraud-detector-operator")]["rules"]
+    verbs = {
+        (g, r): set(rule["verbs"])
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert verbs[("", "secrets")] == {"get"}
+    assert "delete" not in verbs[("frauddetection.io", "frauddetectors")]
+    assert ("", "pods") not in verbs and ("*", "*") not in verbs
+    crd = docs[("CustomResourceDefinition", "frauddetectors.frauddetection.io")]
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    no_keep = {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in render("values.yaml", "--set", "crds.keep=false")
+    }
+    assert (
+        "annotations"
+        not in no_keep[("CustomResourceDefinition", "frauddetectors.frauddetection.io")]["metadata"]
+    )
+    assert not [
+        d
+        for d in render("values.yaml", "--set", "crds.install=false")
+        if d["kind"] == "CustomResourceDefinition"
+    ]
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    for name in ("frauddetector.yaml", "kopf-peering.yaml"):
+        assert (CHART / "files/crds" / name).read_text() == (ROOT / "crds" / name).read_text(), (
+            f"copy crds/{name} into charts/fraud-detector/files/crds/"
+        )
+
+
+def test_monitoring_objects_render_when_enabled() -> None:
+    docs = render("values-kind.yaml")
+    kinds = {d["kind"] for d in docs}
+    assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"} <= kinds
+    rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    names = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert len(names) == 7
+    dashboard = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["fraud-detector.json"])["uid"] == "fraud-detector"
+
+
+def test_alert_rules_with_promtool() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool comes with Debian's prometheus package (make test installs it)"
+    check = subprocess.run(
+        [promtool, "check", "rules", str(CHART / "files/alerts.yaml")],
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    test = subprocess.run(
+        [promtool, "test", "rules", "alerts_test.yaml"],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    assert test.returncode == 0, test.stdout + test.stderr
+
+
+def _exported_names() -> set[str]:
+    names: set[str] = set()
+    for registry in (ScorerMetrics("d", "stable").registry, OperatorMetrics().registry):
+        for family in registry.collect():
+            # What the exposition shows, also for labelled families with no child yet.
+            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+            names.add(family.name)
+            names.update(family.name + s for s in suffixes.get(family.type, ()))
+            names.update(sample.name for sample in family.samples)
+    return names
+
+
+def _dashboard_exprs() -> list[str]:
+    dash = json.loads((CHART / "files/dashboards/fraud-detector.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v["query"] for v in dash["templating"]["list"] if v["type"] == "query"]
+    return exprs
+
+
+def test_dashboard_and_alerts_use_metrics_that_exist() -> None:
+    exported = _exported_names()
+    alerts = yaml.safe_load((CHART / "files/alerts.yaml").read_text())
+    exprs = _dashboard_exprs() + [r["expr"] for g in alerts["groups"] for r in g["rules"]]
+    used = {m for e in exprs for m in re.findall(r"\bfraud_[a-z0-9_]+", e)}
+    assert used, "no metrics found"
+    missing = sorted(used - exported)
+    assert not missing, f"not exported by the scorer or operator: {missing}"
+    dash = json.loads((CHART / "files/dashboards/fraud-detector.json").read_text())
+    titles = {p["title"] for p in dash["panels"]}
+    for wanted in (
+        "Throughput by action",
+        "Event-to-decision latency",
+        "Alert rate by reason",
+        "Score distribution",
+        "Consumer lag",
+        "Canary vs stable: alert share",
+        "Rule hits",
+    ):
+        assert wanted in titles
+
+
+def test_dashboard_queries_parse_in_a_real_prometheus() -> None:
+    with prometheus_server([]) as url:
+        for expr in _dashboard_exprs():
+            concrete = (
+                expr.replace("$__rate_interval", "1m")
+                .replace("$namespace", ".*")
+                .replace("$detector", ".*")
+            )
+            if concrete.startswith("label_values("):
+                continue  # a Grafana function, not PromQL
+            query = urllib.parse.urlencode({"query": concrete})
+            with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=5) as r:
+                assert json.loads(r.read())["status"] == "success", concrete
