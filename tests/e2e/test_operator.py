@@ -69,10 +69,16 @@ def cluster() -> Iterator[Cluster]:
     with control_plane() as c:
         c.kubectl("apply", "--validate=false", "-f", str(Path(__file__).parent / "fixtures"))
         c.kubectl("create", "namespace", OPERATOR_NS)
-        # The chart's own CRDs, ServiceAccount and RBAC: the operator runs with exactly those.
+        # Everything the chart renders, as a platform team would install it: CRDs, RBAC, the
+        # operator Deployment (no kubelet here, so its pods never start: the test runs the
+        # operator as a process with the chart's ServiceAccount token), Service, dashboard.
         for doc in chart_manifests():
-            if doc["kind"] not in ("Deployment", "Service", "ConfigMap"):
-                c.apply(doc, namespace=OPERATOR_NS if doc["kind"] == "ServiceAccount" else None)
+            namespaced = doc["kind"] not in (
+                "CustomResourceDefinition",
+                "ClusterRole",
+                "ClusterRoleBinding",
+            )
+            c.apply(doc, namespace=OPERATOR_NS if namespaced else None)
         c.kubectl("create", "namespace", NS)
         c.kubectl(
             "create",
