@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
-	$(PY) -m pip install -q -e '.[scorer,training,operator]' --group dev
+	$(PY) -m pip install -q -e '.[scorer,training,operator,sinks]' --group dev
 	touch $@
 
 demo: $(STAMP)

@@ -1,0 +1,168 @@
+"""The PostgreSQL case store: decisions and alerts as cases, analysts' labels, an append-only
+audit trail, and the ``training_examples`` view that feeds ``fraud-train``.
+
+Writes are batched and idempotent on ``transaction_id``: a redelivered decision (at-least-once
+Kafka) updates the same case and never adds a second audit row. The schema belongs to the
+project: numbered SQL files in ``migrations/`` applied in order, each once, recorded in
+``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import psycopg
+
+_UPSERT = """
+INSERT INTO cases (transaction_id, user_id, detector, track, action, score, reasons,
+                   model_version, rules_version, event_time, scored_at, transaction)
+SELECT transaction_id, user_id, detector, track, action, score, reasons,
+       model_version, rules_version, event_time, scored_at, transaction
+FROM incoming
+ON CONFLICT (transaction_id) DO UPDATE SET
+    action = EXCLUDED.action, score = EXCLUDED.score, reasons = EXCLUDED.reasons,
+    model_version = EXCLUDED.model_version, rules_version = EXCLUDED.rules_version,
+    scored_at = EXCLUDED.scored_at,
+    transaction = COALESCE(EXCLUDED.transaction, cases.transaction)
+"""
+_AUDIT = """
+INSERT INTO audit (kind, subject, detector, model_version, rules_version, detail)
+SELECT 'decision', transaction_id, detector, model_version, rules_version,
+       jsonb_build_object('action', action, 'score', score, 'track', track)
+FROM incoming
+ON CONFLICT (subject) WHERE kind = 'decision' DO NOTHING
+"""
+_COLUMNS = (
+    "transaction_id",
+    "user_id",
+    "detector",
+    "track",
+    "action",
+    "score",
+    "reasons",
+    "model_version",
+    "rules_version",
+    "event_time",
+    "scored_at",
+    "transaction",
+)
+
+
+def migrations() -> list[tuple[str, str]]:
+    """(name, SQL) of every migration shipped with the package, in order."""
+    folder = resources.files("fraud_scorer.sinks") / "migrations"
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
+    return [(f.name, f.read_text()) for f in files]
+
+
+def migrate(conn: psycopg.Connection[Any]) -> list[str]:
+    """Apply the migrations not applied yet (under an advisory lock); returns their names."""
+    applied: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(7311)")  # one migrator at a time
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+        for name, sql in migrations():
+            if name in done:
+                continue
+            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+            applied.append(name)
+    return applied
+
+
+@dataclass(frozen=True)
+class Label:
+    transaction_id: str
+    is_fraud: bool
+    by: str
+    at: datetime
+
+
+class CaseStore:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def write(self, decisions: Sequence[dict[str, Any]]) -> int:
+        """Upsert a batch of decisions (the scorer's Decision JSON, alerts included); one
+        COPY into a temporary table, one upsert, one audit insert. Returns rows written."""
+        if not decisions:
+            return 0
+        with self.conn.transaction():
+            self.conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE cases INCLUDING DEFAULTS) "
+                "ON COMMIT DELETE ROWS"
+            )
+            with self.conn.cursor().copy(
+                f"COPY incoming ({', '.join(_COLUMNS)}) FROM STDIN"
+            ) as copy:
+                for d in _latest_per_transaction(decisions):
+                    copy.write_row(_row(d))
+            self.conn.execute(_UPSERT)
+            self.conn.execute(_AUDIT)
+        return len(decisions)
+
+    def label(self, labels: Iterable[Label]) -> int:
+        """Record analysts' verdicts on the cases, each with an audit row; unknown
+        transactions are counted out (the case may not have arrived yet)."""
+        done = 0
+        with self.conn.transaction():
+            for lab in labels:
+                updated = self.conn.execute(
+                    "UPDATE cases SET label = %s, labelled_by = %s, labelled_at = %s "
+                    "WHERE transaction_id = %s RETURNING detector, model_version, rules_version",
+                    (int(lab.is_fraud), lab.by, lab.at, lab.transaction_id),
+                ).fetchone()
+                if updated is None:
+                    continue
+                self.conn.execute(
+                    "INSERT INTO audit "
+                    "(kind, subject, detector, model_version, rules_version, detail) "
+                    "VALUES ('label', %s, %s, %s, %s, %s)",
+                    (
+                        lab.transaction_id,
+                        *updated,
+                        json.dumps({"is_fraud": lab.is_fraud, "by": lab.by}),
+                    ),
+                )
+                done += 1
+        return done
+
+    def record_rollout(self, detector: str, event: str, detail: dict[str, Any]) -> None:
+        with self.conn.transaction():
+            self.conn.execute(
+                "INSERT INTO audit (kind, subject, detector, model_version, detail) "
+                "VALUES ('rollout', %s, %s, %s, %s)",
+                (event, detector, detail.get("model_version"), json.dumps(detail)),
+            )
+
+
+def _latest_per_transaction(decisions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A batch may hold the same transaction twice (redelivery): keep the last."""
+    return list({d["transaction_id"]: d for d in decisions}.values())
+
+
+def _row(d: dict[str, Any]) -> tuple[Any, ...]:
+    tx = d.get("transaction")
+    return (
+        d["transaction_id"],
+        d["user_id"],
+        d["detector"],
+        d["track"],
+        d["action"],
+        d["score"],
+        list(d.get("reasons") or []),
+        d["model_version"],
+        d["rules_version"],
+        datetime.fromtimestamp(d["event_time"], UTC),
+        datetime.fromtimestamp(d["scored_at"], UTC),
+        json.dumps(tx) if tx is not None else None,
+    )
