@@ -1,0 +1,139 @@
+"""Webhook delivery against a real local HTTP server that fails on purpose."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from fraud_scorer.sinks.webhook import WebhookSettings, WebhookSink, payload
+
+
+class Receiver:
+    """A destination whose next responses are scripted (status codes); then 200."""
+
+    def __init__(self) -> None:
+        self.script: list[int] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.keys: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                body = json.loads(self.rfile.read(length))
+                status = receiver.script.pop(0) if receiver.script else 200
+                if status == 200:
+                    receiver.bodies.append(body)
+                    receiver.keys.append(self.headers["Idempotency-Key"])
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    thread = threading.Thread(target=r.server.serve_forever, daemon=True)
+    thread.start()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+def alert(i: int, action: str = "review") -> dict[str, Any]:
+    return {
+        "transaction_id": f"t{i}",
+        "user_id": "u1",
+        "action": action,
+        "score": 0.93,
+        "reasons": ["model"],
+        "detector": "retail",
+        "track": "stable",
+        "model_version": "m1",
+        "transaction": {"amount": 120.5, "currency": "EUR"},
+    }
+
+
+def sink(url: str, t: FakeTime, dead: list[tuple[str, str]], **kw: Any) -> WebhookSink:
+    return WebhookSink(
+        WebhookSettings(url=url, **kw),
+        clock=t.clock,
+        sleep=t.sleep,
+        rng=random.Random(1),
+        on_dead_letter=lambda a, why: dead.append((a["transaction_id"], why)),
+    )
+
+
+def test_retries_with_backoff_then_delivers_once(receiver: Receiver) -> None:
+    t, dead = FakeTime(), []
+    s = sink(receiver.url, t, dead)
+    receiver.script = [503, 500, 429]
+    assert s.send(alert(1)) == "delivered"
+    assert s.retried == 3 and len(t.slept) == 3
+    assert all(0 <= d <= 0.5 * 2**i for i, d in enumerate(t.slept))  # jittered, capped
+    assert s.send(alert(1)) == "duplicate"  # a redelivered alert is not posted again
+    assert len(receiver.bodies) == 1 and receiver.keys == ["t1"]
+    assert receiver.bodies[0]["text"].startswith(":rotating_light: *REVIEW* transaction `t1`")
+
+
+def test_client_errors_are_not_retried_and_go_to_the_dead_letter_path(receiver: Receiver) -> None:
+    t, dead = FakeTime(), []
+    s = sink(receiver.url, t, dead)
+    receiver.script = [400]
+    assert s.send(alert(2)) == "dead_letter"
+    assert s.retried == 0 and dead == [("t2", "HTTP 400 (not retried)")]
+
+
+def test_circuit_opens_on_a_dead_destination_and_closes_after(receiver: Receiver) -> None:
+    t, dead = FakeTime(), []
+    s = sink(receiver.url, t, dead, max_attempts=2, failure_threshold=2, open_seconds=60)
+    receiver.script = [500] * 4
+    assert s.send(alert(3)) == "dead_letter"
+    assert s.send(alert(4)) == "dead_letter"
+    assert s.circuit_open
+    assert s.send(alert(5)) == "dead_letter"  # not even tried: the circuit is open
+    assert dead[-1] == ("t5", "circuit open") and receiver.script == []
+    t.now += 61
+    assert s.send(alert(6)) == "delivered"  # trial delivery closes it
+    assert not s.circuit_open
+
+
+def test_unreachable_destination_is_retryable(receiver: Receiver) -> None:
+    t, dead = FakeTime(), []
+    s = sink("http://127.0.0.1:9/nothing-listens", t, dead, max_attempts=3)
+    assert s.send(alert(7)) == "dead_letter"
+    assert s.retried == 2
+
+
+def test_rate_limit_and_filter(receiver: Receiver) -> None:
+    t, dead = FakeTime(), []
+    s = sink(receiver.url, t, dead, rate_per_s=2.0, burst=2, min_action="block")
+    assert s.send(alert(8, "review")) == "filtered"
+    for i in range(6):
+        assert s.send(alert(10 + i, "block")) == "delivered"
+    # 2 in the burst, then 4 more at 2/s: about 2 seconds of waiting, never a flood.
+    assert sum(t.slept) == pytest.approx(2.0)
+    assert payload(alert(1), "json") == alert(1)
