@@ -141,19 +141,7 @@ def step(
             return state, None
         if state.phase == "RolledBack" and desired.version == state.rejected:
             return state, None  # the rolled-back version is not retried by itself
-        new = _to(
-            state,
-            "Preflight",
-            now,
-            "Preflight",
-            f"checking model {desired.version}",
-            candidate=desired,
-            weight=0,
-            step=0,
-            failures=0,
-            last_analysis={},
-        )
-        return new, Transition(
+        return _preflight(state, desired, now), Transition(
             "RolloutStarted", f"rolling out {desired.version} over {state.stable.version}"
         )
 
@@ -162,19 +150,9 @@ def step(
     if desired != state.candidate:
         if desired == state.stable:
             return _abort(state, now, "Reverted", "the spec went back to the stable model")
-        new = _to(
-            state,
-            "Preflight",
-            now,
-            "Preflight",
-            f"checking model {desired.version}",
-            candidate=desired,
-            weight=0,
-            step=0,
-            failures=0,
-            last_analysis={},
+        return _preflight(state, desired, now), Transition(
+            "RolloutRestarted", f"candidate replaced by {desired.version}"
         )
-        return new, Transition("RolloutRestarted", f"candidate replaced by {desired.version}")
     if override == "abort":
         return _abort(state, now, "Aborted", "aborted by the frauddetection.io/abort annotation")
     if override == "promote":
@@ -241,6 +219,22 @@ def step(
     if nxt >= len(policy.steps):
         return _promote(state, now, "all canary steps passed")
     return _enter_step(state, policy, nxt, now)
+
+
+def _preflight(state: State, candidate: ModelRef, now: datetime) -> State:
+    """A (new) candidate starts over: preflight first, no traffic, no history."""
+    return _to(
+        state,
+        "Preflight",
+        now,
+        "Preflight",
+        f"checking model {candidate.version}",
+        candidate=candidate,
+        weight=0,
+        step=0,
+        failures=0,
+        last_analysis={},
+    )
 
 
 def _enter_step(

@@ -9,8 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +16,12 @@ from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import Producer
 from fraud_scorer.mock_cluster import MockCluster
 from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
 
 from tests.e2e.cluster import Cluster, control_plane, wait_for
-from tests.integration.harness import ScorerProcess
+from tests.integration.harness import ScorerProcess, steady_traffic
 from tests.servers import free_port, prometheus_server
 
 pytestmark = pytest.mark.e2e
@@ -580,29 +577,13 @@ def scorer_pods(
     )
     frame = generate(SynthConfig(users=3000, days=2.0, seed=41))
     items = list(zip([u.encode() for u in frame["user_id"]], to_payloads(frame), strict=True))
-    stop = threading.Event()
-
-    def feed() -> None:
-        producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 5})
-        i = 0
-        while not stop.is_set():
-            for key, value in items[i : i + 150]:
-                producer.produce("tx", value, key)
-            i = (i + 150) % len(items)
-            producer.poll(0)
-            time.sleep(0.1)
-        producer.flush(10)
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    with prometheus_server([f"127.0.0.1:{stable.port}", f"127.0.0.1:{canary.port}"]) as url:
+    targets = [f"127.0.0.1:{stable.port}", f"127.0.0.1:{canary.port}"]
+    with prometheus_server(targets) as url, steady_traffic(kafka.bootstrap_servers, "tx", items):
         try:
             stable.start()
             canary.start()
-            feeder.start()
             yield url, stable, canary
         finally:
-            stop.set()
-            feeder.join(20)
             for proc in (stable, canary):
                 if proc.proc is not None and proc.proc.poll() is None:
                     proc.stop()

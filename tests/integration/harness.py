@@ -6,10 +6,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,3 +230,31 @@ class ScorerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+@contextmanager
+def steady_traffic(
+    bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], per_tick: int = 150
+) -> Iterator[None]:
+    """Produce ``items`` (key, value) round and round, ``per_tick`` every 0.1 s (~1,500/s),
+    from a background thread, until the block ends."""
+    stop = threading.Event()
+
+    def run() -> None:
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        i = 0
+        while not stop.is_set():
+            for key, value in items[i : i + per_tick]:
+                producer.produce(topic, value, key)
+            i = (i + per_tick) % len(items)
+            producer.poll(0)
+            time.sleep(0.1)
+        producer.flush(10)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(20)

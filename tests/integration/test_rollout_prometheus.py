@@ -4,7 +4,6 @@ driven by what Prometheus measures, and canary weights applied to the running sc
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from confluent_kafka import Producer
 from fraud_operator.analysis import analyse
 from fraud_operator.prometheus import Prometheus, track_sample
 from fraud_operator.rollout import State, analysis_due, step
@@ -21,7 +19,7 @@ from fraud_scorer.mock_cluster import MockCluster
 from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
 
-from tests.integration.harness import TOPICS, ScorerProcess, wait_until
+from tests.integration.harness import TOPICS, ScorerProcess, steady_traffic, wait_until
 from tests.servers import prometheus_server
 
 pytestmark = pytest.mark.integration
@@ -50,24 +48,8 @@ def traffic() -> list[tuple[bytes, bytes]]:
 @pytest.fixture
 def feeding(cluster: MockCluster, traffic: list[tuple[bytes, bytes]]) -> Iterator[None]:
     """Produce transactions at ~1,500/s for as long as the test runs."""
-    stop = threading.Event()
-
-    def run() -> None:
-        producer = Producer({"bootstrap.servers": cluster.bootstrap_servers, "linger.ms": 5})
-        i = 0
-        while not stop.is_set():
-            for key, value in traffic[i : i + 150]:
-                producer.produce(TOPICS["input"], value, key)
-            i = (i + 150) % len(traffic)
-            producer.poll(0)
-            time.sleep(0.1)
-        producer.flush(10)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(20)
+    with steady_traffic(cluster.bootstrap_servers, TOPICS["input"], traffic):
+        yield
 
 
 def tracks(

@@ -33,6 +33,8 @@ import numpy.typing as npt
 import pandas as pd
 from fraud_scorer.geo import COUNTRY_CENTROIDS
 
+from fraud_training.data import OPTIONAL, REQUIRED
+
 HOME_COUNTRIES: Final = ("DE", "FR", "GB", "ES", "IT", "NL", "PL", "SE", "BE", "AT", "PT", "IE")
 _HOME_WEIGHTS: Final = (16, 13, 13, 9, 9, 5, 6, 3, 3, 3, 3, 2)
 FAR_COUNTRIES: Final = ("US", "BR", "NG", "RU", "CN", "IN", "ID", "MX", "ZA", "VN", "PH", "TR")
@@ -61,22 +63,8 @@ FRAUD_SCENARIOS: Final = (
 )
 SCENARIOS: Final = ("genuine", *FRAUD_SCENARIOS)
 CHANNELS: Final = ("pos", "online", "app")
-COLUMNS: Final = (
-    "transaction_id",
-    "user_id",
-    "amount",
-    "currency",
-    "timestamp",
-    "merchant",
-    "merchant_category",
-    "channel",
-    "location",
-    "device_id",
-    "lat",
-    "lon",
-    "label",
-    "scenario",
-)
+# The transaction contract's columns, then where, and the truth: label and scenario.
+COLUMNS: Final = (*REQUIRED, *OPTIONAL, "label", "scenario")
 
 # Relative weight of each hour of the day, and of each weekday (Monday first), for genuine use.
 _HOURLY: Final = np.array(
