@@ -88,6 +88,25 @@ def cluster() -> Iterator[Cluster]:
         yield c
 
 
+def operator_command(priority: int, metrics_port: int, health_port: int) -> list[str]:
+    """``python -m fraud_operator`` as the chart runs it, on loopback ports."""
+    return [
+        sys.executable,
+        "-m",
+        "fraud_operator",
+        "--peering",
+        OPERATOR,
+        "--priority",
+        str(priority),
+        "--metrics-host",
+        "127.0.0.1",
+        "--metrics-port",
+        str(metrics_port),
+        "--health-port",
+        str(health_port),
+    ]
+
+
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
     kubeconfig = cluster.service_account_kubeconfig(OPERATOR_NS, OPERATOR)
@@ -95,21 +114,7 @@ def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
     log = (cluster.workdir / "operator.log").open("wb")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "FRAUD_OPERATOR_RESYNC_SECONDS": "3"}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fraud_operator",
-            "--peering",
-            OPERATOR,
-            "--priority",
-            "100",
-            "--metrics-host",
-            "127.0.0.1",
-            "--metrics-port",
-            str(port),
-            "--health-port",
-            str(health),
-        ],
+        operator_command(100, port, health),
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -482,21 +487,7 @@ def test_a_second_replica_waits_for_the_leader(cluster: Cluster, operator: dict[
     env = {**os.environ, "KUBECONFIG": str(operator["kubeconfig"])}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fraud_operator",
-                "--peering",
-                OPERATOR,
-                "--priority",
-                "10",
-                "--metrics-port",
-                "0",
-                "--metrics-host",
-                "127.0.0.1",
-                "--health-port",
-                str(free_port()),
-            ],
+            operator_command(10, 0, free_port()),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -111,16 +111,23 @@ def drive(
     return state
 
 
-def test_healthy_candidate_is_promoted(
-    tmp_path: Path, cluster: MockCluster, model_dir: Path, feeding: None
-) -> None:
-    stable, canary = tracks(tmp_path, cluster, model_dir, canary_review_at=0.9)
+def run_rollout(
+    tmp_path: Path, cluster: MockCluster, model_dir: Path, canary_review_at: float
+) -> tuple[State, ScorerProcess]:
+    """Both tracks running and scraped, traffic flowing; the rollout driven to its end."""
+    stable, canary = tracks(tmp_path, cluster, model_dir, canary_review_at=canary_review_at)
     assert canary is not None
     with prometheus_server([f"127.0.0.1:{stable.port}", f"127.0.0.1:{canary.port}"]) as url:
         stable.start()
         canary.start()
         wait_until(lambda: stable.metric("fraud_transactions_total") > 500, 60, "traffic")
-        state = drive(Prometheus(url), stable, canary, deadline_s=90)
+        return drive(Prometheus(url), stable, canary, deadline_s=90), canary
+
+
+def test_healthy_candidate_is_promoted(
+    tmp_path: Path, cluster: MockCluster, model_dir: Path, feeding: None
+) -> None:
+    state, canary = run_rollout(tmp_path, cluster, model_dir, canary_review_at=0.9)
     assert (state.phase, state.stable) == ("Stable", NEW), state.message
     assert state.last_analysis["verdict"] == "pass"
     assert state.last_analysis["values"]["samples"] >= POLICY.analysis.min_samples
@@ -133,13 +140,7 @@ def test_healthy_candidate_is_promoted(
 def test_candidate_that_alerts_far_more_is_rolled_back(
     tmp_path: Path, cluster: MockCluster, model_dir: Path, feeding: None
 ) -> None:
-    stable, canary = tracks(tmp_path, cluster, model_dir, canary_review_at=0.02)
-    assert canary is not None
-    with prometheus_server([f"127.0.0.1:{stable.port}", f"127.0.0.1:{canary.port}"]) as url:
-        stable.start()
-        canary.start()
-        wait_until(lambda: stable.metric("fraud_transactions_total") > 500, 60, "traffic")
-        state = drive(Prometheus(url), stable, canary, deadline_s=90)
+    state, _ = run_rollout(tmp_path, cluster, model_dir, canary_review_at=0.02)
     assert (state.phase, state.stable, state.reason) == ("RolledBack", OLD, "AlertRateTooHigh")
     assert state.last_analysis["values"]["alert_rate_ratio"] > POLICY.analysis.max_alert_rate_ratio
     assert state.rejected == "m2"
