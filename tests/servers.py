@@ -8,15 +8,19 @@ root the cluster belongs to the ``postgres`` user.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -39,8 +43,50 @@ def _pg_bin(name: str) -> str:
     return found
 
 
+class Receiver:
+    """A webhook destination whose next responses are scripted (status codes); then 200."""
+
+    def __init__(self) -> None:
+        self.script: list[int] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.keys: list[str] = []
+        self.posts = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                body = json.loads(self.rfile.read(length))
+                status = receiver.script.pop(0) if receiver.script else 200
+                receiver.posts += 1
+                if status == 200:
+                    receiver.bodies.append(body)
+                    receiver.keys.append(self.headers["Idempotency-Key"])
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
+def http_receiver() -> Iterator[Receiver]:
+    """A real HTTP server on 127.0.0.1 recording what is posted to it; stopped afterwards."""
+    r = Receiver()
+    thread = threading.Thread(target=r.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield r
+    finally:
+        r.server.shutdown()
+        r.server.server_close()
+
+
+@contextmanager
+def postgres_server(port: int | None = None) -> Iterator[str]:
     """A throw-away PostgreSQL cluster; yields a ``postgresql://`` URL (trust auth, loopback)."""
     base = Path(tempfile.mkdtemp(prefix="fraud-pg-"))
     data, sockets = base / "data", base / "run"
@@ -52,7 +98,7 @@ def postgres_server() -> Iterator[str]:
         for path in (base, sockets):
             os.chown(path, owner.pw_uid, owner.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
+    port = port or free_port()
 
     def run(*command: str) -> None:
         subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=120)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -16,10 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
+from fraud_training.data import to_payloads
 
 TOPICS = {"input": "tx", "decisions": "decisions", "alerts": "alerts", "dead_letter": "dlq"}
+
+
+def stream(frame: pd.DataFrame) -> list[tuple[bytes, bytes]]:
+    """(key, value) wire messages of a transaction frame, keyed by user."""
+    keys = [u.encode() for u in frame["user_id"]]
+    return list(zip(keys, to_payloads(frame), strict=True))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -138,6 +147,9 @@ def kill_leftovers() -> None:
 class ScorerProcess:
     """A real ``python -m fraud_scorer`` process with its own config file and log."""
 
+    module = "fraud_scorer"
+    env: dict[str, str] | None = None
+
     def __init__(
         self,
         workdir: Path,
@@ -183,9 +195,10 @@ class ScorerProcess:
     def start(self, wait_ready: bool = True) -> ScorerProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fraud_scorer", "--config", str(self.config_path)],
+                [sys.executable, "-m", self.module, "--config", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=None if self.env is None else {**os.environ, **self.env},
             )
         RUNNING.append(self.proc)
         if wait_ready:
@@ -204,7 +217,9 @@ class ScorerProcess:
     def ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"scorer exited with {self.proc.returncode}: {self.log()[-3000:]}")
+            raise AssertionError(
+                f"{self.module} exited with {self.proc.returncode}: {self.log()[-3000:]}"
+            )
         return self.get("/readyz")[0] == 200
 
     def metric(self, name: str, **labels: str) -> float:
@@ -230,6 +245,48 @@ class ScorerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+class SinkProcess(ScorerProcess):
+    """A real ``python -m fraud_scorer.sinks`` process. Secrets (webhook URL, DSN) go in ``env``,
+    as the operator passes them from Secrets."""
+
+    module = "fraud_scorer.sinks"
+
+    def __init__(
+        self,
+        workdir: Path,
+        bootstrap: str,
+        sink: str,
+        *,
+        env: dict[str, str],
+        labels_topic: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.port = free_port()
+        self.config_path = workdir / f"sink-{sink}.yaml"
+        self.log_path = workdir / f"sink-{sink}.log"
+        self.env = env
+        self.config = {
+            "detector": "it",
+            "sink": sink,
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "group_id": f"it-sink-{sink}",
+                "extra": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
+            },
+            "topics": {
+                "decisions": TOPICS["decisions"],
+                "alerts": TOPICS["alerts"],
+                "labels": labels_topic,
+                "dead_letter": TOPICS["dead_letter"],
+            },
+            "metrics": {"host": "127.0.0.1", "port": self.port},
+            "batch": {"poll_timeout_s": 0.05},
+            **overrides,
+        }
+        self.write_config()
+        self.proc = None
 
 
 @contextmanager

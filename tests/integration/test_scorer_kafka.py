@@ -11,7 +11,6 @@ import pytest
 from fraud_scorer.contract import Transaction, TransactionDecoder
 from fraud_scorer.features import FeatureEngine, as_mapping
 from fraud_scorer.mock_cluster import MockCluster
-from fraud_training.data import to_payloads
 
 from tests.integration.harness import (
     TOPICS,
@@ -19,6 +18,7 @@ from tests.integration.harness import (
     committed,
     produce,
     read_topic,
+    stream,
     topic_size,
     wait_until,
 )
@@ -36,11 +36,6 @@ MALFORMED = [
         b'"channel":"pos","location":"DE","device_id":"d"}',
     ),
 ]
-
-
-def stream(frame: pd.DataFrame) -> list[tuple[bytes, bytes]]:
-    keys = [u.encode() for u in frame["user_id"]]
-    return list(zip(keys, to_payloads(frame), strict=True))
 
 
 def reference_features(items: list[tuple[bytes, bytes]]) -> dict[str, dict[str, float]]:

@@ -10,7 +10,7 @@ import msgspec
 import pandas as pd
 import psycopg
 import pytest
-from fraud_scorer.sinks.case_store import CaseStore, Label, migrate, migrations
+from fraud_scorer.sinks.case_store import CaseStore, Label, LabelResult, migrate, migrations
 from fraud_training.data import read_table, to_payloads, validate
 from fraud_training.synth import SynthConfig, generate
 
@@ -88,7 +88,7 @@ def test_labels_close_the_loop_into_training(conn: Any) -> None:
         Label(d["transaction_id"], d["action"] == "review", "analyst@bank", now) for d in batch
     ]
     labels.append(Label("no-such-transaction", True, "analyst@bank", now))
-    assert store.label(labels) == len(batch)
+    assert store.label(labels) == LabelResult(applied=len(batch), pending=1)
     assert conn.execute("SELECT count(*) FROM audit WHERE kind = 'label'").fetchone()[0] == len(
         batch
     )
@@ -99,3 +99,47 @@ def test_labels_close_the_loop_into_training(conn: Any) -> None:
     examples = validate(read_table(url, query="training_examples"))
     assert len(examples) == len(batch)
     assert examples["label"].sum() == frame["label"].sum()
+
+
+def test_a_label_that_arrives_before_its_case_waits_for_it(conn: Any) -> None:
+    migrate(conn)
+    store = CaseStore(conn)
+    batch = decisions(generate(SynthConfig(users=50, days=1.0, seed=7)))
+    early = batch[3]["transaction_id"]
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    assert store.label([Label(early, True, "analyst@bank", at)]) == LabelResult(0, 1)
+    store.write(batch)
+    row = conn.execute(
+        "SELECT label, labelled_by FROM cases WHERE transaction_id = %s", (early,)
+    ).fetchone()
+    assert row == (1, "analyst@bank")
+    assert conn.execute("SELECT count(*) FROM pending_labels").fetchone()[0] == 0
+    audited = conn.execute(
+        "SELECT detail->>'by' FROM audit WHERE kind = 'label' AND subject = %s", (early,)
+    ).fetchall()
+    assert audited == [("analyst@bank",)]
+
+
+def test_each_model_and_rules_version_that_decided_is_audited_once(conn: Any) -> None:
+    migrate(conn)
+    store = CaseStore(conn)
+    batch = decisions(generate(SynthConfig(users=50, days=1.0, seed=8)))
+    canary = [{**d, "track": "canary", "model_version": "m2"} for d in batch[:5]]
+    store.write(batch[5:] + canary)
+    store.write(batch[5:])  # the same versions again: nothing new to audit
+    serving = conn.execute(
+        "SELECT subject, model_version FROM audit WHERE kind = 'serving' ORDER BY subject"
+    ).fetchall()
+    assert serving == [("canary:m2:r1", "m2"), ("stable:m1:r1", "m1")]
+
+
+def test_a_decision_and_its_alert_in_one_batch_keep_the_transaction(conn: Any) -> None:
+    migrate(conn)
+    store = CaseStore(conn)
+    alert = decisions(generate(SynthConfig(users=20, days=1.0, seed=9)))[0]
+    decision = {**alert, "transaction": None}
+    store.write([alert, decision])  # the alert (with the body) first, the decision after
+    body = conn.execute(
+        "SELECT transaction FROM cases WHERE transaction_id = %s", (alert["transaction_id"],)
+    ).fetchone()[0]
+    assert body == alert["transaction"]

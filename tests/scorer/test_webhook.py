@@ -2,52 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import random
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from fraud_scorer.sinks.webhook import WebhookSettings, WebhookSink, payload
 
-
-class Receiver:
-    """A destination whose next responses are scripted (status codes); then 200."""
-
-    def __init__(self) -> None:
-        self.script: list[int] = []
-        self.bodies: list[dict[str, Any]] = []
-        self.keys: list[str] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                body = json.loads(self.rfile.read(length))
-                status = receiver.script.pop(0) if receiver.script else 200
-                if status == 200:
-                    receiver.bodies.append(body)
-                    receiver.keys.append(self.headers["Idempotency-Key"])
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+from tests.servers import Receiver, http_receiver
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    thread = threading.Thread(target=r.server.serve_forever, daemon=True)
-    thread.start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+    with http_receiver() as r:
+        yield r
 
 
 class FakeTime:

@@ -37,6 +37,29 @@ SELECT 'decision', transaction_id, detector, model_version, rules_version,
 FROM incoming
 ON CONFLICT (subject) WHERE kind = 'decision' DO NOTHING
 """
+_SERVING = """
+INSERT INTO audit (kind, subject, detector, model_version, rules_version, detail)
+SELECT DISTINCT ON (detector, track, model_version, rules_version)
+       'serving', track || ':' || model_version || ':' || rules_version, detector,
+       model_version, rules_version,
+       jsonb_build_object('track', track, 'first_decision', transaction_id,
+                          'first_scored_at', scored_at)
+FROM incoming
+ORDER BY detector, track, model_version, rules_version, scored_at
+ON CONFLICT (detector, subject) WHERE kind = 'serving' DO NOTHING
+"""
+# Labels that arrived before their case, applied as the case lands (then forgotten).
+_APPLY_PENDING = """
+WITH applied AS (
+    DELETE FROM pending_labels p USING incoming i
+    WHERE p.transaction_id = i.transaction_id
+    RETURNING p.*
+)
+UPDATE cases c SET label = a.label, labelled_by = a.labelled_by, labelled_at = a.labelled_at
+FROM applied a WHERE c.transaction_id = a.transaction_id
+RETURNING c.transaction_id, c.label, c.labelled_by, c.detector, c.model_version,
+          c.rules_version
+"""
 _COLUMNS = (
     "transaction_id",
     "user_id",
@@ -87,6 +110,12 @@ class Label:
     at: datetime
 
 
+@dataclass(frozen=True)
+class LabelResult:
+    applied: int  # the case was there and now carries the label
+    pending: int  # the case has not arrived: applied when it does
+
+
 class CaseStore:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
@@ -108,33 +137,58 @@ class CaseStore:
                     copy.write_row(_row(d))
             self.conn.execute(_UPSERT)
             self.conn.execute(_AUDIT)
+            self.conn.execute(_SERVING)
+            for tx_id, label, by, *versions in self.conn.execute(_APPLY_PENDING).fetchall():
+                self._audit_label(tx_id, bool(label), by, versions)
         return len(decisions)
 
-    def label(self, labels: Iterable[Label]) -> int:
-        """Record analysts' verdicts on the cases, each with an audit row; unknown
-        transactions are counted out (the case may not have arrived yet)."""
-        done = 0
+    def label(self, labels: Iterable[Label]) -> LabelResult:
+        """Record analysts' verdicts, each with an audit row. A label whose case has not
+        arrived yet waits in ``pending_labels`` and is applied when the case is written."""
+        applied = pending = 0
         with self.conn.transaction():
             for lab in labels:
                 updated = self.conn.execute(
-                    "UPDATE cases SET label = %s, labelled_by = %s, labelled_at = %s "
-                    "WHERE transaction_id = %s RETURNING detector, model_version, rules_version",
-                    (int(lab.is_fraud), lab.by, lab.at, lab.transaction_id),
+                    "UPDATE cases "
+                    "SET label = %(label)s, labelled_by = %(by)s, labelled_at = %(at)s "
+                    "WHERE transaction_id = %(tx)s AND (label, labelled_by, labelled_at) "
+                    "IS DISTINCT FROM (%(label)s::smallint, %(by)s, %(at)s::timestamptz) "
+                    "RETURNING detector, model_version, rules_version",
+                    {
+                        "label": int(lab.is_fraud),
+                        "by": lab.by,
+                        "at": lab.at,
+                        "tx": lab.transaction_id,
+                    },
                 ).fetchone()
-                if updated is None:
+                if updated is None and self._exists(lab.transaction_id):
+                    applied += 1  # the same verdict again (a redelivered label): audited once
                     continue
-                self.conn.execute(
-                    "INSERT INTO audit "
-                    "(kind, subject, detector, model_version, rules_version, detail) "
-                    "VALUES ('label', %s, %s, %s, %s, %s)",
-                    (
-                        lab.transaction_id,
-                        *updated,
-                        json.dumps({"is_fraud": lab.is_fraud, "by": lab.by}),
-                    ),
-                )
-                done += 1
-        return done
+                if updated is None:
+                    self.conn.execute(
+                        "INSERT INTO pending_labels "
+                        "(transaction_id, label, labelled_by, labelled_at) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (transaction_id) DO UPDATE SET "
+                        "label = EXCLUDED.label, labelled_by = EXCLUDED.labelled_by, "
+                        "labelled_at = EXCLUDED.labelled_at",
+                        (lab.transaction_id, int(lab.is_fraud), lab.by, lab.at),
+                    )
+                    pending += 1
+                    continue
+                self._audit_label(lab.transaction_id, lab.is_fraud, lab.by, list(updated))
+                applied += 1
+        return LabelResult(applied, pending)
+
+    def _exists(self, tx_id: str) -> bool:
+        found = self.conn.execute("SELECT 1 FROM cases WHERE transaction_id = %s", (tx_id,))
+        return found.fetchone() is not None
+
+    def _audit_label(self, tx_id: str, is_fraud: bool, by: str, versions: list[Any]) -> None:
+        self.conn.execute(
+            "INSERT INTO audit (kind, subject, detector, model_version, rules_version, detail) "
+            "VALUES ('label', %s, %s, %s, %s, %s)",
+            (tx_id, *versions, json.dumps({"is_fraud": is_fraud, "by": by})),
+        )
 
     def record_rollout(self, detector: str, event: str, detail: dict[str, Any]) -> None:
         with self.conn.transaction():
@@ -146,8 +200,16 @@ class CaseStore:
 
 
 def _latest_per_transaction(decisions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A batch may hold the same transaction twice (redelivery): keep the last."""
-    return list({d["transaction_id"]: d for d in decisions}.values())
+    """A batch may hold the same transaction twice (a redelivery, or its decision and its
+    alert): keep the last, and the transaction body from whichever carried one."""
+    latest: dict[str, dict[str, Any]] = {}
+    for d in decisions:
+        prior = latest.get(d["transaction_id"])
+        if prior is not None and d.get("transaction") is None and prior.get("transaction"):
+            latest[d["transaction_id"]] = {**d, "transaction": prior["transaction"]}
+        else:
+            latest[d["transaction_id"]] = d
+    return list(latest.values())
 
 
 def _row(d: dict[str, Any]) -> tuple[Any, ...]:
@@ -164,5 +226,5 @@ def _row(d: dict[str, Any]) -> tuple[Any, ...]:
         d["rules_version"],
         datetime.fromtimestamp(d["event_time"], UTC),
         datetime.fromtimestamp(d["scored_at"], UTC),
-        json.dumps(tx) if tx is not None else None,
+        None if tx is None else tx if isinstance(tx, str) else json.dumps(tx),
     )

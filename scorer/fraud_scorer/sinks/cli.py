@@ -1,0 +1,151 @@
+"""``fraud-cases``: the analyst's side of the case store.
+
+    fraud-cases open --limit 20                     # open cases, newest first
+    fraud-cases label tx-123 tx-456 --fraud --by alice@bank
+    fraud-cases label --file verdicts.csv --by alice@bank   # transaction_id,is_fraud[,at]
+    fraud-cases label tx-789 --legit --by bob --kafka broker:9092 --topic fraud-labels
+    fraud-cases migrate
+
+Labels go straight into the case store (``--dsn`` or ``FRAUD_CASES_DSN``), or onto the labels
+topic (``--kafka``) for the case-store sink to record. A label for a case not written yet is
+kept and applied when it arrives. ``fraud-train fit postgresql://... --table
+training_examples`` then trains on the verdicts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fraud_scorer.sinks.case_store import CaseStore, Label, migrate
+
+app = typer.Typer(
+    help="Work the fraud case store: list open cases, label them, migrate the schema.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+Dsn = Annotated[
+    str | None,
+    typer.Option(envvar="FRAUD_CASES_DSN", help="postgresql://... of the case store"),
+]
+
+
+def _connect(dsn: str | None) -> Any:
+    import psycopg
+
+    if not dsn:
+        raise typer.BadParameter("give --dsn or set FRAUD_CASES_DSN", param_hint="--dsn")
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        console.print(f"[red]cannot reach the case store:[/red] {str(exc).strip()}")
+        raise typer.Exit(2) from exc
+
+
+@app.command("migrate")
+def migrate_cmd(dsn: Dsn = None) -> None:
+    """Apply the project's schema migrations (the case-store sink also does at start)."""
+    with _connect(dsn) as conn:
+        applied = migrate(conn)
+    console.print(f"applied: {', '.join(applied)}" if applied else "schema up to date")
+
+
+@app.command("open")
+def open_cmd(
+    dsn: Dsn = None,
+    limit: Annotated[int, typer.Option(min=1, help="rows to show")] = 20,
+    detector: Annotated[str | None, typer.Option(help="only this FraudDetector")] = None,
+) -> None:
+    """Cases that were alerted (review or block) and have no label yet, newest first."""
+    with _connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT transaction_id, user_id, action, score, reasons, "
+            "transaction ->> 'amount', scored_at FROM cases "
+            "WHERE action <> 'allow' AND label IS NULL AND (%s::text IS NULL OR detector = %s) "
+            "ORDER BY scored_at DESC LIMIT %s",
+            (detector, detector, limit),
+        ).fetchall()
+    table = Table("transaction", "user", "action", "score", "reasons", "amount", "scored at")
+    for tx, user, action, score, reasons, amount, at in rows:
+        table.add_row(tx, user, action, f"{score:.3f}", ", ".join(reasons), amount or "", str(at))
+    Console().print(table)
+
+
+@app.command("label")
+def label_cmd(
+    transactions: Annotated[list[str] | None, typer.Argument(help="transaction ids")] = None,
+    fraud: Annotated[
+        bool | None, typer.Option("--fraud/--legit", help="the verdict for the ids given")
+    ] = None,
+    by: Annotated[str, typer.Option(help="who decided (recorded in the audit trail)")] = "",
+    file: Annotated[
+        Path | None, typer.Option(help="CSV: transaction_id,is_fraud[,at]", exists=True)
+    ] = None,
+    dsn: Dsn = None,
+    kafka: Annotated[
+        str | None, typer.Option(help="bootstrap servers: publish to the labels topic instead")
+    ] = None,
+    topic: Annotated[str, typer.Option(help="the labels topic")] = "fraud-labels",
+) -> None:
+    """Record analysts' verdicts on cases."""
+    if not by:
+        raise typer.BadParameter("say who decided", param_hint="--by")
+    labels = _labels_from(transactions or [], fraud, by, file)
+    if not labels:
+        raise typer.BadParameter("give transaction ids (with --fraud or --legit) or --file")
+    if kafka:
+        _publish(labels, kafka, topic)
+        console.print(f"published {len(labels)} label(s) to {topic}")
+        return
+    with _connect(dsn) as conn:
+        result = CaseStore(conn).label(labels)
+    console.print(
+        f"labelled {result.applied} case(s); {result.pending} wait for their case to arrive"
+    )
+
+
+def _labels_from(ids: list[str], fraud: bool | None, by: str, file: Path | None) -> list[Label]:
+    now = datetime.now(UTC)
+    if ids and fraud is None:
+        raise typer.BadParameter("say --fraud or --legit for the ids given")
+    labels = [Label(tx, bool(fraud), by, now) for tx in ids]
+    if file is None:
+        return labels
+    with file.open(newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            verdict = (row.get("is_fraud") or "").strip().lower()
+            if not row.get("transaction_id") or verdict not in ("0", "1", "true", "false"):
+                raise typer.BadParameter(
+                    f"{file}:{line}: need transaction_id and is_fraud (0/1/true/false)"
+                )
+            at = datetime.fromisoformat(row["at"]) if row.get("at") else now
+            if at.tzinfo is None:
+                raise typer.BadParameter(f"{file}:{line}: 'at' needs a time zone")
+            labels.append(Label(row["transaction_id"], verdict in ("1", "true"), by, at))
+    return labels
+
+
+def _publish(labels: list[Label], bootstrap: str, topic: str) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for lab in labels:
+        body = {
+            "transaction_id": lab.transaction_id,
+            "is_fraud": lab.is_fraud,
+            "by": lab.by,
+            "at": lab.at.isoformat(),
+        }
+        producer.produce(topic, json.dumps(body).encode(), lab.transaction_id.encode())
+    if producer.flush(30):
+        console.print("[red]the broker did not acknowledge every label[/red]")
+        raise typer.Exit(1)

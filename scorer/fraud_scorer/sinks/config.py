@@ -1,0 +1,122 @@
+"""A sink process's configuration (``fraud-sink --config sink.yaml``), rendered by the operator
+as a ConfigMap. Like the scorer's, the environment wins over the file: the webhook URL
+(``FRAUD_WEBHOOK__URL``), the case store's DSN (``FRAUD_POSTGRES__DSN``) and the Kafka password
+reach the pod only from Secrets, and all three are ``SecretStr`` (never logged).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fraud_scorer.config import KafkaSettings, MetricsSettings
+from fraud_scorer.sinks.webhook import WebhookSettings
+
+SinkKind = Literal["webhook", "postgres"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SinkTopics(_Frozen):
+    decisions: str = "scored-transactions"
+    alerts: str = "fraud-alerts"
+    labels: str | None = Field(default=None, description="analysts' labels (case store only)")
+    dead_letter: str = Field(
+        default="transactions-dlq",
+        description="where alerts a webhook would not take, and unreadable messages, go",
+    )
+
+
+class WebhookConfig(_Frozen):
+    url: SecretStr | None = None
+    style: Literal["slack", "json"] = "slack"
+    min_action: Literal["review", "block"] = "review"
+    timeout_s: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    failure_threshold: int = Field(default=5, ge=1)
+    open_seconds: float = Field(default=60.0, gt=0)
+    rate_per_s: float = Field(default=5.0, gt=0)
+    burst: int = Field(default=20, ge=1)
+
+    def settings(self) -> WebhookSettings:
+        if self.url is None:
+            raise ValueError("the webhook sink needs a URL (set FRAUD_WEBHOOK__URL from a Secret)")
+        fields = self.model_dump(exclude={"url"})
+        return WebhookSettings(url=self.url.get_secret_value(), **fields)
+
+
+class PostgresConfig(_Frozen):
+    dsn: SecretStr | None = None
+    migrate: bool = Field(default=True, description="apply the project's migrations at start")
+
+
+class SinkBatch(_Frozen):
+    max_messages: int = Field(default=1000, ge=1, le=100_000)
+    poll_timeout_s: float = Field(default=0.2, gt=0, le=5)
+    retry_max_s: float = Field(default=30.0, gt=0, description="cap of the store's retry backoff")
+
+
+class SinkSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUD_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    detector: str = "default"
+    sink: SinkKind = "webhook"
+    kafka: KafkaSettings = KafkaSettings(group_id="fraud-sink", client_id="fraud-sink")
+    topics: SinkTopics = SinkTopics()
+    webhook: WebhookConfig = WebhookConfig()
+    postgres: PostgresConfig = PostgresConfig()
+    batch: SinkBatch = SinkBatch()
+    metrics: MetricsSettings = MetricsSettings(port=9103)
+
+    @model_validator(mode="after")
+    def _complete(self) -> SinkSettings:
+        if self.sink == "webhook":
+            self.webhook.settings()  # the URL is there and well-formed
+        elif self.postgres.dsn is None:
+            raise ValueError(
+                "the postgres sink needs a DSN (set FRAUD_POSTGRES__DSN from a Secret)"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    def input_topics(self) -> list[str]:
+        """What this sink consumes: alerts for a webhook; decisions, alerts (they carry the
+        transaction) and labels for the case store."""
+        if self.sink == "webhook":
+            return [self.topics.alerts]
+        t = self.topics
+        return [t.decisions, t.alerts, *([t.labels] if t.labels else [])]
+
+    def redacted(self) -> dict[str, Any]:
+        return json.loads(self.model_dump_json())  # type: ignore[no-any-return]
+
+
+def load_sink_settings(path: Path | None, **overrides: Any) -> SinkSettings:
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a YAML mapping at the top level")
+    data.update(overrides)
+    return SinkSettings(**data)

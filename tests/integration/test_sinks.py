@@ -1,0 +1,261 @@
+"""The sink processes end to end: a real scorer's decisions and alerts, through the real
+``fraud-sink`` processes, into a real PostgreSQL and a real HTTP destination, with labels
+coming back on a Kafka topic from the ``fraud-cases`` CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pandas as pd
+import psycopg
+import pytest
+from fraud_scorer.mock_cluster import MockCluster
+
+from tests.integration.harness import (
+    TOPICS,
+    ScorerProcess,
+    SinkProcess,
+    committed,
+    produce,
+    read_topic,
+    stream,
+    topic_size,
+    wait_until,
+)
+from tests.servers import free_port, http_receiver, postgres_server
+
+pytestmark = pytest.mark.integration
+LABELS = "labels"
+
+
+def fresh_database(postgres_url: str, name: str) -> str:
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def count(dsn: str, sql: str, *params: Any) -> int:
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            return int(conn.execute(sql, params).fetchone()[0])  # type: ignore[index]
+    except psycopg.Error:
+        return -1
+
+
+def decision(i: int, action: str = "review", **changes: Any) -> tuple[bytes, bytes]:
+    body = {
+        "transaction_id": f"t{i}",
+        "user_id": f"u{i % 7}",
+        "action": action,
+        "score": 0.95,
+        "reasons": ["model"],
+        "model_version": "m1",
+        "rules_version": "r1",
+        "detector": "it",
+        "track": "stable",
+        "event_time": 1_800_000_000.0 + i,
+        "scored_at": 1_800_000_001.0 + i,
+        "latency_ms": 3.0,
+        "transaction": {"transaction_id": f"t{i}", "amount": 10.0 + i, "currency": "EUR"},
+        **changes,
+    }
+    return f"t{i}".encode(), msgspec.json.encode(body)
+
+
+def all_committed(bootstrap: str, group: str, topic: str) -> bool:
+    ends = {p: hi for p, (_, hi) in enumerate(_watermarks(bootstrap, topic))}
+    got = committed(bootstrap, group, topic)
+    return all(got.get(p, -1) >= hi or hi == 0 for p, hi in ends.items())
+
+
+def _watermarks(bootstrap: str, topic: str) -> list[tuple[int, int]]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-wm"})
+    try:
+        return [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in range(4)]
+    finally:
+        c.close()
+
+
+def test_decisions_reach_the_case_store_alerts_the_webhook_and_labels_come_back(
+    cluster: MockCluster,
+    tmp_path: Path,
+    model_dir: Path,
+    small_stream: pd.DataFrame,
+    postgres_url: str,
+) -> None:
+    bootstrap = cluster.bootstrap_servers
+    cluster.create_topic(LABELS, 2)
+    dsn = fresh_database(postgres_url, "sinks_e2e")
+    items = stream(small_stream.iloc[:4000])
+    produce(bootstrap, TOPICS["input"], items)
+    scorer = ScorerProcess(tmp_path, bootstrap, model_dir).start()
+    with http_receiver() as hook:
+        webhook = SinkProcess(
+            tmp_path,
+            bootstrap,
+            "webhook",
+            env={"FRAUD_WEBHOOK__URL": hook.url},
+            webhook={"style": "json", "rate_per_s": 1000.0, "burst": 1000},
+        ).start()
+        cases = SinkProcess(
+            tmp_path,
+            bootstrap,
+            "postgres",
+            env={"FRAUD_POSTGRES__DSN": dsn},
+            labels_topic=LABELS,
+        ).start()
+        wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) == len(items), 120, "scores")
+        alerts = read_topic(bootstrap, TOPICS["alerts"])
+        assert alerts, "the stream should raise some alerts"
+        wait_until(lambda: len(hook.bodies) == len(alerts), 60, "every alert posted")
+        wait_until(lambda: count(dsn, "SELECT count(*) FROM cases") == len(items), 60, "cases")
+
+        # Every alert posted once, as JSON, with the transaction it is about.
+        assert sorted(hook.keys) == sorted(r.key.decode() for r in alerts)  # type: ignore[union-attr]
+        assert all(b["transaction"]["transaction_id"] == b["transaction_id"] for b in hook.bodies)
+        alerted = count(
+            dsn, "SELECT count(*) FROM cases WHERE action <> 'allow' AND transaction IS NOT NULL"
+        )
+        assert alerted == len(alerts)
+        assert count(dsn, "SELECT count(*) FROM audit WHERE kind = 'decision'") == len(items)
+        assert count(dsn, "SELECT count(*) FROM audit WHERE kind = 'serving'") == 1
+
+        # An analyst labels one alerted case and one the store has not seen (yet).
+        first = alerts[0].key.decode()  # type: ignore[union-attr]
+        cli = Path(sys.executable).parent / "fraud-cases"
+        for tx, verdict in ((first, "--fraud"), ("t-later", "--legit")):
+            done = subprocess.run(
+                [
+                    cli,
+                    "label",
+                    tx,
+                    verdict,
+                    "--by",
+                    "alice",
+                    "--kafka",
+                    bootstrap,
+                    "--topic",
+                    LABELS,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+        wait_until(
+            lambda: count(dsn, "SELECT count(*) FROM cases WHERE label = 1") == 1, 30, "label"
+        )
+        wait_until(lambda: count(dsn, "SELECT count(*) FROM pending_labels") == 1, 30, "pending")
+        produce(bootstrap, TOPICS["decisions"], [decision(0, "allow", transaction_id="t-later")])
+        wait_until(
+            lambda: count(dsn, "SELECT count(*) FROM cases WHERE label = 0") == 1, 30, "applied"
+        )
+
+        # Redelivered alerts (at-least-once upstream): nothing posted twice, no new audit rows.
+        produce(bootstrap, TOPICS["alerts"], [(r.key, r.value) for r in alerts])  # type: ignore[misc]
+        wait_until(
+            lambda: webhook.metric("fraud_sink_messages_total", outcome="duplicate") == len(alerts),
+            30,
+            "duplicates recognised",
+        )
+        assert len(hook.bodies) == len(alerts)
+
+        # A message no sink can read is dead-lettered by each, with its reason and bytes.
+        produce(bootstrap, TOPICS["alerts"], [(b"bad", b"{not json")])
+        wait_until(
+            lambda: (
+                sum(r.value == b"{not json" for r in read_topic(bootstrap, TOPICS["dead_letter"]))
+                == 2
+            ),
+            30,
+            "dead letters",
+        )
+        dead = [r for r in read_topic(bootstrap, TOPICS["dead_letter"]) if r.key == b"bad"]
+        assert {r.headers["dlq.sink"] for r in dead} == {b"webhook", b"postgres"}
+        assert {r.headers["dlq.reason"] for r in dead} == {b"undecodable"}
+        assert webhook.metric("fraud_sink_delivery_seconds_count") == len(alerts)
+        assert cases.metric("fraud_sink_labels_total", result="applied") >= 1
+        wait_until(
+            lambda: (
+                count(dsn, "SELECT count(*) FROM audit WHERE kind = 'decision'") == len(items) + 1
+            ),
+            30,
+            "t-later audited",
+        )
+        assert webhook.stop() == 0 and cases.stop() == 0
+    scorer.stop()
+    for group, topic in (
+        ("it-sink-webhook", TOPICS["alerts"]),
+        ("it-sink-postgres", TOPICS["alerts"]),
+        ("it-sink-postgres", TOPICS["decisions"]),
+    ):
+        assert all_committed(bootstrap, group, topic), (group, topic)
+
+
+def test_a_dead_webhook_opens_the_circuit_and_dead_letters_every_alert(
+    cluster: MockCluster, tmp_path: Path
+) -> None:
+    bootstrap = cluster.bootstrap_servers
+    with http_receiver() as hook:
+        hook.script = [503] * 1000
+        webhook = SinkProcess(
+            tmp_path,
+            bootstrap,
+            "webhook",
+            env={"FRAUD_WEBHOOK__URL": hook.url},
+            webhook={
+                "max_attempts": 2,
+                "backoff_base_s": 0.01,
+                "failure_threshold": 2,
+                "open_seconds": 600,
+            },
+        ).start()
+        produce(bootstrap, TOPICS["alerts"], [decision(i) for i in range(50)])
+        wait_until(
+            lambda: topic_size(bootstrap, TOPICS["dead_letter"]) == 50, 60, "all dead-lettered"
+        )
+        dead = read_topic(bootstrap, TOPICS["dead_letter"])
+        details = {r.headers["dlq.detail"] for r in dead}
+        assert details == {b"HTTP 503", b"circuit open"}
+        assert all(r.headers["dlq.reason"] == b"webhook_undeliverable" for r in dead)
+        assert sorted(r.value for r in dead) == sorted(
+            v for _, v in (decision(i) for i in range(50))
+        )
+        assert hook.posts == 4  # 2 alerts x 2 attempts, then the circuit stays open
+        assert webhook.metric("fraud_sink_circuit_open") == 1
+        assert webhook.metric("fraud_sink_failures_total") == 50
+        assert webhook.metric("fraud_sink_retries_total") == 2
+        assert webhook.stop() == 0
+    assert all_committed(bootstrap, "it-sink-webhook", TOPICS["alerts"])
+
+
+def test_the_case_store_rides_out_a_database_outage_and_refuses_only_bad_rows(
+    cluster: MockCluster, tmp_path: Path
+) -> None:
+    bootstrap = cluster.bootstrap_servers
+    port = free_port()
+    dsn = f"postgresql://fraud@127.0.0.1:{port}/postgres"  # nothing listens there yet
+    cases = SinkProcess(
+        tmp_path, bootstrap, "postgres", env={"FRAUD_POSTGRES__DSN": dsn}, batch={"retry_max_s": 1}
+    ).start(wait_ready=False)
+    rows = [decision(i, "allow") for i in range(300)]
+    rows.append(decision(999, "review", user_id="nul\u0000byte"))  # PostgreSQL text has no NUL
+    produce(bootstrap, TOPICS["decisions"], rows)
+    wait_until(lambda: cases.metric("fraud_sink_failures_total") >= 2, 60, "retries")
+    assert cases.proc is not None and cases.proc.poll() is None  # waiting, not crashing
+    assert cases.get("/readyz")[0] == 503
+    with postgres_server(port=port):
+        wait_until(lambda: count(dsn, "SELECT count(*) FROM cases") == 300, 60, "rows written")
+        wait_until(lambda: topic_size(bootstrap, TOPICS["dead_letter"]) == 1, 30, "refused row")
+        (refused,) = read_topic(bootstrap, TOPICS["dead_letter"])
+        assert refused.key == b"t999" and refused.headers["dlq.reason"] == b"case_store_refused"
+        wait_until(cases.ready, 30, "ready once the database is back")
+        assert cases.stop() == 0
+    assert all_committed(bootstrap, "it-sink-postgres", TOPICS["decisions"])
