@@ -27,9 +27,10 @@ PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) $(shell co
 postgres:
 	@test -n "$(PG_INITDB)" || { apt-get update -qq && apt-get install -y -qq postgresql; }
 
-bench: $(STAMP)
+bench: $(STAMP) postgres
 	$(PY) bench/run_bench.py
 	$(PY) bench/training_bench.py
+	$(PY) bench/sinks_bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

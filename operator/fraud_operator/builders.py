@@ -121,7 +121,13 @@ def content_hash(obj: Any) -> str:
 
 
 def _object(
-    d: Detector, api_version: str, kind: str, name: str, body: dict[str, Any], track: str | None
+    d: Detector,
+    api_version: str,
+    kind: str,
+    name: str,
+    body: dict[str, Any],
+    track: str | None,
+    object_labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Wrap ``body`` with metadata; the hash covers everything the operator sets."""
     obj: dict[str, Any] = {
@@ -130,7 +136,7 @@ def _object(
         "metadata": {
             "name": name,
             "namespace": d.namespace,
-            "labels": labels(d, track),
+            "labels": object_labels or labels(d, track),
             "ownerReferences": [owner_reference(d)],
         },
         **body,
@@ -139,15 +145,14 @@ def _object(
     return obj
 
 
-def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
-    """The scorer's config file (``fraud_scorer.config.ScorerSettings``), minus the password,
-    which reaches the pod only as an environment variable from its Secret."""
-    spec, track = d.spec, plan.track
+def _kafka_config(d: Detector, group_id: str, client_id: str) -> dict[str, Any]:
+    """The Kafka part of a scorer's or sink's config, without the password (an env var)."""
+    spec = d.spec
     auth, tls = spec.kafka.authentication, spec.kafka.tls
     kafka: dict[str, Any] = {
         "bootstrap_servers": spec.kafka.bootstrap_servers,
-        "group_id": group_of(d, track),
-        "client_id": f"{d.name}-{track}",
+        "group_id": group_id,
+        "client_id": client_id,
         "security_protocol": {
             (False, False): "PLAINTEXT",
             (False, True): "SSL",
@@ -165,6 +170,14 @@ def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
             if len(tls.trusted_certificates) == 1
             else CA_DIR
         )
+    return kafka
+
+
+def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
+    """The scorer's config file (``fraud_scorer.config.ScorerSettings``), minus the password,
+    which reaches the pod only as an environment variable from its Secret."""
+    spec, track = d.spec, plan.track
+    kafka = _kafka_config(d, group_of(d, track), f"{d.name}-{track}")
     return {
         "detector": d.name,
         "track": track,
@@ -222,33 +235,49 @@ def _volumes(d: Detector, track: str) -> tuple[list[dict[str, Any]], list[dict[s
         {"name": "model", "mountPath": "/models", "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp
     ]
-    tls = d.spec.kafka.tls
-    if tls is not None:
-        volumes.append(
-            {
-                "name": "kafka-ca",
-                "projected": {
-                    "sources": [
-                        {
-                            "secret": {
-                                "name": ref.secret_name,
-                                "items": [
-                                    {
-                                        "key": ref.certificate,
-                                        "path": f"{ref.secret_name}-{ref.certificate}",
-                                    }
-                                ],
-                            }
-                        }
-                        for ref in tls.trusted_certificates
-                    ]
-                },
-            }
-        )
+    ca = _ca_volume(d)
+    if ca is not None:
+        volumes.append(ca)
         mounts.append({"name": "kafka-ca", "mountPath": CA_DIR, "readOnly": True})
     return volumes, mounts
 
 
+def _ca_volume(d: Detector) -> dict[str, Any] | None:
+    """The brokers' CA certificates, projected from their Secrets."""
+    tls = d.spec.kafka.tls
+    if tls is None:
+        return None
+    sources = [
+        {
+            "secret": {
+                "name": ref.secret_name,
+                "items": [{"key": ref.certificate, "path": f"{ref.secret_name}-{ref.certificate}"}],
+            }
+        }
+        for ref in tls.trusted_certificates
+    ]
+    return {"name": "kafka-ca", "projected": {"sources": sources}}
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _kafka_env(d: Detector) -> list[dict[str, Any]]:
+    auth = d.spec.kafka.authentication
+    if auth is None:
+        return []
+    ref = auth.password_secret
+    return [_secret_env(PASSWORD_ENV, ref.secret_name, ref.password)]
+
+
+_POD_SECURITY: Final = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 _SECURE: Final = {
     "runAsNonRoot": True,
     "allowPrivilegeEscalation": False,
@@ -262,20 +291,7 @@ def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
     here would fight the HPA on every pass). Pods are spread across nodes and zones."""
     spec, track, model = d.spec, plan.track, plan.model_of(d)
     volumes, mounts = _volumes(d, track)
-    env: list[dict[str, Any]] = []
-    auth = spec.kafka.authentication
-    if auth is not None:
-        env.append(
-            {
-                "name": PASSWORD_ENV,
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": auth.password_secret.secret_name,
-                        "key": auth.password_secret.password,
-                    }
-                },
-            }
-        )
+    env = _kafka_env(d)
     resources = spec.scorer.resources.model_dump(exclude_none=True)
     probe = {"port": METRICS_PORT}
     container = {
@@ -338,13 +354,7 @@ def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
                         "automountServiceAccountToken": False,
                         "enableServiceLinks": False,
                         "terminationGracePeriodSeconds": 30,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": RUN_AS,
-                            "runAsGroup": RUN_AS,
-                            "fsGroup": RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": _POD_SECURITY,
                         "initContainers": [fetch],
                         "containers": [container],
                         "volumes": volumes,
@@ -519,6 +529,225 @@ def service_monitor(d: Detector) -> dict[str, Any]:
     )
 
 
+# -- sinks -------------------------------------------------------------------------------------
+
+SINK_KINDS: Final = ("webhook", "postgres")
+SINK_METRICS_PORT: Final = 9103
+SINK_CONFIG_FILE: Final = "sink.yaml"
+WEBHOOK_URL_ENV: Final = "FRAUD_WEBHOOK__URL"
+POSTGRES_DSN_ENV: Final = "FRAUD_POSTGRES__DSN"
+
+
+def sink_name(d: Detector, kind: str) -> str:
+    return f"{d.name}-sink-{kind}"
+
+
+def sink_labels(d: Detector, kind: str | None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "fraud-sink",
+        "app.kubernetes.io/instance": d.name,
+        "app.kubernetes.io/component": "sink",
+        "app.kubernetes.io/part-of": "fraud-detector",
+        "app.kubernetes.io/managed-by": MANAGER,
+    }
+    if kind is not None:
+        out[f"{GROUP}/sink"] = kind
+    return out
+
+
+def sink_selector(d: Detector, kind: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "fraud-sink",
+        "app.kubernetes.io/instance": d.name,
+        f"{GROUP}/sink": kind,
+    }
+
+
+def declared_sinks(d: Detector) -> list[str]:
+    sinks = d.spec.sinks
+    if sinks is None:
+        return []
+    return [k for k in SINK_KINDS if getattr(sinks, k) is not None]
+
+
+def sink_config(d: Detector, kind: str) -> dict[str, Any]:
+    """The sink's config file (``fraud_scorer.sinks.config.SinkSettings``); the URL, DSN and
+    Kafka password reach the pod only as environment variables from their Secrets."""
+    spec, sinks = d.spec, d.spec.sinks
+    assert sinks is not None
+    config: dict[str, Any] = {
+        "detector": d.name,
+        "sink": kind,
+        "kafka": _kafka_config(d, f"{d.consumer_group}-sink-{kind}", sink_name(d, kind)),
+        "topics": {
+            "decisions": spec.topics.decisions,
+            "alerts": spec.topics.alerts,
+            "labels": spec.topics.labels,
+            "dead_letter": spec.topics.dead_letter,
+        },
+        "metrics": {"host": "0.0.0.0", "port": SINK_METRICS_PORT},  # noqa: S104 - in-cluster
+    }
+    if kind == "webhook" and sinks.webhook is not None:
+        w = sinks.webhook
+        config["webhook"] = {
+            "style": w.style,
+            "min_action": w.min_action,
+            "rate_per_s": w.rate_per_second,
+        }
+    return config
+
+
+def sink_config_map(d: Detector, kind: str) -> dict[str, Any]:
+    text = yaml.safe_dump(sink_config(d, kind), sort_keys=False)
+    return _object(
+        d,
+        "v1",
+        "ConfigMap",
+        f"{sink_name(d, kind)}-config",
+        {"data": {SINK_CONFIG_FILE: text}},
+        None,
+        sink_labels(d, kind),
+    )
+
+
+def sink_deployment(d: Detector, kind: str) -> dict[str, Any]:
+    """One sink pod. ``Recreate``: two webhook senders never overlap (each remembers what it
+    posted), and a case-store sink is idempotent anyway."""
+    sinks = d.spec.sinks
+    assert sinks is not None
+    env = _kafka_env(d)
+    if kind == "webhook" and sinks.webhook is not None:
+        ref = sinks.webhook.url_secret
+        env.append(_secret_env(WEBHOOK_URL_ENV, ref.secret_name, ref.key))
+    if kind == "postgres" and sinks.postgres is not None:
+        ref = sinks.postgres.dsn_secret
+        env.append(_secret_env(POSTGRES_DSN_ENV, ref.secret_name, ref.key))
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": f"{sink_name(d, kind)}-config"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir
+    ]
+    ca = _ca_volume(d)
+    if ca is not None:
+        volumes.append(ca)
+        mounts.append({"name": "kafka-ca", "mountPath": CA_DIR, "readOnly": True})
+    probe = {"port": SINK_METRICS_PORT}
+    container = {
+        "name": "sink",
+        "image": sinks.image or d.spec.scorer.image,
+        "imagePullPolicy": d.spec.scorer.image_pull_policy,
+        "command": ["fraud-sink"],
+        "args": ["--config", f"{CONFIG_DIR}/{SINK_CONFIG_FILE}"],
+        "env": env,
+        "ports": [{"name": "metrics", "containerPort": SINK_METRICS_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", **probe},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": sinks.resources.model_dump(exclude_none=True),
+        "securityContext": _SECURE,
+        "volumeMounts": mounts,
+    }
+    config_hash = content_hash(sink_config(d, kind))
+    return _object(
+        d,
+        "apps/v1",
+        "Deployment",
+        sink_name(d, kind),
+        {
+            "spec": {
+                "replicas": 1,
+                "revisionHistoryLimit": 5,
+                "selector": {"matchLabels": sink_selector(d, kind)},
+                "strategy": {"type": "Recreate"},
+                "template": {
+                    "metadata": {
+                        "labels": sink_labels(d, kind),
+                        "annotations": {
+                            RESTART_ANNOTATION: config_hash,
+                            "prometheus.io/scrape": "true",
+                            "prometheus.io/port": str(SINK_METRICS_PORT),
+                        },
+                    },
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        "terminationGracePeriodSeconds": 60,
+                        "securityContext": _POD_SECURITY,
+                        "containers": [container],
+                        "volumes": volumes,
+                    },
+                },
+            }
+        },
+        None,
+        sink_labels(d, kind),
+    )
+
+
+def sink_service(d: Detector) -> dict[str, Any]:
+    """Metrics endpoint of every sink (told apart by the sink label)."""
+    return _object(
+        d,
+        "v1",
+        "Service",
+        f"{d.name}-sink-metrics",
+        {
+            "spec": {
+                "selector": {
+                    "app.kubernetes.io/name": "fraud-sink",
+                    "app.kubernetes.io/instance": d.name,
+                },
+                "ports": [
+                    {
+                        "name": "metrics",
+                        "port": SINK_METRICS_PORT,
+                        "targetPort": "metrics",
+                        "protocol": "TCP",
+                    }
+                ],
+            }
+        },
+        None,
+        sink_labels(d, None),
+    )
+
+
+def sink_service_monitor(d: Detector) -> dict[str, Any]:
+    return _object(
+        d,
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        f"{d.name}-sinks",
+        {
+            "spec": {
+                "selector": {"matchLabels": sink_labels(d, None)},
+                "endpoints": [{"port": "metrics", "interval": "15s", "path": "/metrics"}],
+            }
+        },
+        None,
+        sink_labels(d, None),
+    )
+
+
+def sink_children(d: Detector, api: ApiVersions) -> list[dict[str, Any]]:
+    kinds = declared_sinks(d)
+    if not kinds:
+        return []
+    out: list[dict[str, Any]] = []
+    for kind in kinds:
+        out += [sink_config_map(d, kind), sink_deployment(d, kind)]
+    out.append(sink_service(d))
+    if api.service_monitor:
+        out.append(sink_service_monitor(d))
+    return out
+
+
 def uses_keda(d: Detector, api: ApiVersions) -> bool:
     return api.keda and d.spec.scaling.lag_threshold is not None
 
@@ -546,7 +775,7 @@ def children(
         out += [auth] if auth else []
     if api.service_monitor:
         out.append(service_monitor(d))
-    return out
+    return out + sink_children(d, api)
 
 
 def preflight_name(d: Detector, model: ModelRef) -> str:

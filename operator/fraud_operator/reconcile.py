@@ -256,7 +256,8 @@ class Reconciler:
 
     def _prune(self, d: Detector, api: ApiVersions, tracks: set[str]) -> None:
         """Remove what the current plan no longer runs: a finished canary or shadow track,
-        and the autoscaler kind the spec no longer uses (HPA <-> KEDA)."""
+        sinks taken out of the spec, and the autoscaler kind the spec no longer uses
+        (HPA <-> KEDA)."""
         ns = d.namespace
         for track in ("canary", "shadow"):
             if track in tracks:
@@ -268,6 +269,18 @@ class Reconciler:
             self.kube.delete_if_ours(api.autoscaling, "HorizontalPodAutoscaler", ns, name)
             if api.keda:
                 self.kube.delete_if_ours("keda.sh/v1alpha1", "ScaledObject", ns, name)
+        declared = builders.declared_sinks(d)
+        for kind in builders.SINK_KINDS:
+            if kind not in declared:
+                name = builders.sink_name(d, kind)
+                self.kube.delete_if_ours("apps/v1", "Deployment", ns, name)
+                self.kube.delete_if_ours("v1", "ConfigMap", ns, f"{name}-config")
+        if not declared:
+            self.kube.delete_if_ours("v1", "Service", ns, f"{d.name}-sink-metrics")
+            if api.service_monitor:
+                self.kube.delete_if_ours(
+                    "monitoring.coreos.com/v1", "ServiceMonitor", ns, f"{d.name}-sinks"
+                )
         for track in tracks:
             name = builders.scorer_name(d, track)
             if builders.uses_keda(d, api):

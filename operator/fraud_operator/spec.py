@@ -67,6 +67,12 @@ class Topics(_Model):
     decisions: str = Field(min_length=1, max_length=249)
     alerts: str = Field(min_length=1, max_length=249)
     dead_letter: str = Field(min_length=1, max_length=249)
+    labels: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=249,
+        description="analysts' labels, recorded by the postgres sink",
+    )
 
 
 class ModelRef(_Model):
@@ -175,19 +181,33 @@ class SecretKeyRef(_Model):
 
 
 class WebhookSink(_Model):
-    url_secret: SecretKeyRef
+    """Alerts posted to a chat or incident webhook (Slack-compatible, or the decision as JSON),
+    with retries, a circuit breaker and a rate limit; undeliverable ones are dead-lettered."""
+
+    url_secret: SecretKeyRef = Field(description="Secret key holding the webhook URL")
     min_action: Literal["review", "block"] = "review"
+    style: Literal["slack", "json"] = "slack"
+    rate_per_second: float = Field(default=5.0, gt=0.0, le=1000.0)
 
 
 class PostgresSink(_Model):
-    dsn_secret: SecretKeyRef
+    """Every decision as a case, alerts with their transaction, analysts' labels from
+    ``topics.labels``, and the audit trail, in PostgreSQL."""
+
+    dsn_secret: SecretKeyRef = Field(description="Secret key holding a postgresql:// DSN")
 
 
 class Sinks(_Model):
-    """Where alerts go besides Kafka (used by the sinks issue)."""
+    """Where decisions and alerts go besides Kafka. Each sink runs as its own Deployment (one
+    pod) consuming the output topics, so the scorers never wait on HTTP or SQL."""
 
     webhook: WebhookSink | None = None
     postgres: PostgresSink | None = None
+    image: str | None = Field(default=None, description="default: the scorer's image")
+    resources: Resources = Resources(
+        requests=ResourceList(cpu="50m", memory="128Mi"),
+        limits=ResourceList(cpu="500m", memory="256Mi"),
+    )
 
 
 class FraudDetectorSpec(_Model):

@@ -63,7 +63,7 @@ def rules_version_of(spec: FraudDetectorSpec) -> str:
 
 
 def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:
-    """Secret name -> keys the scorer pods will read."""
+    """Secret name -> keys the scorer and sink pods will read."""
     wanted: dict[str, set[str]] = {}
     auth, tls = spec.kafka.authentication, spec.kafka.tls
     if auth is not None:
@@ -72,6 +72,17 @@ def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:
     if tls is not None:
         for cert in tls.trusted_certificates:
             wanted.setdefault(cert.secret_name, set()).add(cert.certificate)
+    sinks = spec.sinks
+    refs = [] if sinks is None else [
+        ref
+        for ref in (
+            sinks.webhook.url_secret if sinks.webhook else None,
+            sinks.postgres.dsn_secret if sinks.postgres else None,
+        )
+        if ref is not None
+    ]
+    for ref in refs:
+        wanted.setdefault(ref.secret_name, set()).add(ref.key)
     return wanted
 
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from fraud_operator.metrics import OperatorMetrics
 from fraud_scorer.metrics import ScorerMetrics
+from fraud_scorer.sinks.metrics import SinkMetrics
 
 from tests.servers import prometheus_server
 
@@ -130,7 +131,7 @@ def test_monitoring_objects_render_when_enabled() -> None:
     rule = next(d for d in docs if d["kind"] == "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     names = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
-    assert len(names) == 7
+    assert len(names) == 11 and "FraudSinkCircuitOpen" in names
     dashboard = next(d for d in docs if d["kind"] == "ConfigMap")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["fraud-detector.json"])["uid"] == "fraud-detector"
@@ -158,7 +159,12 @@ def test_alert_rules_with_promtool() -> None:
 
 def _exported_names() -> set[str]:
     names: set[str] = set()
-    for registry in (ScorerMetrics("d", "stable").registry, OperatorMetrics().registry):
+    registries = (
+        ScorerMetrics("d", "stable").registry,
+        OperatorMetrics().registry,
+        SinkMetrics("d", "webhook").registry,
+    )
+    for registry in registries:
         for family in registry.collect():
             # What the exposition shows, also for labelled families with no child yet.
             suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
@@ -182,7 +188,7 @@ def test_dashboard_and_alerts_use_metrics_that_exist() -> None:
     used = {m for e in exprs for m in re.findall(r"\bfraud_[a-z0-9_]+", e)}
     assert used, "no metrics found"
     missing = sorted(used - exported)
-    assert not missing, f"not exported by the scorer or operator: {missing}"
+    assert not missing, f"not exported by the scorer, sinks or operator: {missing}"
     dash = json.loads((CHART / "files/dashboards/fraud-detector.json").read_text())
     titles = {p["title"] for p in dash["panels"]}
     for wanted in (
@@ -193,6 +199,8 @@ def test_dashboard_and_alerts_use_metrics_that_exist() -> None:
         "Consumer lag",
         "Canary vs stable: alert share",
         "Rule hits",
+        "Sinks: messages by outcome",
+        "Sinks: retries and failures",
     ):
         assert wanted in titles
 

@@ -466,6 +466,59 @@ def test_deleting_the_detector_deletes_its_children(
         )
 
 
+def test_sinks_wait_for_their_secrets_then_run_and_go_when_removed(
+    cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
+) -> None:
+    sinks = {
+        "webhook": {"urlSecret": {"secretName": "hooks", "key": "url"}, "minAction": "block"},
+        "postgres": {"dsnSecret": {"secretName": "cases-db", "key": "dsn"}},
+    }
+    cluster.apply(detector("alerting", kafka.bootstrap_servers, sinks=sinks, topics__labels="lab"))
+    degraded = wait_for(
+        lambda: (c := condition(cluster, "alerting", "Degraded")) and c["status"] == "True" and c,
+        30,
+        "Degraded for the missing Secret",
+    )
+    assert degraded["reason"] == "SecretMissing" and "cases-db" in degraded["message"]
+    assert cluster.get("deployment", "alerting-scorer", NS) is None  # nothing half-created
+    for name, key, value in (
+        ("hooks", "url", "https://hooks.example/T000/B000/xyz"),
+        ("cases-db", "dsn", "postgresql://fraud:pw@db.example/cases"),
+    ):
+        cluster.kubectl(
+            "create",
+            "secret",
+            "generic",
+            name,
+            f"--namespace={NS}",
+            f"--from-literal={key}={value}",
+        )
+    cluster.apply(detector("alerting", kafka.bootstrap_servers, sinks=sinks, topics__labels="lab2"))
+    for kind in ("webhook", "postgres"):
+        dep = wait_for(
+            lambda kind=kind: cluster.get("deployment", f"alerting-sink-{kind}", NS), 60, kind
+        )
+        pod = dep["spec"]["template"]["spec"]
+        env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"]}
+        assert env["FRAUD_KAFKA__SASL_PASSWORD"] == {"name": "kafka-user", "key": "password"}
+        config = cluster.get("configmap", f"alerting-sink-{kind}-config", NS)
+        assert config is not None
+        assert "hooks.example" not in str(config) and "pw@" not in str(config)
+    assert wait_for(lambda: cluster.get("service", "alerting-sink-metrics", NS), 30, "Service")
+    # Taking the case store out of the spec removes its pod; the webhook stays.
+    cluster.apply(
+        detector("alerting", kafka.bootstrap_servers, sinks={"webhook": sinks["webhook"]})
+    )
+    wait_for(
+        lambda: cluster.get("deployment", "alerting-sink-postgres", NS) is None,
+        60,
+        "the postgres sink removed",
+    )
+    assert cluster.get("configmap", "alerting-sink-postgres-config", NS) is None
+    assert cluster.get("deployment", "alerting-sink-webhook", NS) is not None
+    cluster.kubectl("delete", "frauddetector", f"--namespace={NS}", "alerting", "--wait=true")
+
+
 def test_operator_identity_is_least_privilege(cluster: Cluster, operator: dict[str, Any]) -> None:
     def can(*args: str) -> str:
         return cluster.kubectl(

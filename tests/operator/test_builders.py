@@ -272,3 +272,74 @@ def test_preflight_job_runs_the_scorers_own_loader(detector: Detector) -> None:
     assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
     assert pod["containers"][0]["command"] == ["python", "-m", "fraud_scorer.preflight"]
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+SINKS = {
+    "webhook": {"urlSecret": {"secretName": "hooks", "key": "slack"}, "minAction": "block"},
+    "postgres": {"dsnSecret": {"secretName": "cases-db", "key": "dsn"}},
+}
+
+
+def test_sinks_run_as_their_own_locked_down_pods_with_secrets_only_in_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fraud_scorer.sinks.config import load_sink_settings
+
+    d = make_detector(
+        kafka={"bootstrapServers": "k:9093", "authentication": AUTH, "tls": TLS},
+        topics={
+            "input": "tx",
+            "decisions": "dec",
+            "alerts": "alerts",
+            "deadLetter": "dlq",
+            "labels": "verdicts",
+        },
+        sinks=SINKS,
+    )
+    kids = {(c["kind"], c["metadata"]["name"]): c for c in builders.children(d, ApiVersions())}
+    for kind, secret, env in (
+        ("webhook", ("hooks", "slack"), builders.WEBHOOK_URL_ENV),
+        ("postgres", ("cases-db", "dsn"), builders.POSTGRES_DSN_ENV),
+    ):
+        dep = kids[("Deployment", f"retail-sink-{kind}")]
+        assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+        pod = dep["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        assert {
+            e["name"]: (
+                e["valueFrom"]["secretKeyRef"]["name"],
+                e["valueFrom"]["secretKeyRef"]["key"],
+            )
+            for e in container["env"]
+        } == {env: secret, builders.PASSWORD_ENV: ("kafka-user", "password")}
+        # The scorers' Service and PodMonitor select fraud-scorer pods only.
+        assert pod_labels(dep)["app.kubernetes.io/name"] == "fraud-sink"
+        text = kids[("ConfigMap", f"retail-sink-{kind}-config")]["data"][builders.SINK_CONFIG_FILE]
+        path = tmp_path / f"{kind}.yaml"
+        path.write_text(text)
+        monkeypatch.setenv(
+            env, "https://hooks.example/x" if kind == "webhook" else "postgresql://db/x"
+        )
+        monkeypatch.setenv(builders.PASSWORD_ENV, "s3cret")
+        settings = load_sink_settings(path)  # the sink's own loader accepts it
+        assert settings.kafka.group_id == f"fraud-scorer-shop-retail-sink-{kind}"
+        assert settings.topics.labels == "verdicts"
+        assert "hooks.example" not in text and "s3cret" not in text
+    assert load_sink_settings(tmp_path / "webhook.yaml").webhook.min_action == "block"
+    assert ("Service", "retail-sink-metrics") in kids
+
+
+def pod_labels(dep: dict[str, Any]) -> dict[str, str]:
+    return dep["spec"]["template"]["metadata"]["labels"]  # type: ignore[no-any-return]
+
+
+def test_no_sinks_no_sink_objects(detector: Detector) -> None:
+    assert not [
+        c for c in builders.children(detector, ApiVersions()) if "sink" in c["metadata"]["name"]
+    ]
+    only_hook = make_detector(sinks={"webhook": SINKS["webhook"]})
+    names = {c["metadata"]["name"] for c in builders.children(only_hook, ApiVersions())}
+    assert "retail-sink-webhook" in names and "retail-sink-postgres" not in names

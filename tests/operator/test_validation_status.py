@@ -76,6 +76,18 @@ def _spec(**overrides: Any) -> FraudDetectorSpec:
             None,
             [],
         ),
+        (
+            _spec(sinks={"postgres": {"dsnSecret": {"secretName": "cases-db", "key": "dsn"}}}),
+            {"cases-db": None},
+            None,
+            ["SecretMissing"],
+        ),
+        (
+            _spec(sinks={"webhook": {"urlSecret": {"secretName": "hooks", "key": "slack"}}}),
+            {"hooks": {"teams"}},
+            None,
+            ["SecretKeyMissing"],
+        ),
     ],
     ids=[
         "ok",
@@ -86,6 +98,8 @@ def _spec(**overrides: Any) -> FraudDetectorSpec:
         "no-secret",
         "no-key",
         "secret-ok",
+        "no-sink-secret",
+        "no-sink-key",
     ],
 )
 def test_validation_chain(

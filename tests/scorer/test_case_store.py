@@ -3,7 +3,9 @@ labels, the append-only audit trail, and training from analysts' labels."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -11,8 +13,10 @@ import pandas as pd
 import psycopg
 import pytest
 from fraud_scorer.sinks.case_store import CaseStore, Label, LabelResult, migrate, migrations
+from fraud_scorer.sinks.cli import app
 from fraud_training.data import read_table, to_payloads, validate
 from fraud_training.synth import SynthConfig, generate
+from typer.testing import CliRunner
 
 
 @pytest.fixture
@@ -143,3 +147,62 @@ def test_a_decision_and_its_alert_in_one_batch_keep_the_transaction(conn: Any) -
         "SELECT transaction FROM cases WHERE transaction_id = %s", (alert["transaction_id"],)
     ).fetchone()[0]
     assert body == alert["transaction"]
+
+
+def documented_queries() -> list[str]:
+    """The Grafana panels' SQL in docs/sinks.md, with Grafana's macros as plain SQL."""
+    text = (Path(__file__).parents[2] / "docs/sinks.md").read_text()
+    queries = re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
+    time_filter = (r"\$__timeFilter\((\w+)\)", r"\1 > now() - interval '100 years'")
+    time_group = (r"\$__timeGroupAlias\((\w+), '1h'\)", r"date_trunc('hour', \1) AS time")
+    return [re.sub(*time_group, re.sub(*time_filter, q)) for q in queries]
+
+
+def test_the_documented_grafana_queries_run_on_the_schema(conn: Any) -> None:
+    migrate(conn)
+    store = CaseStore(conn)
+    frame = generate(SynthConfig(users=300, days=2.0, seed=10, fraud_users_share=0.1))
+    batch = decisions(frame)
+    batch[0]["action"] = "block"
+    store.write(batch)
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    alerted = [d for d in batch if d["action"] != "allow"]
+    store.label(
+        Label(d["transaction_id"], i % 2 == 0, "a", now) for i, d in enumerate(alerted[:20])
+    )
+    queries = documented_queries()
+    assert len(queries) == 5
+    results = [conn.execute(q).fetchall() for q in queries]
+    assert all(results), "every panel shows something on a labelled store"
+    top = results[0]
+    amounts = [row[2] for row in top]
+    assert amounts == sorted(amounts, reverse=True)
+    open_cases = results[2]
+    assert len(open_cases) == min(100, len(alerted) - 20)
+
+
+def test_fraud_cases_cli_lists_open_cases_and_labels_them(conn: Any) -> None:
+    migrate(conn)
+    batch = decisions(generate(SynthConfig(users=100, days=1.0, seed=11, fraud_users_share=0.2)))
+    CaseStore(conn).write(batch)
+    info = conn.info
+    dsn = f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+    runner = CliRunner(env={"FRAUD_CASES_DSN": dsn, "COLUMNS": "200"})
+    alerted = [d["transaction_id"] for d in batch if d["action"] != "allow"]
+    shown = runner.invoke(app, ["open", "--limit", "500"])
+    assert shown.exit_code == 0, shown.output
+    assert all(tx in shown.stdout for tx in alerted[:5])
+    done = runner.invoke(app, ["label", alerted[0], "--fraud", "--by", "alice@bank"])
+    assert done.exit_code == 0, done.output
+    assert "labelled 1 case(s)" in " ".join(done.output.split())
+    assert conn.execute(
+        "SELECT label, labelled_by FROM cases WHERE transaction_id = %s", (alerted[0],)
+    ).fetchone() == (1, "alice@bank")
+    bad = runner.invoke(app, ["label", alerted[1], "--by", "alice"])  # no verdict
+    assert bad.exit_code == 2 and "--fraud or --legit" in bad.output
+    nobody = runner.invoke(app, ["label", alerted[1], "--fraud"])
+    assert nobody.exit_code == 2 and "who decided" in bad.output + nobody.output
+    unreachable = CliRunner(env={"FRAUD_CASES_DSN": "postgresql://x@127.0.0.1:9/none"}).invoke(
+        app, ["open"]
+    )
+    assert unreachable.exit_code == 2 and "cannot reach the case store" in unreachable.output
