@@ -73,14 +73,18 @@ def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:
         for cert in tls.trusted_certificates:
             wanted.setdefault(cert.secret_name, set()).add(cert.certificate)
     sinks = spec.sinks
-    refs = [] if sinks is None else [
-        ref
-        for ref in (
-            sinks.webhook.url_secret if sinks.webhook else None,
-            sinks.postgres.dsn_secret if sinks.postgres else None,
-        )
-        if ref is not None
-    ]
+    refs = (
+        []
+        if sinks is None
+        else [
+            ref
+            for ref in (
+                sinks.webhook.url_secret if sinks.webhook else None,
+                sinks.postgres.dsn_secret if sinks.postgres else None,
+            )
+            if ref is not None
+        ]
+    )
     for ref in refs:
         wanted.setdefault(ref.secret_name, set()).add(ref.key)
     return wanted

@@ -112,6 +112,8 @@ class TransactionDecoder:
             return _classify_decode_error(value, str(exc))
         except RecursionError:
             return Rejected("invalid_json", "JSON nested too deeply")
+        except UnicodeDecodeError as exc:  # bad UTF-8 inside a string msgspec decodes lazily
+            return _classify_decode_error(value, str(exc))
         amount = tx.amount
         if not (amount >= 0.0 and math.isfinite(amount)):
             return Rejected("invalid_amount", "amount must be a finite number >= 0")

@@ -70,3 +70,15 @@ def test_oversize_and_foreign_content_types_are_rejected_before_parsing() -> Non
 def test_tombstone_is_rejected() -> None:
     result = TransactionDecoder(65536).decode(None)
     assert isinstance(result, Rejected) and result.reason == "invalid_json"
+
+
+def test_invalid_utf8_inside_a_string_is_a_dead_letter_not_a_crash() -> None:
+    """Found by the hostile-input property test: msgspec raised UnicodeDecodeError here."""
+    raw = (
+        b'{"transaction_id":"t","user_id":"u","amount":5,"currency":"EUR",'
+        b'"timestamp":"2026-11-01T00:00:00Z","merchant":"m","merchant_category":"c",'
+        b'"channel":"pos","location":"DE","device_id":"\xff-1"}'
+    )
+    out = TransactionDecoder(4096).decode(raw)
+    at = raw.index(b"\xff")
+    assert out == Rejected("invalid_encoding", f"not UTF-8 at byte {at}")
