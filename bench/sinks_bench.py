@@ -155,7 +155,7 @@ def run_sink(settings: SinkSettings, progress: Any, n: int, timeout: float = 300
     elapsed = time.perf_counter() - first[0]
     service.stop()
     thread.join(60)
-    return elapsed * n / max(1, n - first[1])
+    return float(elapsed * n / max(1, n - first[1]))
 
 
 def bench_case_store_sink(url: str, n: int) -> dict[str, float]:
@@ -165,12 +165,14 @@ def bench_case_store_sink(url: str, n: int) -> dict[str, float]:
         mc.create_topic("decisions", 16)  # the mock keeps ~5 MB per partition
         mc.create_topic("alerts", 4)
         produce(mc.bootstrap_servers, "decisions", n, "allow")
-        settings = SinkSettings(
-            sink="postgres",
-            kafka={"bootstrap_servers": mc.bootstrap_servers, "group_id": "bench"},
-            topics={"decisions": "decisions", "alerts": "alerts", "dead_letter": "dlq"},
-            postgres={"dsn": dsn},
-            metrics={"host": "127.0.0.1", "port": 0},
+        settings = SinkSettings.model_validate(
+            {
+                "sink": "postgres",
+                "kafka": {"bootstrap_servers": mc.bootstrap_servers, "group_id": "bench"},
+                "topics": {"decisions": "decisions", "alerts": "alerts", "dead_letter": "dlq"},
+                "postgres": {"dsn": dsn},
+                "metrics": {"host": "127.0.0.1", "port": 0},
+            }
         )
 
         def written() -> int:
@@ -185,12 +187,14 @@ def bench_webhook_sink(n: int) -> dict[str, float]:
     with MockCluster() as mc, http_receiver() as hook:
         mc.create_topic("alerts", 16)
         produce(mc.bootstrap_servers, "alerts", n, "review")
-        settings = SinkSettings(
-            sink="webhook",
-            kafka={"bootstrap_servers": mc.bootstrap_servers, "group_id": "bench"},
-            topics={"alerts": "alerts", "dead_letter": "dlq"},
-            webhook={"url": hook.url, "rate_per_s": 1e6, "burst": 1_000_000},
-            metrics={"host": "127.0.0.1", "port": 0},
+        settings = SinkSettings.model_validate(
+            {
+                "sink": "webhook",
+                "kafka": {"bootstrap_servers": mc.bootstrap_servers, "group_id": "bench"},
+                "topics": {"alerts": "alerts", "dead_letter": "dlq"},
+                "webhook": {"url": hook.url, "rate_per_s": 1e6, "burst": 1_000_000},
+                "metrics": {"host": "127.0.0.1", "port": 0},
+            }
         )
         elapsed = run_sink(settings, lambda: len(hook.bodies), n)
         posted = len(hook.bodies)

@@ -73,20 +73,13 @@ def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:
         for cert in tls.trusted_certificates:
             wanted.setdefault(cert.secret_name, set()).add(cert.certificate)
     sinks = spec.sinks
-    refs = (
-        []
-        if sinks is None
-        else [
-            ref
-            for ref in (
-                sinks.webhook.url_secret if sinks.webhook else None,
-                sinks.postgres.dsn_secret if sinks.postgres else None,
-            )
-            if ref is not None
-        ]
-    )
-    for ref in refs:
-        wanted.setdefault(ref.secret_name, set()).add(ref.key)
+    if sinks is not None:
+        for sink_ref in (
+            sinks.webhook.url_secret if sinks.webhook else None,
+            sinks.postgres.dsn_secret if sinks.postgres else None,
+        ):
+            if sink_ref is not None:
+                wanted.setdefault(sink_ref.secret_name, set()).add(sink_ref.key)
     return wanted
 
 
