@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlparse
 
 import yaml
 
@@ -699,10 +700,7 @@ def sink_service(d: Detector) -> dict[str, Any]:
         f"{d.name}-sink-metrics",
         {
             "spec": {
-                "selector": {
-                    "app.kubernetes.io/name": "fraud-sink",
-                    "app.kubernetes.io/instance": d.name,
-                },
+                "selector": sink_selector_all(d),
                 "ports": [
                     {
                         "name": "metrics",
@@ -743,9 +741,89 @@ def sink_children(d: Detector, api: ApiVersions) -> list[dict[str, Any]]:
     for kind in kinds:
         out += [sink_config_map(d, kind), sink_deployment(d, kind)]
     out.append(sink_service(d))
+    if d.spec.network_policy.enabled:
+        out.append(sink_network_policy(d))
     if api.service_monitor:
         out.append(sink_service_monitor(d))
     return out
+
+
+# -- network policy ----------------------------------------------------------------------------
+
+
+def kafka_ports(d: Detector) -> list[int]:
+    """The ports in ``bootstrapServers`` (``host:port,host:port``; 9092 when none is given)."""
+    ports = set()
+    for server in d.spec.kafka.bootstrap_servers.split(","):
+        host_port = server.strip().rsplit("/", 1)[-1]
+        _, sep, port = host_port.rpartition(":")
+        ports.add(int(port) if sep and port.isdigit() else 9092)
+    return sorted(ports)
+
+
+def _url_port(uri: str) -> int | None:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return None  # file:// or a mounted path: no network
+    return parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def network_policy(d: Detector, models: tuple[ModelRef, ...] = ()) -> dict[str, Any]:
+    """Scorer pods (every track, the preflight Jobs too) take traffic only on the metrics
+    port and reach only DNS, Kafka and the model server."""
+    egress_ports = set(kafka_ports(d)) | set(d.spec.network_policy.extra_egress_ports)
+    for model in (d.spec.model, *models):
+        port = _url_port(model.uri)
+        if port is not None:
+            egress_ports.add(port)
+    dns = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    return _object(
+        d,
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        f"{d.name}-scorer",
+        {
+            "spec": {
+                "podSelector": {
+                    "matchLabels": {
+                        "app.kubernetes.io/name": "fraud-scorer",
+                        "app.kubernetes.io/instance": d.name,
+                    }
+                },
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"ports": [{"port": METRICS_PORT, "protocol": "TCP"}]}],
+                "egress": [
+                    {"ports": dns},
+                    {"ports": [{"port": p, "protocol": "TCP"} for p in sorted(egress_ports)]},
+                ],
+            }
+        },
+        None,
+    )
+
+
+def sink_network_policy(d: Detector) -> dict[str, Any]:
+    """Sink pods take traffic only on their metrics port. Their egress is left open: the
+    webhook and database addresses live in Secrets the operator does not parse."""
+    return _object(
+        d,
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        f"{d.name}-sinks",
+        {
+            "spec": {
+                "podSelector": {"matchLabels": sink_selector_all(d)},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"ports": [{"port": SINK_METRICS_PORT, "protocol": "TCP"}]}],
+            }
+        },
+        None,
+        sink_labels(d, None),
+    )
+
+
+def sink_selector_all(d: Detector) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "fraud-sink", "app.kubernetes.io/instance": d.name}
 
 
 def uses_keda(d: Detector, api: ApiVersions) -> bool:
@@ -770,6 +848,8 @@ def children(
     for plan in plans:
         out += track_children(d, api, plan)
     out.append(service(d))
+    if d.spec.network_policy.enabled:
+        out.append(network_policy(d, tuple(p.model for p in plans if p.model is not None)))
     if uses_keda(d, api):
         auth = trigger_authentication(d)
         out += [auth] if auth else []

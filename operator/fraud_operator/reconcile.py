@@ -256,8 +256,8 @@ class Reconciler:
 
     def _prune(self, d: Detector, api: ApiVersions, tracks: set[str]) -> None:
         """Remove what the current plan no longer runs: a finished canary or shadow track,
-        sinks taken out of the spec, and the autoscaler kind the spec no longer uses
-        (HPA <-> KEDA)."""
+        sinks taken out of the spec, network policies switched off, and the autoscaler kind
+        the spec no longer uses (HPA <-> KEDA)."""
         ns = d.namespace
         for track in ("canary", "shadow"):
             if track in tracks:
@@ -275,12 +275,13 @@ class Reconciler:
                 name = builders.sink_name(d, kind)
                 self.kube.delete_if_ours("apps/v1", "Deployment", ns, name)
                 self.kube.delete_if_ours("v1", "ConfigMap", ns, f"{name}-config")
-        if not declared:
-            self.kube.delete_if_ours("v1", "Service", ns, f"{d.name}-sink-metrics")
-            if api.service_monitor:
-                self.kube.delete_if_ours(
-                    "monitoring.coreos.com/v1", "ServiceMonitor", ns, f"{d.name}-sinks"
-                )
+        if not d.spec.network_policy.enabled:
+            for policy in (f"{d.name}-scorer", f"{d.name}-sinks"):
+                self.kube.delete_if_ours("networking.k8s.io/v1", "NetworkPolicy", ns, policy)
+        elif not declared:
+            self.kube.delete_if_ours("networking.k8s.io/v1", "NetworkPolicy", ns, f"{d.name}-sinks")
+        # The sinks' metrics Service stays (selecting nothing) until the FraudDetector goes:
+        # deleting Services is a right the operator does not hold.
         for track in tracks:
             name = builders.scorer_name(d, track)
             if builders.uses_keda(d, api):

@@ -197,6 +197,16 @@ class PostgresSink(_Model):
     dsn_secret: SecretKeyRef = Field(description="Secret key holding a postgresql:// DSN")
 
 
+class NetworkPolicy(_Model):
+    """The scorers' NetworkPolicy: ingress only to the metrics port; egress only to DNS, the
+    Kafka bootstrap ports and the model server's port (plus ``extraEgressPorts``)."""
+
+    enabled: bool = True
+    extra_egress_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list, description="e.g. brokers advertising another port than bootstrap"
+    )
+
+
 class Sinks(_Model):
     """Where decisions and alerts go besides Kafka. Each sink runs as its own Deployment (one
     pod) consuming the output topics, so the scorers never wait on HTTP or SQL."""
@@ -223,6 +233,7 @@ class FraudDetectorSpec(_Model):
     scorer: Scorer = Scorer()
     rollout: Rollout | None = None
     sinks: Sinks | None = None
+    network_policy: NetworkPolicy = NetworkPolicy()
 
     @model_validator(mode="after")
     def _unique_rules(self) -> FraudDetectorSpec:

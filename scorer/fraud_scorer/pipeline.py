@@ -27,6 +27,7 @@ from fraud_scorer.contract import (
 )
 from fraud_scorer.features import FEATURE_NAMES, FeatureEngine
 from fraud_scorer.model import Model
+from fraud_scorer.redact import mask_pans
 from fraud_scorer.rules import RuleSet
 
 KafkaHeaders = list[tuple[str, bytes]]
@@ -222,7 +223,7 @@ class BatchScorer:
     def _dead_letter(self, msg: Record, rejected: Rejected) -> DeadLetter:
         headers: KafkaHeaders = [
             ("dlq.reason", rejected.reason.encode()),
-            ("dlq.detail", rejected.detail.encode()[:512]),
+            ("dlq.detail", mask_pans(rejected.detail).encode()[:512]),
             ("dlq.source.topic", (msg.topic() or "").encode()),
             ("dlq.source.partition", str(msg.partition()).encode()),
             ("dlq.source.offset", str(msg.offset()).encode()),

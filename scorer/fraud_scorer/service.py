@@ -37,6 +37,7 @@ from fraud_scorer.features import FEATURE_SET_VERSION, FeatureEngine
 from fraud_scorer.metrics import HealthServer, ScorerMetrics
 from fraud_scorer.model import Model, load_model
 from fraud_scorer.pipeline import BatchResult, BatchScorer, Record
+from fraud_scorer.redact import mask_event
 from fraud_scorer.rules import RuleCompileError, compile_rules
 
 log = structlog.get_logger("fraud_scorer")
@@ -505,6 +506,7 @@ def configure_logging(level: str = "info") -> None:
 
     structlog.configure(
         processors=[
+            mask_event,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.JSONRenderer(),

@@ -75,6 +75,25 @@ class Cluster:
     admin_kubeconfig: Path
     workdir: Path
 
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def audit_events(self, username: str) -> list[dict[str, Any]]:
+        """The API server's audit events for ``username``: each finished request, and each
+        watch once it started (a watch completes only when it ends)."""
+        out = []
+        with self.audit_log.open() as f:
+            for line in f:
+                event = json.loads(line)
+                stage = event.get("stage")
+                wanted = stage == "ResponseComplete" or (
+                    stage == "ResponseStarted" and event.get("verb") == "watch"
+                )
+                if wanted and event["user"]["username"] == username:
+                    out.append(event)
+        return out
+
     def kubectl(
         self,
         *args: str,
@@ -136,6 +155,21 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def audit_policy(work: Path) -> Path:
+    path = work / "audit-policy.yaml"
+    policy = {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [
+            {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+            {"level": "None"},
+        ],
+    }
+    path.write_text(yaml.safe_dump(policy))
+    return path
 
 
 @contextmanager
@@ -203,6 +237,11 @@ def control_plane() -> Iterator[Cluster]:
                     "--service-account-issuer=https://kubernetes.default.svc",
                     "--service-cluster-ip-range=10.96.0.0/16",
                     "--anonymous-auth=false",
+                    # Every request a ServiceAccount makes, at Metadata level: what the
+                    # operator really does, for the least-privilege test.
+                    f"--audit-policy-file={audit_policy(work)}",
+                    f"--audit-log-path={work / 'audit.log'}",
+                    "--audit-log-format=json",
                 ],
                 work / "apiserver.log",
             )

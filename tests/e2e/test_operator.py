@@ -726,3 +726,62 @@ def test_examples_pass_the_api_servers_validation(cluster: Cluster) -> None:
             check=False,
         )
         assert result.returncode == 0, f"{path.name}: {result.stderr}"
+
+
+# Granted, and not exercised by this module's scenarios, each for a reason.
+UNEXERCISED = {
+    # HPA <-> KEDA swaps and KEDA objects: the KEDA test installs only the CRD, then
+    # reconciles once; the swap back deletes what the other kind left.
+    ("autoscaling", "horizontalpodautoscalers", "delete"),
+    ("keda.sh", "scaledobjects", "delete"),
+    ("keda.sh", "triggerauthentications", "create"),
+    ("keda.sh", "triggerauthentications", "patch"),
+    ("keda.sh", "triggerauthentications", "delete"),
+    ("keda.sh", "triggerauthentications", "get"),
+    # Only when spec.networkPolicy.enabled flips to false.
+    ("networking.k8s.io", "networkpolicies", "delete"),
+}
+
+
+def test_rbac_grants_nothing_the_operator_does_not_use(
+    cluster: Cluster, operator: dict[str, Any]
+) -> None:
+    """Runs last: every request the operator's ServiceAccount made during this module, from
+    the API server's audit log, against what the chart's ClusterRole grants. The operator is
+    stopped first: a watch is audited when it ends."""
+    operator["proc"].terminate()
+    assert operator["proc"].wait(30) == 0
+    sa = next(d for d in chart_manifests() if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    role = next(d for d in chart_manifests() if d["kind"] == "ClusterRole")
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    used: set[tuple[str, str, str]] = set()
+    denied = []
+    for event in cluster.audit_events(f"system:serviceaccount:{OPERATOR_NS}:{sa}"):
+        ref = event.get("objectRef") or {}
+        if "resource" not in ref or ref["resource"] == "selfsubjectaccessreviews":
+            # Discovery (/apis, /version), and the `kubectl auth can-i` of the identity test
+            # above: allowed to every authenticated user, not granted by the ClusterRole.
+            continue
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        verb, code = event["verb"], event.get("responseStatus", {}).get("code", 0)
+        if code == 403:
+            denied.append((ref.get("apiGroup", ""), resource, verb))
+        used.add((ref.get("apiGroup", ""), resource, verb))
+        if verb == "patch" and code == 201:  # server-side apply that created the object
+            used.add((ref.get("apiGroup", ""), resource, "create"))
+    assert not denied, f"the operator was refused: {sorted(set(denied))}"
+    unused = granted - used - UNEXERCISED
+    assert not unused, f"granted but never used: {sorted(unused)}"
+    assert used <= granted
+    # Secrets the operator read (Kafka password for the partition probe) or referenced (sink
+    # URL and DSN) never reach its log.
+    log = (cluster.workdir / "operator.log").read_text()
+    assert "reconcile" in log.lower() or "fraud" in log.lower()
+    for secret in ("s3cret", "hooks.example/T000", "pw@db.example"):
+        assert secret not in log

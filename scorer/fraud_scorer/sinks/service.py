@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from fraud_scorer.contract import Decision
 from fraud_scorer.metrics import HealthServer
+from fraud_scorer.redact import mask_pans
 from fraud_scorer.sinks.config import SinkSettings
 from fraud_scorer.sinks.metrics import SinkMetrics
 from fraud_scorer.sinks.webhook import WebhookSink
@@ -396,7 +397,7 @@ class SinkService:
         msg = dl.msg
         headers: Headers = [
             ("dlq.reason", dl.reason.encode()),
-            ("dlq.detail", dl.detail.encode()[:512]),
+            ("dlq.detail", mask_pans(dl.detail).encode()[:512]),
             ("dlq.source.topic", (msg.topic() or "").encode()),
             ("dlq.source.partition", str(msg.partition()).encode()),
             ("dlq.source.offset", str(msg.offset()).encode()),
