@@ -20,6 +20,8 @@ from typing import Any
 import pandas as pd
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
+from fraud_scorer.contract import Transaction, TransactionDecoder
+from fraud_scorer.features import FeatureEngine, as_mapping
 from fraud_training.data import to_payloads
 
 TOPICS = {"input": "tx", "decisions": "decisions", "alerts": "alerts", "dead_letter": "dlq"}
@@ -29,6 +31,17 @@ def stream(frame: pd.DataFrame) -> list[tuple[bytes, bytes]]:
     """(key, value) wire messages of a transaction frame, keyed by user."""
     keys = [u.encode() for u in frame["user_id"]]
     return list(zip(keys, to_payloads(frame), strict=True))
+
+
+def reference_features(items: list[tuple[bytes, bytes]]) -> dict[str, dict[str, float]]:
+    """Features an uninterrupted scorer computes: one engine over the stream in order."""
+    decoder, engine = TransactionDecoder(1 << 16), FeatureEngine()
+    out = {}
+    for _, raw in items:
+        tx = decoder.decode(raw)
+        assert isinstance(tx, Transaction)
+        out[tx.transaction_id] = as_mapping(engine.compute(0, tx, tx.timestamp.timestamp()))
+    return out
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

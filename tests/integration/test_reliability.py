@@ -30,6 +30,7 @@ from tests.integration.harness import (
     committed,
     produce,
     read_topic,
+    reference_features,
     stream,
     wait_until,
 )
@@ -196,4 +197,46 @@ def test_broker_away_for_30s_scorer_not_ready_keeps_state_and_catches_up(
     print(
         f"\nbroker away 30 s: not ready after {noticed:.1f} s, ready {ready_again:.1f} s "
         f"after it came back, every transaction decided {caught_up:.1f} s after"
+    )
+
+
+def test_scaling_consumers_up_and_down_mid_stream_keeps_features_identical(
+    wide_cluster: MockCluster, tmp_path: Path, model_dir: Path, small_stream: pd.DataFrame
+) -> None:
+    bootstrap = wide_cluster.bootstrap_servers
+    items = stream(small_stream.iloc[:12_000])
+    first = ScorerProcess(tmp_path, bootstrap, model_dir, name="first").start()
+    producer = paced(bootstrap, items, per_s=600)  # 20 s of traffic
+    wait_until(lambda: first.metric("fraud_transactions_total") > 1000, 60, "traffic")
+    extra = [ScorerProcess(tmp_path, bootstrap, model_dir, name=f"x{i}").start() for i in (1, 2)]
+    wait_until(
+        lambda: all(s.metric("fraud_transactions_total") > 0 for s in extra), 60, "scaled up to 3"
+    )
+    rebuilt = sum(s.metric("fraud_state_replayed_messages_total") for s in extra)
+    for s in extra:  # scale back down to 1, one at a time, mid-stream
+        time.sleep(3)
+        assert s.stop() == 0
+    producer.join(120)
+    wait_until(lambda: first.metric("fraud_consumer_lag") == 0, 60, "the lag to recover to 0")
+    wait_until(
+        lambda: (
+            len({r.key for r in read_topic(bootstrap, TOPICS["decisions"], PARTITIONS)})
+            == len(items)
+        ),
+        60,
+        "every transaction decided",
+    )
+    assert first.stop() == 0
+
+    reference = reference_features(items)
+    decisions = [
+        msgspec.json.decode(r.value) for r in read_topic(bootstrap, TOPICS["decisions"], PARTITIONS)
+    ]
+    assert {d["transaction_id"] for d in decisions} == reference.keys()
+    for d in decisions:  # whichever scorer decided it, after however many hand-overs
+        assert d["features"] == reference[d["transaction_id"]], d["transaction_id"]
+    print(
+        f"\nscale 1 -> 3 -> 1: {len(items)} transactions, {len(decisions)} decisions "
+        f"({len(decisions) - len(items)} duplicates), {rebuilt:.0f} messages replayed to "
+        "rebuild state on the new consumers"
     )

@@ -8,8 +8,6 @@ from pathlib import Path
 import msgspec
 import pandas as pd
 import pytest
-from fraud_scorer.contract import Transaction, TransactionDecoder
-from fraud_scorer.features import FeatureEngine, as_mapping
 from fraud_scorer.mock_cluster import MockCluster
 
 from tests.integration.harness import (
@@ -18,6 +16,7 @@ from tests.integration.harness import (
     committed,
     produce,
     read_topic,
+    reference_features,
     stream,
     topic_size,
     wait_until,
@@ -36,17 +35,6 @@ MALFORMED = [
         b'"channel":"pos","location":"DE","device_id":"d"}',
     ),
 ]
-
-
-def reference_features(items: list[tuple[bytes, bytes]]) -> dict[str, dict[str, float]]:
-    """Features an uninterrupted scorer computes: one engine over the stream in order."""
-    decoder, engine = TransactionDecoder(1 << 16), FeatureEngine()
-    out = {}
-    for _, raw in items:
-        tx = decoder.decode(raw)
-        assert isinstance(tx, Transaction)
-        out[tx.transaction_id] = as_mapping(engine.compute(0, tx, tx.timestamp.timestamp()))
-    return out
 
 
 def decisions_by_id(bootstrap: str) -> dict[str, list[dict[str, object]]]:
