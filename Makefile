@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_VERSION := 25.3
 
-.PHONY: demo test bench lint typecheck venv clean postgres prometheus kube helm kind-up
+.PHONY: demo test bench soak lint typecheck venv clean postgres prometheus kube helm kind-up
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ test: lint typecheck postgres prometheus kube helm
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) $(shell command -v initdb))
 postgres:
 	@test -n "$(PG_INITDB)" || { apt-get update -qq && apt-get install -y -qq postgresql; }
+
+# 10 minutes at the benchmark's offered load: memory and p99 over time (build/soak.json).
+soak: $(STAMP)
+	$(PY) bench/soak.py
 
 bench: $(STAMP) postgres
 	$(PY) bench/run_bench.py
