@@ -55,14 +55,19 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         )
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
+# A failed pass (the API server answering 500 or 409, or away) is retried in seconds, not
+# after kopf's default minute: every pass is idempotent, so retrying soon is safe.
+RETRY_S = 3.0
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_S)
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_S)
+@kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_S)
 def on_change(namespace: str | None, name: str, **_: Any) -> None:
     reconciler()(namespace or "", name)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S, backoff=RETRY_S)
 def resync(namespace: str | None, name: str, **_: Any) -> None:
     """Status from what exists now, and drift repaired even if a child event was missed."""
     reconciler()(namespace or "", name)

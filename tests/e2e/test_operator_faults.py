@@ -118,7 +118,8 @@ def test_children_converge_through_api_errors_cut_watches_and_an_outage(
         if i == 1:
             cluster.kubectl("delete", "configmap", "chaos-scorer-config", f"--namespace={NS}")
             proxy.outage(10)  # the API server "restarts" right after
-    time.sleep(11)
+    time.sleep(10)  # the outage
+    wait_for(lambda: proxy.injected["watch-cut"] >= 2, 30, "watches cut after the outage too")
     assert faulty_operator["proc"].poll() is None, "the operator crashed"
     assert proxy.injected["500"] and proxy.injected["409"] and proxy.injected["503"]
 
