@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
-    from fraud_scorer.service import configure_logging
+    from fraud_scorer.service import configure_logging, install_signal_handlers
     from fraud_scorer.sinks.config import load_sink_settings
     from fraud_scorer.sinks.service import FatalError, SinkService
 
@@ -27,13 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         log.error("cannot start", error=str(exc))
         return 2
-
-    def _stop(signum: int, _frame: object) -> None:
-        log.info("signal received, draining", signal=signum)
-        service.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    install_signal_handlers(service)
     try:
         service.run()
     except FatalError as exc:

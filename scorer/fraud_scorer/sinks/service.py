@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from fraud_scorer.contract import Decision
 from fraud_scorer.metrics import HealthServer
 from fraud_scorer.redact import mask_pans
+from fraud_scorer.service import brokers_up
 from fraud_scorer.sinks.config import SinkSettings
 from fraud_scorer.sinks.metrics import SinkMetrics
 from fraud_scorer.sinks.webhook import WebhookSink
@@ -429,10 +430,7 @@ class SinkService:
 
     def _on_stats(self, raw: str) -> None:
         stats = json.loads(raw)
-        self._brokers_up = any(
-            b.get("state") == "UP" and b.get("nodeid", -1) >= 0
-            for b in stats.get("brokers", {}).values()
-        )
+        self._brokers_up = brokers_up(stats)
         for topic, t in stats.get("topics", {}).items():
             for pid, p in t.get("partitions", {}).items():
                 lag = p.get("consumer_lag", -1)
