@@ -388,31 +388,31 @@ def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
     )
 
 
+def _metrics_service(
+    d: Detector, name: str, select: dict[str, str], port: int, object_labels: dict[str, str]
+) -> dict[str, Any]:
+    ports = [
+        {
+            "name": "metrics",
+            "port": port,
+            "targetPort": "metrics",
+            "protocol": "TCP",  # server-side apply needs the list key in full
+        }
+    ]
+    body = {"spec": {"selector": select, "ports": ports}}
+    return _object(d, "v1", "Service", name, body, None, object_labels)
+
+
+def _service_monitor(d: Detector, name: str, object_labels: dict[str, str]) -> dict[str, Any]:
+    endpoints = [{"port": "metrics", "interval": "15s", "path": "/metrics"}]
+    body = {"spec": {"selector": {"matchLabels": object_labels}, "endpoints": endpoints}}
+    return _object(d, "monitoring.coreos.com/v1", "ServiceMonitor", name, body, None, object_labels)
+
+
 def service(d: Detector) -> dict[str, Any]:
     """Metrics endpoint of every track (tracks are told apart by the track label)."""
-    return _object(
-        d,
-        "v1",
-        "Service",
-        f"{d.name}-scorer-metrics",
-        {
-            "spec": {
-                "selector": {
-                    "app.kubernetes.io/name": "fraud-scorer",
-                    "app.kubernetes.io/instance": d.name,
-                },
-                "ports": [
-                    {
-                        "name": "metrics",
-                        "port": METRICS_PORT,
-                        "targetPort": "metrics",
-                        "protocol": "TCP",  # server-side apply needs the list key in full
-                    }
-                ],
-            }
-        },
-        None,
-    )
+    select = {"app.kubernetes.io/name": "fraud-scorer", "app.kubernetes.io/instance": d.name}
+    return _metrics_service(d, f"{d.name}-scorer-metrics", select, METRICS_PORT, labels(d, None))
 
 
 def horizontal_pod_autoscaler(
@@ -515,19 +515,7 @@ def pod_disruption_budget(d: Detector, api: ApiVersions, track: str = "stable") 
 
 
 def service_monitor(d: Detector) -> dict[str, Any]:
-    return _object(
-        d,
-        "monitoring.coreos.com/v1",
-        "ServiceMonitor",
-        f"{d.name}-scorer",
-        {
-            "spec": {
-                "selector": {"matchLabels": labels(d, None)},
-                "endpoints": [{"port": "metrics", "interval": "15s", "path": "/metrics"}],
-            }
-        },
-        None,
-    )
+    return _service_monitor(d, f"{d.name}-scorer", labels(d, None))
 
 
 # -- sinks -------------------------------------------------------------------------------------
@@ -693,44 +681,13 @@ def sink_deployment(d: Detector, kind: str) -> dict[str, Any]:
 
 def sink_service(d: Detector) -> dict[str, Any]:
     """Metrics endpoint of every sink (told apart by the sink label)."""
-    return _object(
-        d,
-        "v1",
-        "Service",
-        f"{d.name}-sink-metrics",
-        {
-            "spec": {
-                "selector": sink_selector_all(d),
-                "ports": [
-                    {
-                        "name": "metrics",
-                        "port": SINK_METRICS_PORT,
-                        "targetPort": "metrics",
-                        "protocol": "TCP",
-                    }
-                ],
-            }
-        },
-        None,
-        sink_labels(d, None),
+    return _metrics_service(
+        d, f"{d.name}-sink-metrics", sink_selector_all(d), SINK_METRICS_PORT, sink_labels(d, None)
     )
 
 
 def sink_service_monitor(d: Detector) -> dict[str, Any]:
-    return _object(
-        d,
-        "monitoring.coreos.com/v1",
-        "ServiceMonitor",
-        f"{d.name}-sinks",
-        {
-            "spec": {
-                "selector": {"matchLabels": sink_labels(d, None)},
-                "endpoints": [{"port": "metrics", "interval": "15s", "path": "/metrics"}],
-            }
-        },
-        None,
-        sink_labels(d, None),
-    )
+    return _service_monitor(d, f"{d.name}-sinks", sink_labels(d, None))
 
 
 def sink_children(d: Detector, api: ApiVersions) -> list[dict[str, Any]]:

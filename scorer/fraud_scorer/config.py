@@ -158,15 +158,34 @@ class SliceSettings(_Frozen):
         return self.start <= bucket < self.end
 
 
-class ScorerSettings(BaseSettings):
-    """Everything one scorer process needs. Rendered by the operator as ``scorer.yaml``."""
+class EnvFirstSettings(BaseSettings):
+    """Settings whose environment (``FRAUD_`` prefix, ``__`` between levels) wins over the
+    file, passed as init values: that is how a Secret injected as, say,
+    ``FRAUD_KAFKA__SASL_PASSWORD`` completes a ConfigMap-rendered file. The scorer's and the
+    sinks' settings both work this way."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FRAUD_",
-        env_nested_delimiter="__",
-        frozen=True,
-        extra="forbid",
+        env_prefix="FRAUD_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration, safe to log (secrets masked by pydantic)."""
+        return json.loads(self.model_dump_json())  # type: ignore[no-any-return]
+
+
+class ScorerSettings(EnvFirstSettings):
+    """Everything one scorer process needs. Rendered by the operator as ``scorer.yaml``."""
 
     detector: str = "default"
     track: Track = "stable"
@@ -192,23 +211,6 @@ class ScorerSettings(BaseSettings):
                 raise ValueError(f"rule name {rule.name!r} is used twice")
             seen.add(rule.name)
         return rules
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment wins over the file (passed as init values): that is how a Secret
-        # injected as FRAUD_KAFKA__SASL_PASSWORD completes a ConfigMap-rendered file.
-        return (env_settings, init_settings)
-
-    def redacted(self) -> dict[str, Any]:
-        """The effective configuration, safe to log (secrets masked by pydantic)."""
-        return json.loads(self.model_dump_json())  # type: ignore[no-any-return]
 
 
 def load_settings(path: Path | None, **overrides: Any) -> ScorerSettings:

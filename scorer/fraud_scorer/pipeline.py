@@ -23,11 +23,11 @@ from fraud_scorer.contract import (
     Rejected,
     Transaction,
     TransactionDecoder,
+    dead_letter_headers,
     user_bucket,
 )
 from fraud_scorer.features import FEATURE_NAMES, FeatureEngine
 from fraud_scorer.model import Model
-from fraud_scorer.redact import mask_pans
 from fraud_scorer.rules import RuleSet
 
 KafkaHeaders = list[tuple[str, bytes]]
@@ -221,15 +221,9 @@ class BatchScorer:
                 out.rule_errors[rule.name] += count
 
     def _dead_letter(self, msg: Record, rejected: Rejected) -> DeadLetter:
-        headers: KafkaHeaders = [
-            ("dlq.reason", rejected.reason.encode()),
-            ("dlq.detail", mask_pans(rejected.detail).encode()[:512]),
-            ("dlq.source.topic", (msg.topic() or "").encode()),
-            ("dlq.source.partition", str(msg.partition()).encode()),
-            ("dlq.source.offset", str(msg.offset()).encode()),
-            ("dlq.detector", self.detector.encode()),
-            ("dlq.track", self.track.encode()),
-        ]
+        headers = dead_letter_headers(
+            msg, rejected.reason, rejected.detail, self.detector, track=self.track
+        )
         for name, value in msg.headers() or ():
             headers.append((f"original.{name}", value or b""))
         return DeadLetter(msg.key(), msg.value(), headers, rejected.reason)

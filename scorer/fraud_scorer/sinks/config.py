@@ -6,15 +6,13 @@ reach the pod only from Secrets, and all three are ``SecretStr`` (never logged).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from fraud_scorer.config import KafkaSettings, MetricsSettings
+from fraud_scorer.config import EnvFirstSettings, KafkaSettings, MetricsSettings
 from fraud_scorer.sinks.webhook import WebhookSettings
 
 SinkKind = Literal["webhook", "postgres"]
@@ -65,11 +63,7 @@ class SinkBatch(_Frozen):
     retry_max_s: float = Field(default=30.0, gt=0, description="cap of the store's retry backoff")
 
 
-class SinkSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="FRAUD_", env_nested_delimiter="__", frozen=True, extra="forbid"
-    )
-
+class SinkSettings(EnvFirstSettings):
     detector: str = "default"
     sink: SinkKind = "webhook"
     kafka: KafkaSettings = KafkaSettings(group_id="fraud-sink", client_id="fraud-sink")
@@ -89,17 +83,6 @@ class SinkSettings(BaseSettings):
             )
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
-
     def input_topics(self) -> list[str]:
         """What this sink consumes: alerts for a webhook; decisions, alerts (they carry the
         transaction) and labels for the case store."""
@@ -107,9 +90,6 @@ class SinkSettings(BaseSettings):
             return [self.topics.alerts]
         t = self.topics
         return [t.decisions, t.alerts, *([t.labels] if t.labels else [])]
-
-    def redacted(self) -> dict[str, Any]:
-        return json.loads(self.model_dump_json())  # type: ignore[no-any-return]
 
 
 def load_sink_settings(path: Path | None, **overrides: Any) -> SinkSettings:

@@ -28,9 +28,8 @@ import msgspec
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from fraud_scorer.contract import Decision
+from fraud_scorer.contract import Decision, dead_letter_headers
 from fraud_scorer.metrics import HealthServer
-from fraud_scorer.redact import mask_pans
 from fraud_scorer.service import brokers_up
 from fraud_scorer.sinks.config import SinkSettings
 from fraud_scorer.sinks.metrics import SinkMetrics
@@ -396,15 +395,11 @@ class SinkService:
 
     def _produce_dead_letter(self, dl: DeadLetter) -> None:
         msg = dl.msg
-        headers: Headers = [
-            ("dlq.reason", dl.reason.encode()),
-            ("dlq.detail", mask_pans(dl.detail).encode()[:512]),
-            ("dlq.source.topic", (msg.topic() or "").encode()),
-            ("dlq.source.partition", str(msg.partition()).encode()),
-            ("dlq.source.offset", str(msg.offset()).encode()),
-            ("dlq.detector", self.settings.detector.encode()),
-            ("dlq.sink", self.settings.sink.encode()),
-        ]
+        headers: Headers = list(
+            dead_letter_headers(
+                msg, dl.reason, dl.detail, self.settings.detector, sink=self.settings.sink
+            )
+        )
         self.producer.produce(
             self.settings.topics.dead_letter, msg.value(), msg.key(), headers=headers
         )
