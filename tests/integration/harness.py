@@ -219,13 +219,19 @@ class ScorerProcess:
         return self
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError:
-            return 0, ""
+        """GET on the process's health/metrics port; (0, "") when nothing answers. A running
+        process that is merely slow (a loaded CI machine) is given three tries."""
+        for _ in range(3):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+            except OSError:
+                if self.proc is None or self.proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        return 0, ""
 
     def ready(self) -> bool:
         assert self.proc is not None
