@@ -9,10 +9,11 @@ PIP_VERSION := 25.3
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The product (every extra) and the development kit (devtools/, its own distribution).
+$(STAMP): pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
-	$(PY) -m pip install -q -e '.[scorer,training,operator,sinks]' --group dev
+	$(PY) -m pip install -q -e '.[scorer,training,operator,sinks]' -e ./devtools --group dev
 	touch $@
 
 demo: $(STAMP)

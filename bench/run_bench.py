@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from confluent_kafka import Consumer, Producer
-from fraud_scorer.mock_cluster import MockCluster
+from fraud_devtools.mock_cluster import MockCluster
 from fraud_training.data import scorer_features, to_payloads
 from fraud_training.synth import SynthConfig, generate
 from fraud_training.train import train_and_export

@@ -24,10 +24,10 @@ from typing import Any
 import msgspec
 import psycopg
 from confluent_kafka import Producer
-from fraud_scorer.mock_cluster import MockCluster
-from fraud_scorer.sinks.case_store import CaseStore, migrate
-from fraud_scorer.sinks.config import SinkSettings
-from fraud_scorer.sinks.service import SinkService
+from fraud_devtools.mock_cluster import MockCluster
+from fraud_sinks.case_store import CaseStore, migrate
+from fraud_sinks.config import SinkSettings
+from fraud_sinks.service import SinkService
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.servers import http_receiver, postgres_server

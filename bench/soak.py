@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import psutil
 from confluent_kafka import Producer
-from fraud_scorer.mock_cluster import MockCluster
+from fraud_devtools.mock_cluster import MockCluster
 from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
 from fraud_training.train import train_and_export

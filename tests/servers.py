@@ -12,7 +12,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -23,12 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from fraud_devtools.local import free_port
 
 
 def _pg_bin(name: str) -> str:

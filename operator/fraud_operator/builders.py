@@ -560,7 +560,7 @@ def declared_sinks(d: Detector) -> list[str]:
 
 
 def sink_config(d: Detector, kind: str) -> dict[str, Any]:
-    """The sink's config file (``fraud_scorer.sinks.config.SinkSettings``); the URL, DSN and
+    """The sink's config file (``fraud_sinks.config.SinkSettings``); the URL, DSN and
     Kafka password reach the pod only as environment variables from their Secrets."""
     spec, sinks = d.spec, d.spec.sinks
     assert sinks is not None

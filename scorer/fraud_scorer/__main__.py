@@ -2,45 +2,40 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import structlog
+from fraud_runtime.extras import require
+
+if TYPE_CHECKING:
+    from fraud_scorer.service import ScorerService
+
+SCORER_MODULES = ("numpy", "onnxruntime", "confluent_kafka", "prometheus_client", "structlog")
+
+
+def _build(config: Path | None) -> ScorerService:
+    from fraud_scorer.config import load_settings
+    from fraud_scorer.service import ScorerService
+
+    return ScorerService(load_settings(config), config_path=config)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fraud-scorer", description=__doc__)
-    parser.add_argument("--config", type=Path, help="scorer YAML (the operator's ConfigMap)")
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
+    require("fraud-scorer", "scorer", SCORER_MODULES)
+    from fraud_runtime.process import run_main
 
-    from fraud_scorer.config import load_settings
     from fraud_scorer.model import ModelError
     from fraud_scorer.rules import RuleCompileError
-    from fraud_scorer.service import (
-        FatalError,
-        ScorerService,
-        configure_logging,
-        install_signal_handlers,
-    )
 
-    configure_logging(args.log_level)
-    log = structlog.get_logger("fraud_scorer")
-    try:
-        settings = load_settings(args.config)
-        service = ScorerService(settings, config_path=args.config)
-    except (ModelError, RuleCompileError, ValueError, OSError) as exc:
-        # Configuration problems: say what is wrong and exit 2 (no restart will fix it).
-        log.error("cannot start", error=str(exc))
-        return 2
-    install_signal_handlers(service)
-    try:
-        service.run()
-    except FatalError as exc:
-        log.error("fatal, exiting without committing", error=str(exc))
-        return 1
-    return 0
+    return run_main(
+        argv,
+        prog="fraud-scorer",
+        description=__doc__,
+        log_name="fraud_scorer",
+        build=_build,
+        config_errors=(ModelError, RuleCompileError, ValueError, OSError),
+    )
 
 
 if __name__ == "__main__":

@@ -16,79 +16,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
+from fraud_runtime.settings import (
+    EnvFirstSettings,
+    Frozen,
+    KafkaSettings,
+    MetricsSettings,
+    load_settings_file,
 )
+from pydantic import Field, field_validator, model_validator
 
 Action = Literal["review", "block"]
 Track = Literal["stable", "canary", "shadow"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class KafkaSettings(_Frozen):
-    bootstrap_servers: str = "localhost:9092"
-    group_id: str = "fraud-scorer"
-    client_id: str = "fraud-scorer"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    extra: dict[str, str | int | bool] = Field(
-        default_factory=dict, description="librdkafka properties passed through verbatim"
-    )
-
-    @model_validator(mode="after")
-    def _sasl_complete(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
-            raise ValueError(
-                f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username "
-                "and sasl_password (set FRAUD_KAFKA__SASL_PASSWORD from a Secret)"
-            )
-        return self
-
-    def client_config(self) -> dict[str, Any]:
-        """librdkafka settings common to every client this scorer opens."""
-        conf: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "client.id": self.client_id,
-            "security.protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism:
-            conf["sasl.mechanism"] = self.sasl_mechanism
-            conf["sasl.username"] = self.sasl_username
-            conf["sasl.password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else ""
-            )
-        if self.ssl_ca_location:
-            conf["ssl.ca.location"] = self.ssl_ca_location
-        conf.update(self.extra)
-        return conf
-
-
-class TopicSettings(_Frozen):
+class TopicSettings(Frozen):
     input: str = "transactions"
     decisions: str = "scored-transactions"
     alerts: str = "fraud-alerts"
     dead_letter: str = "transactions-dlq"
 
 
-class RuleSpec(_Frozen):
+class RuleSpec(Frozen):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$", max_length=63)
     expression: str = Field(min_length=1, max_length=4096)
     action: Action = "review"
 
 
-class DecisionSettings(_Frozen):
+class DecisionSettings(Frozen):
     review_at: float = Field(default=0.80, ge=0.0, le=1.0)
     block_at: float = Field(default=0.97, ge=0.0, le=1.0)
 
@@ -101,12 +55,12 @@ class DecisionSettings(_Frozen):
         return self
 
 
-class FeatureSettings(_Frozen):
+class FeatureSettings(Frozen):
     history_hours: float = Field(default=168.0, gt=0, description="per-user history horizon")
     max_events_per_user: int = Field(default=64, ge=2, le=4096)
 
 
-class StateSettings(_Frozen):
+class StateSettings(Frozen):
     replay: bool = True
     replay_max_messages: int = Field(
         default=2_000_000,
@@ -115,23 +69,18 @@ class StateSettings(_Frozen):
     )
 
 
-class BatchSettings(_Frozen):
+class BatchSettings(Frozen):
     max_messages: int = Field(default=2000, ge=1, le=100_000)
     poll_timeout_s: float = Field(default=0.01, gt=0, le=5)
     max_message_bytes: int = Field(default=65_536, ge=256)
     commit_interval_s: float = Field(default=1.0, gt=0)
 
 
-class MetricsSettings(_Frozen):
-    host: str = "0.0.0.0"  # noqa: S104 - a pod's metrics port must be reachable by Prometheus
-    port: int = Field(default=9102, ge=0, le=65535)
-
-
-class ModelSettings(_Frozen):
+class ModelSettings(Frozen):
     path: Path = Path("/models/current")
 
 
-class OutputSettings(_Frozen):
+class OutputSettings(Frozen):
     include_features: bool = True
     alert_includes_transaction: bool = True
     # A canary or shadow track leaves alerts (shadow) and dead letters (both) to stable: one
@@ -140,7 +89,7 @@ class OutputSettings(_Frozen):
     dead_letters: bool = True
 
 
-class SliceSettings(_Frozen):
+class SliceSettings(Frozen):
     """The users this track decides for: ``user_bucket(user_id)`` in ``[start, end)``.
     Every track still computes features for every user, so moving the boundary (a canary
     step) hands users over with warm state. Hot-reloaded from the config file."""
@@ -156,32 +105,6 @@ class SliceSettings(_Frozen):
 
     def contains(self, bucket: int) -> bool:
         return self.start <= bucket < self.end
-
-
-class EnvFirstSettings(BaseSettings):
-    """Settings whose environment (``FRAUD_`` prefix, ``__`` between levels) wins over the
-    file, passed as init values: that is how a Secret injected as, say,
-    ``FRAUD_KAFKA__SASL_PASSWORD`` completes a ConfigMap-rendered file. The scorer's and the
-    sinks' settings both work this way."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="FRAUD_", env_nested_delimiter="__", frozen=True, extra="forbid"
-    )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
-
-    def redacted(self) -> dict[str, Any]:
-        """The effective configuration, safe to log (secrets masked by pydantic)."""
-        return json.loads(self.model_dump_json())  # type: ignore[no-any-return]
 
 
 class ScorerSettings(EnvFirstSettings):
@@ -216,13 +139,7 @@ class ScorerSettings(EnvFirstSettings):
 def load_settings(path: Path | None, **overrides: Any) -> ScorerSettings:
     """Settings from the YAML file at ``path`` (if any) updated by ``overrides``; the
     environment still wins over both."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a YAML mapping at the top level")
-    data.update(overrides)
-    return ScorerSettings(**data)
+    return load_settings_file(ScorerSettings, path, **overrides)
 
 
 def read_reloadable(path: Path) -> tuple[tuple[RuleSpec, ...], DecisionSettings, SliceSettings]:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import math
 import zlib
 from datetime import datetime
-from typing import Annotated, Final, Protocol
+from typing import Annotated, Final
 
 import msgspec
-
-from fraud_scorer.redact import mask_pans
 
 Tz = Annotated[datetime, msgspec.Meta(tz=True)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -143,29 +141,6 @@ def _classify_decode_error(value: bytes, message: str) -> Rejected:
     except UnicodeDecodeError as exc:
         return Rejected("invalid_encoding", f"not UTF-8 at byte {exc.start}")
     return Rejected("invalid_json", message)
-
-
-class _Located(Protocol):
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-
-
-def dead_letter_headers(
-    msg: _Located, reason: str, detail: str, detector: str, **where: str
-) -> list[tuple[str, bytes]]:
-    """The ``dlq.*`` headers of every dead letter, the scorer's and the sinks' alike: the
-    reason, the detail (card numbers masked, at most 512 bytes), where the message came
-    from, and who gave up on it (``where``: e.g. ``track=stable`` or ``sink=webhook``)."""
-    return [
-        ("dlq.reason", reason.encode()),
-        ("dlq.detail", mask_pans(detail).encode()[:512]),
-        ("dlq.source.topic", (msg.topic() or "").encode()),
-        ("dlq.source.partition", str(msg.partition()).encode()),
-        ("dlq.source.offset", str(msg.offset()).encode()),
-        ("dlq.detector", detector.encode()),
-        *((f"dlq.{k}", v.encode()) for k, v in where.items()),
-    ]
 
 
 def user_bucket(user_id: str) -> int:

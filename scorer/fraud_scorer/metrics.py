@@ -1,4 +1,4 @@
-"""Prometheus metrics and the health endpoints.
+"""The scorer's Prometheus metrics (the endpoints are the runtime's :mod:`fraud_runtime.health`).
 
 Metrics follow Prometheus naming (``fraud_`` prefix, base units, bounded labels) and are
 updated once per batch, never per event: per-event latencies and scores go into
@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from fraud_runtime.health import LATENCY_BUCKETS
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SCORE_BUCKETS = (*(round(0.05 * i, 2) for i in range(1, 20)), 0.97, 0.99)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 
@@ -198,54 +189,3 @@ class ScorerMetrics:
 
     def base(self) -> dict[str, str]:
         return dict(self._base)
-
-
-class HealthServer:
-    """``/metrics``, ``/healthz`` (the loop is alive) and ``/readyz`` (it can score)."""
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        host: str,
-        port: int,
-        is_ready: Callable[[], tuple[bool, str]],
-        heartbeat: Callable[[], float],
-        stale_after_s: float = 30.0,
-    ) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    age = time.monotonic() - heartbeat()
-                    ok = age < stale_after_s
-                    self._send(200 if ok else 503, f"loop heartbeat {age:.1f}s ago\n".encode())
-                elif path == "/readyz":
-                    ready, why = is_ready()
-                    self._send(200 if ready else 503, (why + "\n").encode())
-                else:
-                    self._send(404, b"not found\n")
-
-            def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def start(self) -> HealthServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

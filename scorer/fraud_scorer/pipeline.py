@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from fraud_runtime.dead_letters import dead_letter_headers
 
 from fraud_scorer.config import SliceSettings
 from fraud_scorer.contract import (
@@ -23,7 +24,6 @@ from fraud_scorer.contract import (
     Rejected,
     Transaction,
     TransactionDecoder,
-    dead_letter_headers,
     user_bucket,
 )
 from fraud_scorer.features import FEATURE_NAMES, FeatureEngine

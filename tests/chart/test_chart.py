@@ -17,7 +17,7 @@ import pytest
 import yaml
 from fraud_operator.metrics import OperatorMetrics
 from fraud_scorer.metrics import ScorerMetrics
-from fraud_scorer.sinks.metrics import SinkMetrics
+from fraud_sinks.metrics import SinkMetrics
 
 from tests.servers import prometheus_server
 

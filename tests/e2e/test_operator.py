@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fraud_scorer.mock_cluster import MockCluster
+from fraud_devtools.mock_cluster import MockCluster
 from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fraud_scorer.mock_cluster import MockCluster
+from fraud_devtools.mock_cluster import MockCluster
 
 from tests.e2e.cluster import Cluster, wait_for
 from tests.e2e.faults import FaultyApiProxy

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fraud_scorer.mock_cluster import MockCluster
+from fraud_devtools.mock_cluster import MockCluster
 
 from tests.integration.harness import TOPICS, kill_leftovers
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
+from fraud_devtools.local import free_port, wait_until
 from fraud_scorer.contract import Transaction, TransactionDecoder
 from fraud_scorer.features import FeatureEngine, as_mapping
 from fraud_training.data import to_payloads
@@ -42,21 +42,6 @@ def reference_features(items: list[tuple[bytes, bytes]]) -> dict[str, dict[str, 
         assert isinstance(tx, Transaction)
         out[tx.transaction_id] = as_mapping(engine.compute(0, tx, tx.timestamp.timestamp()))
     return out
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def produce(
@@ -267,10 +252,10 @@ class ScorerProcess:
 
 
 class SinkProcess(ScorerProcess):
-    """A real ``python -m fraud_scorer.sinks`` process. Secrets (webhook URL, DSN) go in ``env``,
+    """A real ``python -m fraud_sinks`` process. Secrets (webhook URL, DSN) go in ``env``,
     as the operator passes them from Secrets."""
 
-    module = "fraud_scorer.sinks"
+    module = "fraud_sinks"
 
     def __init__(
         self,

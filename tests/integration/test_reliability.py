@@ -19,9 +19,10 @@ from pathlib import Path
 import msgspec
 import pandas as pd
 import pytest
-from fraud_scorer.mock_cluster import MockCluster
-from fraud_scorer.sinks.config import SinkSettings
-from fraud_scorer.sinks.service import SinkService
+from fraud_devtools.mock_cluster import MockCluster
+from fraud_devtools.producer import send_paced
+from fraud_sinks.config import SinkSettings
+from fraud_sinks.service import SinkService
 from fraud_training.synth import SynthConfig, generate
 
 from tests.integration.harness import (
@@ -144,12 +145,7 @@ def paced(bootstrap: str, items: list[tuple[bytes, bytes]], per_s: int) -> threa
 
     def run() -> None:
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-        tick = per_s // 10
-        for i in range(0, len(items), tick):
-            for key, value in items[i : i + tick]:
-                producer.produce(TOPICS["input"], value, key)
-            producer.poll(0)
-            time.sleep(0.1)
+        send_paced(producer, TOPICS["input"], items, per_s, every=max(per_s // 10, 1))
         assert producer.flush(120) == 0
 
     thread = threading.Thread(target=run, daemon=True)

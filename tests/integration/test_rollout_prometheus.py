@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fraud_devtools.mock_cluster import MockCluster
 from fraud_operator.analysis import analyse
 from fraud_operator.prometheus import Prometheus, track_sample
 from fraud_operator.rollout import State, analysis_due, step
 from fraud_operator.spec import ModelRef, Rollout
-from fraud_scorer.mock_cluster import MockCluster
 from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pandas as pd
 import pytest
-from fraud_scorer.mock_cluster import MockCluster
+from fraud_devtools.mock_cluster import MockCluster
 
 from tests.integration.harness import (
     TOPICS,

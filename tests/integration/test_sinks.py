@@ -13,7 +13,7 @@ import msgspec
 import pandas as pd
 import psycopg
 import pytest
-from fraud_scorer.mock_cluster import MockCluster
+from fraud_devtools.mock_cluster import MockCluster
 
 from tests.integration.harness import (
     TOPICS,

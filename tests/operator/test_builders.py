@@ -285,7 +285,7 @@ SINKS = {
 def test_sinks_run_as_their_own_locked_down_pods_with_secrets_only_in_env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fraud_scorer.sinks.config import load_sink_settings
+    from fraud_sinks.config import load_sink_settings
 
     d = make_detector(
         kafka={"bootstrapServers": "k:9093", "authentication": AUTH, "tls": TLS},

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import structlog
+from fraud_runtime.logs import configure_logging
+from fraud_runtime.redact import luhn_ok, mask_pans
 from fraud_scorer.config import DecisionSettings
 from fraud_scorer.features import FeatureEngine
 from fraud_scorer.model import load_model
 from fraud_scorer.pipeline import BatchScorer
-from fraud_scorer.redact import luhn_ok, mask_pans
 from fraud_scorer.rules import compile_rules
-from fraud_scorer.service import configure_logging
 
 from tests.records import Msg
 

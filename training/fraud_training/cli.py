@@ -235,58 +235,6 @@ def export(
 
 
 @app.command()
-def produce(
-    bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap servers")],
-    topic: str = "transactions",
-    users: int = 20000,
-    days: float = 7.0,
-    rate: Annotated[float, typer.Option(help="transactions per second")] = 500.0,
-    seed: int = 7,
-    limit: Annotated[int, typer.Option(help="stop after this many (0: the whole stream)")] = 0,
-    loop: Annotated[bool, typer.Option(help="start over at the end, forever")] = False,
-) -> None:
-    """Stream synthetic transactions to a Kafka topic at a fixed rate, keyed by user id."""
-    import time
-
-    from confluent_kafka import Producer
-
-    from fraud_training.data import to_payloads
-
-    frame = synth_generate(SynthConfig(users=users, days=days, seed=seed))
-    keys = [u.encode() for u in frame["user_id"]]
-    payloads = to_payloads(frame)
-    total = limit or len(payloads)
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "client.id": "fraud-producer"}
-    )
-    sent, start = 0, time.monotonic()
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task(
-            f"producing to {topic} at {rate:,.0f}/s", total=None if loop else total
-        )
-        while loop or sent < total:
-            i = sent % len(payloads)
-            producer.produce(topic, payloads[i], keys[i])
-            sent += 1
-            if sent % 100 == 0:
-                producer.poll(0)
-                progress.update(task, completed=sent)
-                ahead = sent / rate - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-    remaining = producer.flush(30)
-    if remaining:
-        raise _fail(f"{remaining} message(s) not delivered to {bootstrap}")
-    console.print(f"produced {sent:,} transactions to {topic}")
-
-
-@app.command()
 def benchmark(
     out: Annotated[Path, typer.Option(help="report directory")] = Path("build/benchmark"),
     seed: int = 0,

@@ -14,13 +14,12 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -31,15 +30,17 @@ import numpy as np
 import pandas as pd
 import yaml
 from confluent_kafka import Consumer, Producer
-from fraud_scorer.mock_cluster import MockCluster
+from fraud_training.data import to_payloads
+from fraud_training.synth import SynthConfig, generate
+from fraud_training.train import train_and_export
 from rich.console import Console
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from fraud_training.data import to_payloads
-from fraud_training.synth import SynthConfig, generate
-from fraud_training.train import train_and_export
+from fraud_devtools.local import free_port, wait_http_ok
+from fraud_devtools.mock_cluster import MockCluster
+from fraud_devtools.producer import send_paced
 
 TOPICS = {
     "input": "transactions",
@@ -106,27 +107,6 @@ class _Tally:
     scenario_hits: Counter[str] = field(default_factory=Counter)
     scenario_total: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"scorer exited with {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"scorer not ready after {timeout}s ({url})")
 
 
 def _collector(
@@ -291,7 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, parts in (("input", 8), ("decisions", 16), ("alerts", 4), ("dead_letter", 4)):
             cluster.create_topic(TOPICS[name], parts)
         console.print(f"[green]mock Kafka cluster[/green] on {cluster.bootstrap_servers}")
-        port = _free_port()
+        port = free_port()
         config = {
             "detector": "demo",
             "kafka": {
@@ -318,7 +298,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 env={**os.environ},
             )
             try:
-                _wait_ready(f"http://127.0.0.1:{port}/readyz", scorer)
+                wait_http_ok(f"http://127.0.0.1:{port}/readyz", scorer)
                 console.print(
                     f"[green]scorer running[/green] (pid {scorer.pid}, metrics "
                     f"http://127.0.0.1:{port}/metrics, log {log_path})"
@@ -360,25 +340,28 @@ def _stream(
         {"bootstrap.servers": bootstrap, "linger.ms": 5, "queue.buffering.max.messages": 1_000_000}
     )
     every = max(int(1 / args.malformed_share), 1) if args.malformed_share > 0 else 0
-    start = time.monotonic()
+    users = traffic["user_id"].tolist()
+
+    def items() -> Iterator[tuple[bytes | None, bytes]]:
+        """The traffic, with a malformed message after every ``every`` valid ones."""
+        for i, (user, raw) in enumerate(zip(users, payloads, strict=True)):
+            yield user.encode(), raw
+            tally.produced = i + 1
+            if every and i % every == every - 1:
+                yield b"malformed", _MALFORMED[(i // every) % len(_MALFORMED)]
+                tally.malformed_sent += 1
+
     with Live(
         _progress(tally, len(payloads), args.rate), console=console, refresh_per_second=4
     ) as live:
-        users = traffic["user_id"].tolist()
-        for i, (user, raw) in enumerate(zip(users, payloads, strict=True)):
-            producer.produce(TOPICS["input"], raw, user.encode())
-            if every and i % every == every - 1:
-                producer.produce(
-                    TOPICS["input"], _MALFORMED[(i // every) % len(_MALFORMED)], b"malformed"
-                )
-                tally.malformed_sent += 1
-            tally.produced = i + 1
-            if i % 500 == 0:
-                producer.poll(0)
-                ahead = (i + 1) / args.rate - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-                live.update(_progress(tally, len(payloads), args.rate))
+        send_paced(
+            producer,
+            TOPICS["input"],
+            items(),
+            args.rate,
+            every=500,
+            on_progress=lambda _: live.update(_progress(tally, len(payloads), args.rate)),
+        )
         producer.flush(30)
         # Wait (bounded) until every message, valid or not, has come back out.
         deadline = time.monotonic() + 60

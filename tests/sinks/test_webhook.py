@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fraud_scorer.sinks.webhook import WebhookSettings, WebhookSink, payload
+from fraud_sinks.webhook import WebhookSettings, WebhookSink, payload
 
 from tests.servers import Receiver, http_receiver
 

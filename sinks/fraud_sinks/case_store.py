@@ -18,6 +18,8 @@ from typing import Any
 
 import psycopg
 
+from fraud_sinks.messages import Label
+
 _UPSERT = """
 INSERT INTO cases (transaction_id, user_id, detector, track, action, score, reasons,
                    model_version, rules_version, event_time, scored_at, transaction)
@@ -78,7 +80,7 @@ _COLUMNS = (
 
 def migrations() -> list[tuple[str, str]]:
     """(name, SQL) of every migration shipped with the package, in order."""
-    folder = resources.files("fraud_scorer.sinks") / "migrations"
+    folder = resources.files("fraud_sinks") / "migrations"
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name, f.read_text()) for f in files]
 
@@ -100,14 +102,6 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
             conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
             applied.append(name)
     return applied
-
-
-@dataclass(frozen=True)
-class Label:
-    transaction_id: str
-    is_fraud: bool
-    by: str
-    at: datetime
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fraud_scorer.sinks.config import SinkSettings, load_sink_settings
+from fraud_sinks.config import SinkSettings, load_sink_settings
 from pydantic import ValidationError
 
 

@@ -12,8 +12,9 @@ import msgspec
 import pandas as pd
 import psycopg
 import pytest
-from fraud_scorer.sinks.case_store import CaseStore, Label, LabelResult, migrate, migrations
-from fraud_scorer.sinks.cli import app
+from fraud_sinks.case_store import CaseStore, LabelResult, migrate, migrations
+from fraud_sinks.cli import app
+from fraud_sinks.messages import Label
 from fraud_training.data import read_table, to_payloads, validate
 from fraud_training.synth import SynthConfig, generate
 from typer.testing import CliRunner

@@ -24,7 +24,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fraud_scorer.sinks.case_store import CaseStore, Label, migrate
+from fraud_sinks.case_store import CaseStore, migrate
+from fraud_sinks.messages import Label
 
 app = typer.Typer(
     help="Work the fraud case store: list open cases, label them, migrate the schema.",

@@ -9,20 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from fraud_runtime.settings import (
+    EnvFirstSettings,
+    Frozen,
+    KafkaSettings,
+    MetricsSettings,
+    load_settings_file,
+)
+from pydantic import Field, SecretStr, model_validator
 
-from fraud_scorer.config import EnvFirstSettings, KafkaSettings, MetricsSettings
-from fraud_scorer.sinks.webhook import WebhookSettings
+from fraud_sinks.webhook import WebhookSettings
 
 SinkKind = Literal["webhook", "postgres"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SinkTopics(_Frozen):
+class SinkTopics(Frozen):
     decisions: str = "scored-transactions"
     alerts: str = "fraud-alerts"
     labels: str | None = Field(default=None, description="analysts' labels (case store only)")
@@ -32,7 +33,7 @@ class SinkTopics(_Frozen):
     )
 
 
-class WebhookConfig(_Frozen):
+class WebhookConfig(Frozen):
     url: SecretStr | None = None
     style: Literal["slack", "json"] = "slack"
     min_action: Literal["review", "block"] = "review"
@@ -52,12 +53,12 @@ class WebhookConfig(_Frozen):
         return WebhookSettings(url=self.url.get_secret_value(), **fields)
 
 
-class PostgresConfig(_Frozen):
+class PostgresConfig(Frozen):
     dsn: SecretStr | None = None
     migrate: bool = Field(default=True, description="apply the project's migrations at start")
 
 
-class SinkBatch(_Frozen):
+class SinkBatch(Frozen):
     max_messages: int = Field(default=1000, ge=1, le=100_000)
     poll_timeout_s: float = Field(default=0.2, gt=0, le=5)
     retry_max_s: float = Field(default=30.0, gt=0, description="cap of the store's retry backoff")
@@ -93,10 +94,4 @@ class SinkSettings(EnvFirstSettings):
 
 
 def load_sink_settings(path: Path | None, **overrides: Any) -> SinkSettings:
-    data: dict[str, Any] = {}
-    if path is not None:
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a YAML mapping at the top level")
-    data.update(overrides)
-    return SinkSettings(**data)
+    return load_settings_file(SinkSettings, path, **overrides)

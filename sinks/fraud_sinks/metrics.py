@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import contextlib
 
+from fraud_runtime.health import LATENCY_BUCKETS
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from fraud_scorer.metrics import LATENCY_BUCKETS
 
 END_TO_END_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 

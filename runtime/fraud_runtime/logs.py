@@ -1,0 +1,23 @@
+"""JSON logs through structlog, with card numbers masked in every event."""
+
+from __future__ import annotations
+
+import logging
+
+import structlog
+
+from fraud_runtime.redact import mask_event
+
+
+def configure_logging(level: str = "info") -> None:
+    structlog.configure(
+        processors=[
+            mask_event,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+    )

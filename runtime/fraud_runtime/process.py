@@ -1,0 +1,425 @@
+"""The skeleton of every Kafka process: poll -> handle -> deliver -> store offsets -> commit.
+
+A process (the scorer, a sink) subclasses :class:`KafkaProcess` and writes :meth:`handle`, which
+turns one batch of records into produced messages (through :meth:`KafkaProcess.produce`) or
+side effects. The runtime owns everything around it:
+
+- **at-least-once**: a batch's offsets are stored only after ``handle`` returned and the broker
+  acknowledged everything produced for it (:class:`~fraud_runtime.offsets.OffsetTracker`);
+  ``commit_each_batch`` processes (the sinks) also wait for that and commit synchronously after
+  every batch, the others (the scorer) let librdkafka commit stored offsets in the background;
+- **a delivery failure is fatal**: :class:`FatalError`, the process exits without storing, and
+  its successor redoes the work from the last committed offset;
+- **rebalances**: partitions given up are finished and committed first (``on_revoke``); lost
+  ones are forgotten; subclasses hear of both and of new assignments;
+- **health**: ``/healthz`` follows the loop's heartbeat, ``/readyz`` says why the process is not
+  ready (stopping, busy, no broker, no assignment, or the subclass's own reason);
+- **signals** only set the stop flag; the loop drains, commits once more and closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from fraud_runtime.health import HealthServer
+from fraud_runtime.logs import configure_logging
+from fraud_runtime.offsets import OffsetTracker
+from fraud_runtime.settings import KafkaSettings, MetricsSettings
+
+
+class FatalError(RuntimeError):
+    """The process cannot go on without risking loss; it exits without committing."""
+
+
+class BatchAbandoned(Exception):
+    """``handle`` gave up on its batch because the process is stopping: nothing is stored,
+    and whoever owns the partitions next redoes the batch."""
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    max_messages: int
+    poll_timeout_s: float
+    # How long handed-over offsets may wait before the loop flushes the producer to store them.
+    commit_interval_s: float = 1.0
+
+
+class _Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+def brokers_up(stats: dict[str, Any]) -> bool:
+    """From librdkafka's statistics: is any real broker connection up?"""
+    return any(
+        b.get("state") == "UP" and b.get("nodeid", -1) >= 0
+        for b in stats.get("brokers", {}).values()
+    )
+
+
+class KafkaProcess:
+    """One consumer group member with a producer for its outputs. ``run()`` blocks until
+    :meth:`stop` (or SIGTERM) and returns; it raises :class:`FatalError` when it must not go
+    on."""
+
+    log_name: ClassVar[str] = "fraud"
+    commit_each_batch: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        metrics: MetricsSettings,
+        registry: CollectorRegistry,
+        topics: list[str],
+        loop: LoopSettings,
+        ready_gauge: _Gauge | None = None,
+    ) -> None:
+        self.log = structlog.get_logger(self.log_name)
+        self.kafka = kafka
+        self.metrics_settings = metrics
+        self.registry = registry
+        self.topics = topics
+        self.loop = loop
+        self.ready_gauge = ready_gauge
+        self.offsets = OffsetTracker(loop.commit_interval_s)
+        self.health: HealthServer | None = None
+        self.consumed = 0
+        self._stop = threading.Event()
+        self._heartbeat = time.monotonic()
+        self._brokers_up = False
+        self._assigned = False
+        self._delivery_error: str | None = None
+
+    # -- what a process writes ---------------------------------------------------------------
+
+    def handle(self, records: list[Message]) -> None:
+        """Do the work of one batch; produce outputs with :meth:`produce`."""
+        raise NotImplementedError
+
+    def busy(self) -> str | None:
+        """Why the process cannot serve right now although its clients are fine (e.g. it is
+        rebuilding state), or None."""
+        return None
+
+    def ready_detail(self) -> tuple[bool, str]:
+        """Readiness once brokers and assignment are fine."""
+        return True, "ready"
+
+    def tick(self) -> None:
+        """Periodic work between batches (hot reload, expiry); keep it short."""
+
+    def on_assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """New partitions, before their first batch (state rebuild goes here)."""
+
+    def on_released(self, partitions: list[TopicPartition]) -> None:
+        """Partitions revoked (after their work was committed) or lost."""
+
+    def observe_lag(self, topic: str, partition: int, lag: int) -> None:
+        """Consumer lag from librdkafka's statistics, every 2 s."""
+
+    def on_stats(self) -> None:
+        """After each statistics callback (refresh gauges here)."""
+
+    def consumer_overrides(self) -> dict[str, Any]:
+        return {}
+
+    def producer_overrides(self) -> dict[str, Any]:
+        return {}
+
+    def starting(self) -> None:
+        """Log the effective configuration."""
+
+    def closing(self) -> None:
+        """Release what the process holds besides its Kafka clients."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to drain and exit (what SIGTERM does)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def ready(self) -> tuple[bool, str]:
+        if self._stop.is_set():
+            return False, "shutting down"
+        busy = self.busy()
+        if busy:
+            return False, busy
+        if not self._brokers_up:
+            return False, "no Kafka broker reachable"
+        if not self._assigned:
+            return False, "waiting for a partition assignment"
+        return self.ready_detail()
+
+    def run(self) -> None:
+        self.starting()
+        m = self.metrics_settings
+        self.health = HealthServer(self.registry, m.host, m.port, self.ready, self._beat).start()
+        self.log.info("metrics listening", port=self.health.port)
+        self.producer = Producer(self._producer_config())
+        self.consumer = Consumer(self._consumer_config())
+        self.consumer.subscribe(
+            self.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def _beat(self) -> float:
+        return self._heartbeat
+
+    def _loop(self) -> None:
+        consume = self.consumer.consume
+        n, timeout = self.loop.max_messages, self.loop.poll_timeout_s
+        while not self._stop.is_set():
+            self._heartbeat = time.monotonic()
+            self.tick()
+            records = [m for m in consume(n, timeout) if self._usable(m)]
+            if records:
+                self._brokers_up = True
+                try:
+                    self.handle(records)
+                except BatchAbandoned:
+                    return
+                self.offsets.done(records)
+                self.consumed += len(records)
+                if self.commit_each_batch:
+                    self._commit_batch()
+            self.producer.poll(0)
+            self._maybe_store()
+            if self._delivery_error:
+                raise FatalError(f"delivery failed: {self._delivery_error}")
+
+    def _usable(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is not None and err.code() != KafkaError._PARTITION_EOF:
+            self.log.warning("consumer error", error=str(err))
+        return err is None
+
+    def _shutdown(self) -> None:
+        self.log.info("draining")
+        remaining = self.producer.flush(30)
+        if remaining == 0 and not self._delivery_error:
+            self._store()
+            self._commit("final commit failed")
+        else:
+            self.log.error(
+                "not committing: deliveries outstanding or failed",
+                remaining=remaining,
+                error=self._delivery_error,
+            )
+        self.consumer.close()
+        self.closing()
+        if self.health:
+            self.health.stop()
+        self.log.info("stopped", consumed=self.consumed)
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def produce(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None
+    ) -> None:
+        """Hand one message to the producer, waiting (and serving delivery reports) while its
+        queue is full."""
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    # -- offsets -----------------------------------------------------------------------------
+
+    def _maybe_store(self) -> None:
+        if not self.offsets:
+            return
+        # len(producer) counts undelivered messages *and* delivery reports not yet served, so
+        # 0 means every message was acknowledged and any failure has reached _on_delivery.
+        if len(self.producer) == 0 or (self.offsets.overdue() and self.producer.flush(30) == 0):
+            self._store()
+
+    def _commit_batch(self) -> None:
+        if self.producer.flush(30) != 0 or self._delivery_error:
+            raise FatalError(f"outputs not acknowledged: {self._delivery_error or 'timeout'}")
+        self._store()
+        # A failed commit (the partition moved on, say) means its new owner redelivers.
+        self._commit("commit failed; the batch will be redelivered")
+
+    def _store(self, only: set[tuple[str, int]] | None = None) -> None:
+        if self._delivery_error:
+            return
+        offsets = self.offsets.take(only)
+        if not offsets:
+            return
+        try:
+            self.consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:
+            self.log.warning("store_offsets failed", error=str(exc))
+
+    def _commit(self, failure: str, consumer: Consumer | None = None) -> None:
+        try:
+            (consumer or self.consumer).commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                self.log.warning(failure, error=str(exc))
+
+    # -- rebalancing -------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._stop.is_set():
+            # An assignment delivered while close() leaves the group (another member left at
+            # the same moment): nothing will be processed, so prepare nothing. Found by the
+            # scorer's scale-down test, where a state rebuild timed out inside close().
+            self.log.info("partitions assigned while stopping", partitions=len(partitions))
+            return
+        try:
+            self.on_assigned(consumer, partitions)
+        finally:
+            self._assigned = True
+        self.log.info("partitions assigned", partitions=_names(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Finish what was done for these partitions and commit it before giving them up.
+        if self.producer.flush(30) == 0:
+            self._store({(p.topic, p.partition) for p in partitions})
+            self._commit("commit on revoke failed", consumer)
+        self.on_released(partitions)
+        self.log.info("partitions revoked", partitions=_names(partitions))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.offsets.forget((p.topic, p.partition) for p in partitions)
+        self.on_released(partitions)
+        self.log.warning("partitions lost", partitions=_names(partitions))
+
+    # -- client configuration and callbacks --------------------------------------------------
+
+    def _consumer_config(self) -> dict[str, Any]:
+        k = self.kafka
+        auto = not self.commit_each_batch
+        return {
+            **k.client_config(),
+            "group.id": k.group_id,
+            "enable.auto.commit": auto,
+            "enable.auto.offset.store": False,
+            **(
+                {"auto.commit.interval.ms": int(self.loop.commit_interval_s * 1000)} if auto else {}
+            ),
+            "auto.offset.reset": k.auto_offset_reset,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "statistics.interval.ms": 2000,
+            "stats_cb": self._on_stats,
+            "error_cb": self._on_error,
+            **self.consumer_overrides(),
+        }
+
+    def _producer_config(self) -> dict[str, Any]:
+        return {
+            **self.kafka.client_config(),
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
+            "error_cb": self._on_error,
+            **self.producer_overrides(),
+        }
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.delivery_failed(msg)
+            self._delivery_error = f"{msg.topic()}: {err}"
+
+    def delivery_failed(self, msg: Message) -> None:
+        """A produced message the broker did not accept (count it)."""
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._brokers_up = False
+        if err.fatal():
+            self._delivery_error = f"fatal client error: {err}"
+        self.log.warning("kafka error", error=str(err))
+
+    def _on_stats(self, raw: str) -> None:
+        stats = json.loads(raw)
+        self._brokers_up = brokers_up(stats)
+        for topic, t in stats.get("topics", {}).items():
+            for pid, p in t.get("partitions", {}).items():
+                lag = p.get("consumer_lag", -1)
+                if int(pid) >= 0 and lag >= 0 and p.get("fetch_state") == "active":
+                    self.observe_lag(topic, int(pid), lag)
+        self.on_stats()
+        self.publish_ready()
+
+    def publish_ready(self) -> None:
+        if self.ready_gauge is not None:
+            self.ready_gauge.set(1 if self.ready()[0] else 0)
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{p.topic}[{p.partition}]" for p in partitions]
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+    def run(self) -> None: ...
+
+
+def install_signal_handlers(process: Stoppable, log: Any) -> None:
+    """SIGTERM and SIGINT only ask the loop to stop; it drains and commits on its way out."""
+
+    def _handle(signum: int, _frame: object) -> None:
+        log.info("signal received, draining", signal=signum)
+        process.stop()
+
+    signal.signal(signal.SIGTERM, _handle)
+    signal.signal(signal.SIGINT, _handle)
+
+
+def run_main(
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str | None,
+    log_name: str,
+    build: Callable[[Path | None], Stoppable],
+    config_errors: tuple[type[Exception], ...] = (ValueError, OSError),
+) -> int:
+    """``prog --config FILE``: build the process from its settings file and run it until
+    SIGTERM. Exit 2 for configuration problems (no restart will fix them), 1 for a
+    :class:`FatalError` (a restart resumes from the last commit), 0 after a clean stop."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", type=Path, help="settings YAML (the operator's ConfigMap)")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    log = structlog.get_logger(log_name)
+    try:
+        process = build(args.config)
+    except config_errors as exc:
+        log.error("cannot start", error=str(exc))
+        return 2
+    install_signal_handlers(process, log)
+    try:
+        process.run()
+    except FatalError as exc:
+        log.error("fatal, exiting without committing", error=str(exc))
+        return 1
+    return 0

@@ -1,1 +1,0 @@
-"""Alert sinks: services that consume the decisions/alerts topics off the scorer's hot path."""
