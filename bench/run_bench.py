@@ -72,6 +72,16 @@ RULES = [
 ]
 
 
+def default_model(history: pd.DataFrame, build: Path, name: str) -> tuple[Any, dict[str, float]]:
+    """The default LightGBM model trained on ``history`` and exported to ``build/<name>-model``,
+    with the decision thresholds it was fitted for (the scorer's ``decision`` settings)."""
+    trained = train_and_export(history, build / f"{name}-model", version=f"{name}-1")
+    return trained, {
+        "review_at": round(trained.review_at, 6),
+        "block_at": round(trained.block_at, 6),
+    }
+
+
 def pin(cpu: int) -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > cpu:
         os.sched_setaffinity(0, {cpu})
@@ -427,8 +437,7 @@ def main() -> int:
 
     print("training the default LightGBM model...", flush=True)
     history = generate(SynthConfig(users=10_000, days=7.0, seed=7))
-    trained = train_and_export(history, build / "bench-model", version="bench-1")
-    decision = {"review_at": round(trained.review_at, 6), "block_at": round(trained.block_at, 6)}
+    trained, decision = default_model(history, build, "bench")
     naive_model = build / "bench-naive.pkl"
     _train_naive(history, naive_model)
 

@@ -25,10 +25,15 @@ from confluent_kafka import Producer
 from fraud_devtools.mock_cluster import MockCluster
 from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
-from fraud_training.train import train_and_export
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import LOAD_CPU, _metric, _start_scorer, pin  # type: ignore[import-not-found]
+from run_bench import (  # type: ignore[import-not-found]
+    LOAD_CPU,
+    _metric,
+    _start_scorer,
+    default_model,
+    pin,
+)
 
 
 class Buckets:
@@ -80,12 +85,9 @@ def main() -> int:
     build.mkdir(parents=True, exist_ok=True)
     pin(LOAD_CPU)
     print("training the model and generating the stream...", flush=True)
-    model = train_and_export(
-        generate(SynthConfig(users=10_000, days=7.0, seed=7)),
-        build / "soak-model",
-        version="soak-1",
+    model, decision = default_model(
+        generate(SynthConfig(users=10_000, days=7.0, seed=7)), build, "soak"
     )
-    decision = {"review_at": round(model.review_at, 6), "block_at": round(model.block_at, 6)}
     need = int(args.rate * args.seconds)
     frame = generate(SynthConfig(users=20_000, days=need / 20_000 / 2.9 + 1, seed=77))
     frame = frame.iloc[:need]

@@ -14,9 +14,9 @@ docker info >/dev/null 2>&1 || { echo "kind-up needs a running docker engine" >&
 
 kind get clusters | grep -qx "$CLUSTER" || kind create cluster --config kind-config.yaml --wait 120s
 
-docker build -f scorer/Dockerfile -t fraud-detector/scorer:dev .
-docker build -f scorer/Dockerfile --build-arg EXTRA=training -t fraud-detector/tools:dev .
-docker build -f operator/Dockerfile -t fraud-detector/operator:dev .
+for image in scorer tools operator; do
+  docker build --target "$image" -t "fraud-detector/$image:dev" .
+done
 kind load docker-image --name "$CLUSTER" \
   fraud-detector/scorer:dev fraud-detector/tools:dev fraud-detector/operator:dev
 
@@ -46,7 +46,7 @@ sed -E "s/sha256: [0-9a-f]{64}/sha256: $SHA/" examples/canary.yaml | kubectl -n 
 
 kubectl -n shop delete pod producer --ignore-not-found
 kubectl -n shop run producer --image=fraud-detector/tools:dev --image-pull-policy=Never \
-  --restart=Never --command -- fraud-train produce --bootstrap redpanda.kafka:9093 \
+  --restart=Never --command -- fraud-produce --bootstrap redpanda.kafka:9093 \
   --topic transactions --rate 200 --loop
 kubectl get fd -A
 echo "Grafana: kubectl -n monitoring port-forward svc/kube-prometheus-stack-grafana 3000:80"

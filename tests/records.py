@@ -15,6 +15,7 @@ class Msg:
     _offset: int = 0
     _headers: list[tuple[str, bytes | None]] | None = None
     _ts_ms: int = field(default=1_800_000_000_000)
+    _topic: str = "transactions"
 
     def value(self) -> bytes | None:
         return self._value
@@ -29,7 +30,7 @@ class Msg:
         return self._offset
 
     def topic(self) -> str:
-        return "transactions"
+        return self._topic
 
     def timestamp(self) -> tuple[int, int]:
         return (1, self._ts_ms)

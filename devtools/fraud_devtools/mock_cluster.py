@@ -15,10 +15,27 @@ import glob
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import confluent_kafka
 
 _RD_KAFKA_PRODUCER = 0
+
+
+_P, _S, _I = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+# The C functions we call: name -> (return type, argument types).
+_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    "rd_kafka_conf_new": (_P, []),
+    "rd_kafka_conf_set": (_I, [_P, _S, _S, _S, ctypes.c_size_t]),
+    "rd_kafka_new": (_P, [_I, _P, _S, ctypes.c_size_t]),
+    "rd_kafka_destroy": (None, [_P]),
+    "rd_kafka_mock_cluster_new": (_P, [_P, _I]),
+    "rd_kafka_mock_cluster_destroy": (None, [_P]),
+    "rd_kafka_mock_cluster_bootstraps": (_S, [_P]),
+    "rd_kafka_mock_topic_create": (_I, [_P, _S, _I, _I]),
+    "rd_kafka_mock_broker_set_down": (_I, [_P, ctypes.c_int32]),
+    "rd_kafka_mock_broker_set_up": (_I, [_P, ctypes.c_int32]),
+}
 
 
 def _librdkafka() -> ctypes.CDLL:
@@ -27,33 +44,9 @@ def _librdkafka() -> ctypes.CDLL:
     if not candidates:
         raise RuntimeError("librdkafka not found inside the confluent-kafka wheel")
     lib = ctypes.CDLL(candidates[0])
-    lib.rd_kafka_conf_new.restype = ctypes.c_void_p
-    lib.rd_kafka_conf_set.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_char_p,
-        ctypes.c_char_p,
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-    ]
-    lib.rd_kafka_new.restype = ctypes.c_void_p
-    lib.rd_kafka_new.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
-    lib.rd_kafka_destroy.argtypes = [ctypes.c_void_p]
-    lib.rd_kafka_mock_cluster_new.restype = ctypes.c_void_p
-    lib.rd_kafka_mock_cluster_new.argtypes = [ctypes.c_void_p, ctypes.c_int]
-    lib.rd_kafka_mock_cluster_destroy.argtypes = [ctypes.c_void_p]
-    lib.rd_kafka_mock_cluster_bootstraps.restype = ctypes.c_char_p
-    lib.rd_kafka_mock_cluster_bootstraps.argtypes = [ctypes.c_void_p]
-    lib.rd_kafka_mock_topic_create.restype = ctypes.c_int
-    lib.rd_kafka_mock_topic_create.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_int,
-    ]
-    lib.rd_kafka_mock_broker_set_down.restype = ctypes.c_int
-    lib.rd_kafka_mock_broker_set_down.argtypes = [ctypes.c_void_p, ctypes.c_int32]
-    lib.rd_kafka_mock_broker_set_up.restype = ctypes.c_int
-    lib.rd_kafka_mock_broker_set_up.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
     return lib
 
 

@@ -114,54 +114,69 @@ def psi(cand: dict[float, float], stable: dict[float, float]) -> float:
     return sum((x - y) * math.log((x + _EPS) / (y + _EPS)) for x, y in zip(a, b, strict=True))
 
 
+def _against_limit(
+    name: str, value: float, limit: float, shown: str, limit_shown: str, reasons: tuple[str, str]
+) -> Check:
+    """Fail when ``value`` is above ``limit``: ``reasons`` is (failed, passed)."""
+    if value > limit:
+        return Check(name, "fail", reasons[0], f"{shown} > {limit_shown}", value)
+    return Check(name, "pass", reasons[1], shown, value)
+
+
 def check_score_shift(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
     value = psi(cand.score_buckets, stable.score_buckets)
     if math.isnan(value):
         return Check("score_psi", "wait", "NoData", "no score histogram yet")
-    msg = f"score distribution PSI {value:.3f}"
-    if value > p.max_score_psi:
-        return Check(
-            "score_psi", "fail", "ScoreDistributionShifted", f"{msg} > {p.max_score_psi}", value
-        )
-    return Check("score_psi", "pass", "ScoreDistributionOk", msg, value)
+    return _against_limit(
+        "score_psi",
+        value,
+        p.max_score_psi,
+        f"score distribution PSI {value:.3f}",
+        f"{p.max_score_psi}",
+        ("ScoreDistributionShifted", "ScoreDistributionOk"),
+    )
 
 
 def check_latency(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
     if _missing(cand.p99_latency_s):
         return Check("p99_latency_s", "wait", "NoData", "no latency yet")
     value = cand.p99_latency_s or 0.0
-    msg = f"p99 event-to-decision {value * 1000:.1f} ms"
-    if value > p.max_p99_latency_seconds:
-        return Check(
-            "p99_latency_s",
-            "fail",
-            "LatencyTooHigh",
-            f"{msg} > {p.max_p99_latency_seconds * 1000:.0f} ms",
-            value,
-        )
-    return Check("p99_latency_s", "pass", "LatencyOk", msg, value)
+    return _against_limit(
+        "p99_latency_s",
+        value,
+        p.max_p99_latency_seconds,
+        f"p99 event-to-decision {value * 1000:.1f} ms",
+        f"{p.max_p99_latency_seconds * 1000:.0f} ms",
+        ("LatencyTooHigh", "LatencyOk"),
+    )
 
 
 def check_errors(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
     value = _rate(cand.errors, cand.transactions)
     if math.isnan(value):
         return Check("error_rate", "wait", "NoData", "no error counts yet")
-    msg = f"errors on {value:.2%} of transactions"
-    if value > p.max_error_rate:
-        return Check(
-            "error_rate", "fail", "ErrorRateTooHigh", f"{msg} > {p.max_error_rate:.2%}", value
-        )
-    return Check("error_rate", "pass", "ErrorRateOk", msg, value)
+    return _against_limit(
+        "error_rate",
+        value,
+        p.max_error_rate,
+        f"errors on {value:.2%} of transactions",
+        f"{p.max_error_rate:.2%}",
+        ("ErrorRateTooHigh", "ErrorRateOk"),
+    )
 
 
 def check_lag(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
     if _missing(cand.lag_growth):
         return Check("lag_growth", "pass", "LagUnknown", "no lag measurement (not judged)")
     value = cand.lag_growth or 0.0
-    msg = f"consumer lag grew by {value:.0f}"
-    if value > p.max_lag_growth:
-        return Check("lag_growth", "fail", "FallingBehind", f"{msg} > {p.max_lag_growth}", value)
-    return Check("lag_growth", "pass", "KeepingUp", msg, value)
+    return _against_limit(
+        "lag_growth",
+        value,
+        p.max_lag_growth,
+        f"consumer lag grew by {value:.0f}",
+        f"{p.max_lag_growth}",
+        ("FallingBehind", "KeepingUp"),
+    )
 
 
 CHAIN: Sequence[Callable[[Analysis, TrackSample, TrackSample], Check]] = (

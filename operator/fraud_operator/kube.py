@@ -141,14 +141,29 @@ class Kube:
         log.info("%s %s %s/%s", outcome, kind, namespace, name)
         return outcome
 
-    def delete_if_ours(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        """Delete a child the current spec no longer wants (e.g. the HPA once KEDA scales)."""
-        live = self.get(api_version, kind, namespace, name)
-        if (
-            live is None
-            or (live["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != MANAGER
-        ):
-            return False
+    def children_of(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        labels: dict[str, str],
+        owner_uid: str,
+    ) -> list[str]:
+        """Names of the ``kind`` objects in ``namespace`` that carry ``labels`` and are
+        controlled by the object with ``owner_uid``."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        listed = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector)
+        return [
+            item["metadata"]["name"]
+            for item in listed.to_dict().get("items") or []
+            if any(
+                ref.get("uid") == owner_uid and ref.get("controller")
+                for ref in item["metadata"].get("ownerReferences") or []
+            )
+        ]
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete a child the current plan no longer wants (e.g. the HPA once KEDA scales)."""
         try:
             self._resource(api_version, kind).delete(name=name, namespace=namespace)
         except NotFoundError:

@@ -111,8 +111,9 @@ class Reconciler:
             api = self.api_versions()
             state, preflight_note = self._advance(detector, body, state)
             plans = plans_for(state)
-            self._apply_all(builders.children(detector, api, plans), problems)
-            self._prune(detector, api, {p.track for p in plans})
+            desired = builders.children(detector, api, plans)
+            self._apply_all(desired, problems)
+            self._prune(detector, api, desired)
             deployment = self.kube.get(
                 "apps/v1", "Deployment", namespace, builders.scorer_name(detector)
             )
@@ -254,40 +255,16 @@ class Reconciler:
             return Result("wait", "PrometheusUnavailable", str(exc), ())
         return analyse(policy.analysis, cand, stable)
 
-    def _prune(self, d: Detector, api: ApiVersions, tracks: set[str]) -> None:
-        """Remove what the current plan no longer runs: a finished canary or shadow track,
-        sinks taken out of the spec, network policies switched off, and the autoscaler kind
-        the spec no longer uses (HPA <-> KEDA)."""
-        ns = d.namespace
-        for track in ("canary", "shadow"):
-            if track in tracks:
-                continue
-            name = builders.scorer_name(d, track)
-            self.kube.delete_if_ours("apps/v1", "Deployment", ns, name)
-            self.kube.delete_if_ours("v1", "ConfigMap", ns, builders.config_name(d, track))
-            self.kube.delete_if_ours(api.policy, "PodDisruptionBudget", ns, name)
-            self.kube.delete_if_ours(api.autoscaling, "HorizontalPodAutoscaler", ns, name)
-            if api.keda:
-                self.kube.delete_if_ours("keda.sh/v1alpha1", "ScaledObject", ns, name)
-        declared = builders.declared_sinks(d)
-        for kind in builders.SINK_KINDS:
-            if kind not in declared:
-                name = builders.sink_name(d, kind)
-                self.kube.delete_if_ours("apps/v1", "Deployment", ns, name)
-                self.kube.delete_if_ours("v1", "ConfigMap", ns, f"{name}-config")
-        if not d.spec.network_policy.enabled:
-            for policy in (f"{d.name}-scorer", f"{d.name}-sinks"):
-                self.kube.delete_if_ours("networking.k8s.io/v1", "NetworkPolicy", ns, policy)
-        elif not declared:
-            self.kube.delete_if_ours("networking.k8s.io/v1", "NetworkPolicy", ns, f"{d.name}-sinks")
-        # The sinks' metrics Service stays (selecting nothing) until the FraudDetector goes:
-        # deleting Services is a right the operator does not hold.
-        for track in tracks:
-            name = builders.scorer_name(d, track)
-            if builders.uses_keda(d, api):
-                self.kube.delete_if_ours(api.autoscaling, "HorizontalPodAutoscaler", ns, name)
-            elif api.keda:
-                self.kube.delete_if_ours("keda.sh/v1alpha1", "ScaledObject", ns, name)
+    def _prune(self, d: Detector, api: ApiVersions, desired: list[dict[str, Any]]) -> None:
+        """Delete the operator's own children of this detector that the plan no longer lists
+        (of the kinds it may delete): found by label and owner, not remembered."""
+        wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+        for api_version, kind in builders.prunable_kinds(api):
+            for name in self.kube.children_of(
+                api_version, kind, d.namespace, builders.owned_by(d), d.uid
+            ):
+                if (kind, name) not in wanted:
+                    self.kube.delete(api_version, kind, d.namespace, name)
 
 
 OVERRIDES = (f"{GROUP}/promote", f"{GROUP}/abort")

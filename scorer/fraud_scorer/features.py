@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from fraud_scorer.contract import Transaction
 from fraud_scorer.geo import COUNTRY_CENTROIDS
@@ -56,13 +56,44 @@ FEATURES: Final = (
 FEATURE_NAMES: Final = tuple(f.name for f in FEATURES)
 FEATURE_INDEX: Final = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
+# The features of the event alone come first, then those of the user's history, whose values
+# for a user's first event are these: no counts, neutral ratios, "last seen" one horizon ago
+# (filled in per engine), nothing seen before, everything new.
+_EVENT_FEATURES: Final = ("amount", "hour_of_day", "card_not_present")
+_FIRST_EVENT: Final[dict[str, float | None]] = {
+    "history_count": 0.0,
+    "tx_count_1h": 0.0,
+    "tx_count_24h": 0.0,
+    "amount_sum_24h": 0.0,
+    "amount_zscore": 0.0,
+    "amount_to_mean": 1.0,
+    "seconds_since_last": None,  # the horizon
+    "location_changed": 0.0,
+    "travel_speed_kmh": 0.0,
+    "device_seen_before": 0.0,
+    "merchant_category_new": 1.0,
+}
+if (*_EVENT_FEATURES, *_FIRST_EVENT) != FEATURE_NAMES:  # pragma: no cover - a coding error
+    raise AssertionError("_EVENT_FEATURES + _FIRST_EVENT must list FEATURES in order")
+
 _CARD_NOT_PRESENT: Final = frozenset({"online", "app", "moto", "ecommerce", "web"})
 _EARTH_RADIUS_KM: Final = 6371.0
 _MIN_TRAVEL_HOURS: Final = 1.0 / 60.0
 _EXPIRY_MARGIN_S: Final = 3600.0
 
-# An event kept in state: (epoch seconds, amount in cents, country, lat, lon, device, category)
-Event = tuple[float, int, str, float, float, str, str]
+
+
+class Event(NamedTuple):
+    """One of a user's past events, as state keeps it. The hot path unpacks it by position
+    into these names (``ts, cents, country, ...= event``), which costs nothing per field."""
+
+    ts: float  # epoch seconds
+    cents: int  # amount in integer cents
+    country: str
+    lat: float
+    lon: float
+    device: str
+    category: str
 
 
 class UserState:
@@ -94,9 +125,9 @@ class FeatureEngine:
     def __init__(self, history_hours: float = 168.0, max_events_per_user: int = 64) -> None:
         self.horizon_s = history_hours * 3600.0
         self.max_events = max_events_per_user
-        # History features of a user's first event (in FEATURE_NAMES order, after the first 3):
-        # no counts, neutral ratios, "last seen" one horizon ago, everything new.
-        self._no_history = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, self.horizon_s, 0.0, 0.0, 0.0, 1.0]
+        self._no_history = [
+            self.horizon_s if value is None else value for value in _FIRST_EVENT.values()
+        ]
         self.partitions: dict[int, dict[str, UserState]] = {}
         self.watermark = -math.inf
 
@@ -119,53 +150,53 @@ class FeatureEngine:
         lat, lon = _place(tx)
         n = len(events)
         if n:
-            last = events[-1]
-            since = ts - last[0]
-            since = max(since, 0.0)
+            last_ts, _, last_country, last_lat, last_lon, _, _ = events[-1]
+            seconds_since_last = max(ts - last_ts, 0.0)
             t1h, t24h = ts - 3600.0, ts - 86400.0
             c1h = c24h = s24h = 0
-            device_seen, category_new = 0.0, 1.0
-            for e in events:
-                if e[0] > t24h:
+            device_seen_before, merchant_category_new = 0.0, 1.0
+            for e_ts, e_cents, _, _, _, e_device, e_category in events:
+                if e_ts > t24h:
                     c24h += 1
-                    s24h += e[1]
-                    if e[0] > t1h:
+                    s24h += e_cents
+                    if e_ts > t1h:
                         c1h += 1
-                if e[5] == device:
-                    device_seen = 1.0
-                if e[6] == category:
-                    category_new = 0.0
+                if e_device == device:
+                    device_seen_before = 1.0
+                if e_category == category:
+                    merchant_category_new = 0.0
             mean = state.cents_sum / n
             var_num = n * state.cents_sq_sum - state.cents_sum * state.cents_sum
             zscore = (cents - mean) * n / math.sqrt(var_num) if n >= 2 and var_num > 0 else 0.0
             to_mean = cents / mean if mean > 0 else 1.0
-            location_changed = 1.0 if last[2] != country else 0.0
-            if last[3] == lat and last[4] == lon:
+            location_changed = 1.0 if last_country != country else 0.0
+            if last_lat == lat and last_lon == lon:
                 speed = 0.0
             else:
-                speed = haversine_km(last[3], last[4], lat, lon) / max(
-                    since / 3600.0, _MIN_TRAVEL_HOURS
+                speed = haversine_km(last_lat, last_lon, lat, lon) / max(
+                    seconds_since_last / 3600.0, _MIN_TRAVEL_HOURS
                 )
                 if math.isnan(speed):
                     speed = 0.0
+            # The order of _FIRST_EVENT (checked against FEATURES at import).
             history = [
-                float(n),
-                float(c1h),
-                float(c24h),
-                s24h / 100.0,
-                zscore,
-                to_mean,
-                since,
+                float(n),  # history_count
+                float(c1h),  # tx_count_1h
+                float(c24h),  # tx_count_24h
+                s24h / 100.0,  # amount_sum_24h
+                zscore,  # amount_zscore
+                to_mean,  # amount_to_mean
+                seconds_since_last,
                 location_changed,
-                speed,
-                device_seen,
-                category_new,
+                speed,  # travel_speed_kmh
+                device_seen_before,
+                merchant_category_new,
             ]
         else:
             history = self._no_history
         row = [amount, float(tx.timestamp.hour), 1.0 if tx.channel in _CARD_NOT_PRESENT else 0.0]
         row += history
-        events.append((ts, cents, country, lat, lon, device, category))
+        events.append(Event(ts, cents, country, lat, lon, device, category))
         state.cents_sum += cents
         state.cents_sq_sum += cents * cents
         if n + 1 > self.max_events:
@@ -175,14 +206,14 @@ class FeatureEngine:
     @staticmethod
     def _drop_oldest(state: UserState, count: int) -> None:
         for e in state.events[:count]:
-            state.cents_sum -= e[1]
-            state.cents_sq_sum -= e[1] * e[1]
+            state.cents_sum -= e.cents
+            state.cents_sq_sum -= e.cents * e.cents
         del state.events[:count]
 
     def _evict_before(self, state: UserState, horizon: float) -> None:
         events = state.events
         i = 0
-        while i < len(events) and events[i][0] <= horizon:
+        while i < len(events) and events[i].ts <= horizon:
             i += 1
         if i:
             self._drop_oldest(state, i)
@@ -196,7 +227,7 @@ class FeatureEngine:
         cutoff = self.watermark - self.horizon_s - _EXPIRY_MARGIN_S
         dropped = 0
         for users in self.partitions.values():
-            stale = [uid for uid, st in users.items() if st.events[-1][0] <= cutoff]
+            stale = [uid for uid, st in users.items() if st.events[-1].ts <= cutoff]
             for uid in stale:
                 del users[uid]
             dropped += len(stale)

@@ -31,29 +31,35 @@ from typing import Any, Final
 
 import celpy
 import lark
+import msgspec.inspect as mi
 
 from fraud_scorer.config import DecisionSettings, RuleSpec, rules_version
+from fraud_scorer.contract import Transaction
 from fraud_scorer.features import FEATURE_INDEX, FEATURES
 
 Tree = lark.Tree[Any]
 
-# Field types the rules can see on `tx` (None means "may be absent").
-TX_FIELDS: Final[dict[str, str]] = {
-    "transaction_id": "string",
-    "user_id": "string",
-    "amount": "double",
-    "currency": "string",
-    "merchant": "string",
-    "merchant_category": "string",
-    "channel": "string",
-    "location": "string",
-    "device_id": "string",
-    "lat": "double",
-    "lon": "double",
-    "attributes": "map",
-}
+
+def _tx_fields() -> tuple[dict[str, str], frozenset[str]]:
+    """The CEL type of every :class:`Transaction` field rules can see, and the fields that may
+    be absent (default None), read from the struct itself so the two cannot drift. The
+    timestamp stays hidden: rules see time through features (``hour_of_day``...)."""
+    cel = {mi.StrType: "string", mi.FloatType: "double", mi.DictType: "map"}
+    types, optional = {}, set()
+    info = mi.type_info(Transaction)
+    assert isinstance(info, mi.StructType)
+    for f in info.fields:
+        t = f.type
+        if isinstance(t, mi.UnionType):
+            optional.add(f.name)
+            (t,) = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        if type(t) in cel:
+            types[f.name] = cel[type(t)]
+    return types, frozenset(optional)
+
+
+TX_FIELDS, _OPTIONAL_TX_FIELDS = _tx_fields()
 _MACROS: Final = frozenset({"all", "exists", "exists_one", "map", "filter"})
-_OPTIONAL_TX_FIELDS: Final = frozenset({"lat", "lon"})
 _NUMERIC: Final = frozenset({"int", "double"})
 
 

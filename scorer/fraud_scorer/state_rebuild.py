@@ -70,8 +70,7 @@ class StateRebuilder:
         low, _high = replayer.get_watermark_offsets(
             TopicPartition(tp.topic, tp.partition), timeout=_PROBE_TIMEOUT_S
         )
-        start = max(low, end - self.max_messages)
-        start = max(start, self._horizon_start(replayer, tp, low, end))
+        start = replay_start(low, end, self.max_messages, self._horizon_offset(replayer, tp))
         if start >= end:
             return 0
         replayer.assign([TopicPartition(tp.topic, tp.partition, start)])
@@ -95,10 +94,11 @@ class StateRebuilder:
         replayer.unassign()
         return replayed
 
-    def _horizon_start(self, replayer: Consumer, tp: TopicPartition, low: int, end: int) -> int:
-        """Where the history horizon begins, by record timestamp (if the broker can tell)."""
+    def _horizon_offset(self, replayer: Consumer, tp: TopicPartition) -> int:
+        """The first offset inside the history horizon, by record timestamp, or -1 if the
+        broker cannot tell (librdkafka's mock cluster cannot)."""
         horizon_ms = int(self.history_hours * 3600 * 1000) + _HORIZON_MARGIN_MS
-        replayer.assign([TopicPartition(tp.topic, tp.partition, end - 1)])
+        replayer.assign([TopicPartition(tp.topic, tp.partition, tp.offset - 1)])
         last = None
         deadline = time.monotonic() + _PROBE_TIMEOUT_S
         while last is None and time.monotonic() < deadline:
@@ -107,10 +107,17 @@ class StateRebuilder:
                     last = msg
         replayer.unassign()
         if last is None:
-            return low
+            return -1
         _, ts = last.timestamp()
         found = replayer.offsets_for_times(
             [TopicPartition(tp.topic, tp.partition, ts - horizon_ms)], timeout=_PROBE_TIMEOUT_S
         )
-        offset = found[0].offset if found else -1
-        return offset if low <= offset < end else low
+        return found[0].offset if found else -1
+
+
+def replay_start(low: int, end: int, max_messages: int, horizon: int) -> int:
+    """The first offset to replay before ``end``: the latest of the log's start (``low``),
+    ``max_messages`` back, and the history horizon (``-1``, or anything outside the log:
+    unknown)."""
+    start = max(low, end - max_messages)
+    return max(start, horizon) if low <= horizon < end else start

@@ -354,34 +354,26 @@ def test_invalid_detector_is_reported_and_creates_nothing(
     assert operator["proc"].poll() is None  # no crash loop
 
 
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ({"decision": {"reviewAt": 1.5}}, "spec.decision.reviewAt"),
+        (
+            {"rules": [{"name": "x", "expression": "true", "action": "deny"}]},
+            'Unsupported value: "deny"',
+        ),
+    ],
+    ids=["threshold-out-of-range", "unknown-action"],
+)
 def test_schema_violations_are_rejected_by_the_api_server(
-    cluster: Cluster, kafka: MockCluster
+    cluster: Cluster, kafka: MockCluster, change: dict[str, Any], refusal: str
 ) -> None:
-    bad = detector("bad", kafka.bootstrap_servers, decision={"reviewAt": 1.5})
+    bad = detector("bad", kafka.bootstrap_servers, **change)
     result = cluster.kubectl(
-        "apply",
-        "--validate=false",
-        "-f",
-        "-",
-        input_=yaml.safe_dump(bad),
-        check=False,
+        "apply", "--validate=false", "-f", "-", input_=yaml.safe_dump(bad), check=False
     )
     assert result.returncode != 0
-    assert "spec.decision.reviewAt" in result.stderr
-    bad = detector(
-        "bad",
-        kafka.bootstrap_servers,
-        rules=[{"name": "x", "expression": "true", "action": "deny"}],
-    )
-    result = cluster.kubectl(
-        "apply",
-        "--validate=false",
-        "-f",
-        "-",
-        input_=yaml.safe_dump(bad),
-        check=False,
-    )
-    assert 'Unsupported value: "deny"' in result.stderr
+    assert refusal in result.stderr
 
 
 def test_drift_is_repaired(cluster: Cluster, operator: dict[str, Any], kafka: MockCluster) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pandas as pd
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from fraud_devtools.local import free_port, wait_until
+from fraud_devtools.producer import send_paced
 from fraud_scorer.contract import Transaction, TransactionDecoder
 from fraud_scorer.features import FeatureEngine, as_mapping
 from fraud_training.data import to_payloads
@@ -190,10 +192,13 @@ class ScorerProcess:
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.config))
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", self.module, "--config", str(self.config_path)]
+
     def start(self, wait_ready: bool = True) -> ScorerProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, "--config", str(self.config_path)],
+                self.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=None if self.env is None else {**os.environ, **self.env},
@@ -303,13 +308,8 @@ def steady_traffic(
 
     def run() -> None:
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-        i = 0
-        while not stop.is_set():
-            for key, value in items[i : i + per_tick]:
-                producer.produce(topic, value, key)
-            i = (i + per_tick) % len(items)
-            producer.poll(0)
-            time.sleep(0.1)
+        forever = itertools.takewhile(lambda _: not stop.is_set(), itertools.cycle(items))
+        send_paced(producer, topic, forever, rate=per_tick * 10, every=per_tick)
         producer.flush(10)
 
     thread = threading.Thread(target=run, daemon=True)

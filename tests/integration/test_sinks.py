@@ -259,3 +259,34 @@ def test_the_case_store_rides_out_a_database_outage_and_refuses_only_bad_rows(
         wait_until(cases.ready, 30, "ready once the database is back")
         assert cases.stop() == 0
     assert all_committed(bootstrap, "it-sink-postgres", TOPICS["decisions"])
+
+
+# Runs fraud-sink's own entry point and records, at exit, whether the scorer's heavy
+# dependencies were ever imported.
+_HEAVY_PROBE = """
+import sys
+from fraud_sinks.__main__ import main
+code = main(sys.argv[1:])
+heavy = sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'onnxruntime'})
+print('heavy modules loaded:', heavy or 'none', flush=True)
+sys.exit(code)
+"""
+
+
+class ProbedSink(SinkProcess):
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", _HEAVY_PROBE, "--config", str(self.config_path)]
+
+
+def test_a_sink_runs_without_numpy_or_onnxruntime(cluster: MockCluster, tmp_path: Path) -> None:
+    """The sinks share the scorer's image but not its hot path: a webhook sink delivers and
+    stops cleanly without ever importing numpy or onnxruntime (import contracts keep the
+    code apart; this proves the running process)."""
+    bootstrap = cluster.bootstrap_servers
+    with http_receiver() as receiver:
+        sink = ProbedSink(tmp_path, bootstrap, "webhook", env={"FRAUD_WEBHOOK__URL": receiver.url})
+        sink.start()
+        produce(bootstrap, TOPICS["alerts"], [decision(i) for i in range(5)])
+        wait_until(lambda: receiver.posts >= 5, 60, "five alerts posted")
+        assert sink.stop() == 0, sink.log()[-2000:]
+    assert "heavy modules loaded: none" in sink.log(), sink.log()[-2000:]

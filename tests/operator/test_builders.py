@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from fraud_operator import builders
-from fraud_operator.builders import ApiVersions, Detector
+from fraud_operator.builders import ApiVersions, Detector, TrackPlan
 from fraud_scorer.config import load_settings
 
 from tests.operator.conftest import make_detector
@@ -130,48 +130,20 @@ def test_rule_edits_do_not_restart_pods_but_model_changes_do() -> None:
     assert annotation(builders.deployment(new_model)) != annotation(base)
 
 
+HPA_KINDS = ["ConfigMap", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Service"]
+
+
 @pytest.mark.parametrize(
     ("api", "lag", "kinds"),
     [
-        (
-            ApiVersions(),
-            None,
-            [
-                "ConfigMap",
-                "Deployment",
-                "PodDisruptionBudget",
-                "HorizontalPodAutoscaler",
-                "Service",
-            ],
-        ),
-        (
-            ApiVersions(keda=True),
-            None,
-            [
-                "ConfigMap",
-                "Deployment",
-                "PodDisruptionBudget",
-                "HorizontalPodAutoscaler",
-                "Service",
-            ],
-        ),
+        (ApiVersions(), None, HPA_KINDS),
+        (ApiVersions(keda=True), None, HPA_KINDS),
         (
             ApiVersions(keda=True),
             500,
             ["ConfigMap", "Deployment", "PodDisruptionBudget", "ScaledObject", "Service"],
         ),
-        (
-            ApiVersions(service_monitor=True),
-            None,
-            [
-                "ConfigMap",
-                "Deployment",
-                "PodDisruptionBudget",
-                "HorizontalPodAutoscaler",
-                "Service",
-                "ServiceMonitor",
-            ],
-        ),
+        (ApiVersions(service_monitor=True), None, [*HPA_KINDS, "ServiceMonitor"]),
     ],
     ids=["hpa", "keda-without-lag", "keda", "service-monitor"],
 )
@@ -345,3 +317,29 @@ def test_no_sinks_no_sink_objects(detector: Detector) -> None:
     only_hook = make_detector(sinks={"webhook": SINKS["webhook"]})
     names = {c["metadata"]["name"] for c in builders.children(only_hook, ApiVersions())}
     assert "retail-sink-webhook" in names and "retail-sink-postgres" not in names
+
+
+def test_pruning_can_find_every_child_it_may_delete() -> None:
+    """Pruning lists children by ``owned_by`` labels and the controller owner: every child of a
+    prunable kind, in every plan and cluster shape, must carry both, and names are unique."""
+    d = make_detector(
+        sinks=SINKS,
+        scaling={"minReplicas": 2, "maxReplicas": 8, "lagThreshold": 100},
+        kafka={"bootstrapServers": "k:9093", "authentication": AUTH, "tls": TLS},
+    )
+    canary = TrackPlan("canary", d.spec.model, 0, 20)
+    for api in (ApiVersions(), ApiVersions(keda=True, service_monitor=True)):
+        objects = builders.children(d, api, (builders.STABLE, canary))
+        prunable = {kind for _, kind in builders.prunable_kinds(api)}
+        names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+        assert len(names) == len(set(names))
+        for o in objects:
+            meta = o["metadata"]
+            assert builders.owned_by(d).items() <= meta["labels"].items(), meta["name"]
+            assert meta["ownerReferences"][0]["uid"] == d.uid
+        autoscaler = (
+            {"ScaledObject", "TriggerAuthentication"} if api.keda else {"HorizontalPodAutoscaler"}
+        )
+        assert {o["kind"] for o in objects} & prunable == (
+            {"Deployment", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"} | autoscaler
+        )

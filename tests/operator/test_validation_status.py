@@ -197,35 +197,22 @@ def test_status_conditions(
 
 
 def test_last_transition_time_changes_only_on_flips() -> None:
-    first = build_status(
-        generation=1,
-        problems=[],
-        deployment=_deployment(1, 0, 1),
-        model_version="m1",
-        rules_version=None,
-        previous=[],
-        now="T1",
-    )
-    same = build_status(
-        generation=2,
-        problems=[],
-        deployment=_deployment(1, 0, 1),
-        model_version="m1",
-        rules_version=None,
-        previous=first["conditions"],
-        now="T2",
-    )
+    def status(generation: int, ready: int, previous: list[Any], now: str) -> dict[str, Any]:
+        return build_status(
+            generation=generation,
+            problems=[],
+            deployment=_deployment(1, ready, 1),
+            model_version="m1",
+            rules_version=None,
+            previous=previous,
+            now=now,
+        )
+
+    first = status(1, 0, [], "T1")
+    same = status(2, 0, first["conditions"], "T2")
     assert {c["lastTransitionTime"] for c in same["conditions"]} == {"T1"}
     assert transitions(first["conditions"], same["conditions"]) == []
-    flipped = build_status(
-        generation=2,
-        problems=[],
-        deployment=_deployment(1, 1, 1),
-        model_version="m1",
-        rules_version=None,
-        previous=same["conditions"],
-        now="T3",
-    )
+    flipped = status(2, 1, same["conditions"], "T3")
     by_type = {c["type"]: c for c in flipped["conditions"]}
     assert by_type["Ready"]["lastTransitionTime"] == "T3"
     assert by_type["RulesValid"]["lastTransitionTime"] == "T1"

@@ -332,19 +332,18 @@ def _user_fraud(rng: np.random.Generator, cfg: SynthConfig, w: _World, parts: _P
     t = _burst_times(rng, cfg, idx, (60.0, 1200.0))
     cat = rng.choice([_CAT["electronics"], _CAT["travel"], _CAT["apparel"]], n)
     country, slot = far_country[user], rng.integers(0, w.per_cell, n)
-    parts.add(
+    _add_fraud(
+        parts,
+        w,
+        "account_takeover",
+        country=country,
+        cat=cat,
+        slot=slot,
         user=user,
         t=t,
         amount=_CAT_MEDIAN[cat] * w.scale[user] * rng.uniform(3.0, 10.0, n),
-        cat=cat,
         channel=rng.choice([1, 2], n),
-        country=country,
-        lat=w.merchant_lat[country, cat, slot],
-        lon=w.merchant_lon[country, cat, slot],
-        merchant=_merchant_names(country, cat, slot),
         device=np.array([f"d-ato-{u}" for u in user.tolist()], dtype=object),
-        label=np.ones(n, np.int8),
-        scenario=np.full(n, _SCENARIO["account_takeover"]),
     )
 
     # Card testing: 5-20 tiny online payments seconds apart, then maybe one cash-out purchase.
@@ -359,19 +358,18 @@ def _user_fraud(rng: np.random.Generator, cfg: SynthConfig, w: _World, parts: _P
     )
     where = rng.choice(len(COUNTRIES), cfg.users)[user]
     slot = rng.integers(0, w.per_cell, n)
-    parts.add(
+    _add_fraud(
+        parts,
+        w,
+        "card_testing",
+        country=where,
+        cat=cat,
+        slot=slot,
         user=user,
         t=t,
         amount=amount,
-        cat=cat,
         channel=np.ones(n, np.int64),
-        country=where,
-        lat=w.merchant_lat[where, cat, slot],
-        lon=w.merchant_lon[where, cat, slot],
-        merchant=_merchant_names(where, cat, slot),
         device=np.array([f"d-ct-{u}" for u in user.tolist()], dtype=object),
-        label=np.ones(n, np.int8),
-        scenario=np.full(n, _SCENARIO["card_testing"]),
     )
 
     # High value: one payment 12-40x the user's scale, from the user's own device, at home.
@@ -379,19 +377,44 @@ def _user_fraud(rng: np.random.Generator, cfg: SynthConfig, w: _World, parts: _P
     n = len(user)
     cat = rng.choice([_CAT["electronics"], _CAT["travel"]], n)
     country, slot = w.home[user], rng.integers(0, w.per_cell, n)
-    parts.add(
+    _add_fraud(
+        parts,
+        w,
+        "high_value",
+        country=country,
+        cat=cat,
+        slot=slot,
         user=user,
         t=rng.uniform(0.02, 0.98, n) * cfg.days * _DAY_S,
         amount=_CAT_MEDIAN[cat] * w.scale[user] * rng.uniform(12.0, 40.0, n),
-        cat=cat,
         channel=rng.choice([0, 1], n),
+        device=_user_devices(user, np.zeros(n, np.int64)),
+    )
+
+
+def _add_fraud(
+    parts: _Parts,
+    w: _World,
+    scenario: str,
+    *,
+    country: npt.NDArray[np.int64],
+    cat: npt.NDArray[np.int64],
+    slot: npt.NDArray[np.int64],
+    merchant: npt.NDArray[Any] | None = None,
+    **cols: npt.NDArray[Any],
+) -> None:
+    """Rows of one fraud scenario at merchants given by (country, category, slot): their
+    place and name (unless ``merchant`` says otherwise), label 1 and the scenario."""
+    n = len(cat)
+    parts.add(
+        **cols,
+        cat=cat,
         country=country,
         lat=w.merchant_lat[country, cat, slot],
         lon=w.merchant_lon[country, cat, slot],
-        merchant=_merchant_names(country, cat, slot),
-        device=_user_devices(user, np.zeros(n, np.int64)),
+        merchant=_merchant_names(country, cat, slot) if merchant is None else merchant,
         label=np.ones(n, np.int8),
-        scenario=np.full(n, _SCENARIO["high_value"]),
+        scenario=np.full(n, _SCENARIO[scenario]),
     )
 
 
@@ -416,19 +439,19 @@ def _merchant_fraud(rng: np.random.Generator, cfg: SynthConfig, w: _World, parts
     merchant[shell] = rng.choice(SHELL_MERCHANTS, int(shell.sum()))
     device = np.array([f"term-{m}" for m in merchant.tolist()], dtype=object)
     device[shell] = [f"d-{u}-0" for u in user[shell].tolist()]
-    parts.add(
+    _add_fraud(
+        parts,
+        w,
+        "compromised_merchant",
+        country=country,
+        cat=cat[incident],
+        slot=slot[incident],
+        merchant=merchant,
         user=user,
         t=t,
         amount=_CAT_MEDIAN[cat[incident]] * rng.uniform(2.0, 6.0, n),
-        cat=cat[incident],
         channel=np.where(shell, 1, 0),
-        country=country,
-        lat=w.merchant_lat[country, cat[incident], slot[incident]],
-        lon=w.merchant_lon[country, cat[incident], slot[incident]],
-        merchant=merchant,
         device=device,
-        label=np.ones(n, np.int8),
-        scenario=np.full(n, _SCENARIO["compromised_merchant"]),
     )
 
 

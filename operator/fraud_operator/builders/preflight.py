@@ -1,0 +1,59 @@
+"""The model preflight: a one-off Job that fetches a candidate model and loads it exactly as a
+scorer would before it gets any traffic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fraud_operator.builders.names import labels, preflight_name
+from fraud_operator.builders.objects import (
+    CONTAINER_SECURITY,
+    RUN_AS,
+    Detector,
+    scorer_object,
+)
+from fraud_operator.spec import ModelRef
+
+
+def preflight_job(d: Detector, model: ModelRef) -> dict[str, Any]:
+    """A one-off Job that fetches the candidate model and loads it exactly as a scorer would
+    (hash, feature set, warm-up) before it gets any traffic. One Job per model hash."""
+    resources = d.spec.scorer.resources.model_dump(exclude_none=True)
+    return scorer_object(
+        d,
+        "batch/v1",
+        "Job",
+        preflight_name(d, model),
+        {
+            "spec": {
+                "backoffLimit": 0,
+                "activeDeadlineSeconds": 600,
+                "template": {
+                    "metadata": {"labels": labels(d, "preflight")},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "automountServiceAccountToken": False,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": RUN_AS,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [
+                            {
+                                "name": "preflight",
+                                "image": d.spec.scorer.image,
+                                "imagePullPolicy": d.spec.scorer.image_pull_policy,
+                                "command": ["python", "-m", "fraud_scorer.preflight"],
+                                "args": ["--uri", model.uri, "--sha256", model.sha256],
+                                "resources": resources,
+                                "securityContext": CONTAINER_SECURITY,
+                                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+                            }
+                        ],
+                        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+                    },
+                },
+            }
+        },
+        "preflight",
+    )

@@ -1,0 +1,113 @@
+"""How a track scales and survives disruption: a CPU HorizontalPodAutoscaler or, with KEDA and
+a lag threshold, a lag-based ScaledObject (with its TriggerAuthentication), and a
+PodDisruptionBudget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fraud_operator.builders.names import group_of, kafka_auth_name, scorer_name, selector
+from fraud_operator.builders.objects import ApiVersions, Detector, scorer_object
+
+
+def uses_keda(d: Detector, api: ApiVersions) -> bool:
+    return api.keda and d.spec.scaling.lag_threshold is not None
+
+
+def horizontal_pod_autoscaler(
+    d: Detector, api: ApiVersions, track: str = "stable"
+) -> dict[str, Any]:
+    """CPU-based scaling (``autoscaling/v2`` or ``v2beta2``: same shape for resource metrics)."""
+    s = d.spec.scaling
+    return scorer_object(
+        d,
+        api.autoscaling,
+        "HorizontalPodAutoscaler",
+        scorer_name(d, track),
+        {
+            "spec": {
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": scorer_name(d, track),
+                },
+                "minReplicas": s.min_replicas,
+                "maxReplicas": s.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": s.target_cpu_utilization,
+                            },
+                        },
+                    }
+                ],
+            }
+        },
+        track,
+    )
+
+
+def scaled_object(d: Detector, track: str = "stable") -> dict[str, Any]:
+    """KEDA scaling on consumer lag (its Kafka scaler reads the group's lag)."""
+    s, kafka = d.spec.scaling, d.spec.kafka
+    metadata: dict[str, Any] = {
+        "bootstrapServers": kafka.bootstrap_servers,
+        "consumerGroup": group_of(d, track),
+        "topic": d.spec.topics.input,
+        "lagThreshold": str(s.lag_threshold),
+        "offsetResetPolicy": "earliest",
+    }
+    trigger: dict[str, Any] = {"type": "kafka", "metadata": metadata}
+    if kafka.authentication is not None:
+        trigger["authenticationRef"] = {"name": kafka_auth_name(d)}
+    return scorer_object(
+        d,
+        "keda.sh/v1alpha1",
+        "ScaledObject",
+        scorer_name(d, track),
+        {
+            "spec": {
+                "scaleTargetRef": {"name": scorer_name(d, track)},
+                "minReplicaCount": s.min_replicas,
+                "maxReplicaCount": s.max_replicas,
+                "triggers": [trigger],
+            }
+        },
+        track,
+    )
+
+
+def trigger_authentication(d: Detector) -> dict[str, Any] | None:
+    """KEDA's credentials for the lag query, from the same Secret as the scorer's."""
+    auth = d.spec.kafka.authentication
+    if auth is None:
+        return None
+    secret = auth.password_secret.secret_name
+    params = [
+        {"parameter": "password", "name": secret, "key": auth.password_secret.password},
+    ]
+    return scorer_object(
+        d,
+        "keda.sh/v1alpha1",
+        "TriggerAuthentication",
+        kafka_auth_name(d),
+        {"spec": {"secretTargetRef": params}},
+        None,
+    )
+
+
+def pod_disruption_budget(d: Detector, api: ApiVersions, track: str = "stable") -> dict[str, Any]:
+    """At most one scorer down at a time during voluntary disruptions (node drains): a
+    rebalance per pod, not all partitions at once."""
+    return scorer_object(
+        d,
+        api.policy,
+        "PodDisruptionBudget",
+        scorer_name(d, track),
+        {"spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(d, track)}}},
+        track,
+    )

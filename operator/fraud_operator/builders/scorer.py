@@ -1,0 +1,182 @@
+"""The scorer's workload per track: its config file, ConfigMap and Deployment."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import yaml
+
+from fraud_operator.builders.names import (
+    config_name,
+    group_of,
+    labels,
+    scorer_name,
+    selector,
+    shadow_topic,
+)
+from fraud_operator.builders.objects import (
+    CONFIG_DIR,
+    CONTAINER_SECURITY,
+    POD_SECURITY,
+    RESTART_ANNOTATION,
+    STABLE,
+    Detector,
+    TrackPlan,
+    content_hash,
+    kafka_config,
+    kafka_env,
+    pod_volumes,
+    scorer_object,
+)
+from fraud_operator.spec import GROUP
+
+METRICS_PORT: Final = 9102
+CONFIG_FILE: Final = "scorer.yaml"
+MODEL_DIR: Final = "/models/current"
+
+
+def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
+    """The scorer's config file (``fraud_scorer.config.ScorerSettings``), minus the password,
+    which reaches the pod only as an environment variable from its Secret."""
+    spec, track = d.spec, plan.track
+    kafka = kafka_config(d, group_of(d, track), f"{d.name}-{track}")
+    return {
+        "detector": d.name,
+        "track": track,
+        "kafka": kafka,
+        "topics": {
+            "input": spec.topics.input,
+            "decisions": shadow_topic(d) if track == "shadow" else spec.topics.decisions,
+            "alerts": spec.topics.alerts,
+            "dead_letter": spec.topics.dead_letter,
+        },
+        "model": {"path": MODEL_DIR},
+        "rules": [r.model_dump() for r in spec.rules],
+        "decision": spec.decision.model_dump(),
+        "slice": {"start": plan.start, "end": plan.end},
+        "output": {"alerts": track != "shadow", "dead_letters": track == "stable"},
+        "metrics": {"host": "0.0.0.0", "port": METRICS_PORT},  # noqa: S104 - scraped in-cluster
+    }
+
+
+def config_map(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
+    text = yaml.safe_dump(scorer_config(d, plan), sort_keys=False)
+    return scorer_object(
+        d, "v1", "ConfigMap", config_name(d, plan.track), {"data": {CONFIG_FILE: text}}, plan.track
+    )
+
+
+def _restart_hash(d: Detector, plan: TrackPlan) -> str:
+    """Changes that need new pods. Rules, thresholds and the user slice are hot-reloaded from
+    the mounted file by the running scorer, so they are left out: editing a rule or moving a
+    canary step restarts nothing."""
+    config = scorer_config(d, plan)
+    for key in ("rules", "decision", "slice"):
+        config.pop(key)
+    return content_hash({"config": config, "model": plan.model_of(d).model_dump()})
+
+
+def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
+    """The scorer for one track. ``replicas`` is not set: the autoscaler owns it (setting it
+    here would fight the HPA on every pass). Pods are spread across nodes and zones."""
+    spec, track, model = d.spec, plan.track, plan.model_of(d)
+    volumes, mounts = pod_volumes(
+        d, config_name(d, track), "64Mi", extra=(("model", "512Mi", "/models"),)
+    )
+    env = kafka_env(d)
+    resources = spec.scorer.resources.model_dump(exclude_none=True)
+    probe = {"port": METRICS_PORT}
+    container = {
+        "name": "scorer",
+        "image": spec.scorer.image,
+        "imagePullPolicy": spec.scorer.image_pull_policy,
+        "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        "env": env,
+        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", **probe},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", **probe},
+            "periodSeconds": 2,
+            "failureThreshold": 60,
+        },
+        "resources": resources,
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": mounts,
+    }
+    fetch = {
+        "name": "fetch-model",
+        "image": spec.scorer.image,
+        "imagePullPolicy": spec.scorer.image_pull_policy,
+        "command": ["python", "-m", "fraud_scorer.fetch"],
+        "args": ["--uri", model.uri, "--sha256", model.sha256, "--dest", MODEL_DIR],
+        "resources": resources,
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [
+            {"name": "model", "mountPath": "/models"},
+            next(m for m in mounts if m["name"] == "tmp"),
+        ],
+    }
+    pod_labels = labels(d, track)
+    return scorer_object(
+        d,
+        "apps/v1",
+        "Deployment",
+        scorer_name(d, track),
+        {
+            "spec": {
+                "revisionHistoryLimit": 5,
+                "selector": {"matchLabels": selector(d, track)},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+                },
+                "template": {
+                    "metadata": {
+                        "labels": pod_labels,
+                        "annotations": {
+                            RESTART_ANNOTATION: _restart_hash(d, plan),
+                            f"{GROUP}/model-version": model.version,
+                            "prometheus.io/scrape": "true",
+                            "prometheus.io/port": str(METRICS_PORT),
+                        },
+                    },
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        "terminationGracePeriodSeconds": 30,
+                        "securityContext": POD_SECURITY,
+                        "initContainers": [fetch],
+                        "containers": [container],
+                        "volumes": volumes,
+                        "affinity": {
+                            "podAntiAffinity": {
+                                "preferredDuringSchedulingIgnoredDuringExecution": [
+                                    {
+                                        "weight": 100,
+                                        "podAffinityTerm": {
+                                            "topologyKey": "kubernetes.io/hostname",
+                                            "labelSelector": {"matchLabels": selector(d, track)},
+                                        },
+                                    }
+                                ]
+                            }
+                        },
+                        "topologySpreadConstraints": [
+                            {
+                                "maxSkew": 1,
+                                "topologyKey": "topology.kubernetes.io/zone",
+                                "whenUnsatisfiable": "ScheduleAnyway",
+                                "labelSelector": {"matchLabels": selector(d, track)},
+                            }
+                        ],
+                    },
+                },
+            }
+        },
+        track,
+    )
