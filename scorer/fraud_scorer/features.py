@@ -82,7 +82,6 @@ _MIN_TRAVEL_HOURS: Final = 1.0 / 60.0
 _EXPIRY_MARGIN_S: Final = 3600.0
 
 
-
 class Event(NamedTuple):
     """One of a user's past events, as state keeps it. The hot path unpacks it by position
     into these names (``ts, cents, country, ...= event``), which costs nothing per field."""
