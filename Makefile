@@ -32,8 +32,9 @@ postgres:
 soak: $(STAMP)
 	$(PY) bench/soak.py
 
+# BENCH_BASELINE=<git revision>: also measure that revision's scorer in the same run.
 bench: $(STAMP) postgres
-	$(PY) bench/run_bench.py
+	$(PY) bench/run_bench.py $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 	$(PY) bench/training_bench.py
 	$(PY) bench/sinks_bench.py
 

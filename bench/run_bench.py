@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 from confluent_kafka import Consumer, Producer
 from fraud_devtools.mock_cluster import MockCluster
+from fraud_devtools.producer import send_paced
 from fraud_training.data import scorer_features, to_payloads
 from fraud_training.synth import SynthConfig, generate
 from fraud_training.train import train_and_export
@@ -209,7 +210,10 @@ def _start_scorer(
     group: str,
     decision: dict[str, float],
     decisions_topic: str = "bench-decisions",
+    code: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """A scorer process pinned to its CPU; ``code``: run the scorer package found under this
+    folder (an earlier revision, see ``--baseline``) instead of the installed one."""
     import socket
 
     with socket.socket() as s:
@@ -232,10 +236,15 @@ def _start_scorer(
     path = build / f"bench-{group}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     log = (build / f"bench-{group}.log").open("wb")
+    env = None
+    if code is not None:
+        paths = [str(code / d) for d in ("runtime", "scorer") if (code / d).is_dir()]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "fraud_scorer", "--config", str(path)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=env,
         preexec_fn=lambda: pin(SCORER_CPU),  # noqa: PLW1509
     )
     deadline = time.monotonic() + 60
@@ -250,11 +259,17 @@ def _start_scorer(
 
 
 def _scorer_throughput(
-    build: Path, bootstrap: str, model_dir: Path, n: int, decision: dict[str, float]
+    build: Path,
+    bootstrap: str,
+    model_dir: Path,
+    n: int,
+    decision: dict[str, float],
+    group: str = "bench-scorer",
+    code: Path | None = None,
 ) -> dict[str, Any]:
     import psutil
 
-    proc, port = _start_scorer(build, bootstrap, model_dir, "bench-in", "bench-scorer", decision)
+    proc, port = _start_scorer(build, bootstrap, model_dir, "bench-in", group, decision, code=code)
     try:
         t0 = None
         while True:
@@ -270,6 +285,72 @@ def _scorer_throughput(
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def _against_baseline(
+    build: Path,
+    bootstrap: str,
+    model_dir: Path,
+    items: list[tuple[bytes, bytes]],
+    decision: dict[str, float],
+    revision: str,
+    rounds: int = 5,
+) -> dict[str, Any]:
+    """The scorer of ``revision`` and this tree's, ``rounds`` times each: the process on the
+    same input topic (a consumer group per run), and the pipeline alone on the same messages
+    (bench/pipeline_worker.py); medians and their ratios. The order alternates (ABBA):
+    every run adds its decisions to the in-process broker, which slows down as its logs grow,
+    so a fixed order would favour whichever runs first."""
+    code = build / "baseline"
+    subprocess.run(["rm", "-rf", str(code)], check=True)
+    code.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", revision], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
+    runs: dict[str, list[float]] = {"this": [], "baseline": []}
+    pipeline: dict[str, list[float]] = {"this": [], "baseline": []}
+    payloads = build / "bench-pipeline-payloads"
+    payloads.write_bytes(b"\n".join(v for _, v in items))
+    pair: list[tuple[str, Path | None]] = [("baseline", code), ("this", None)]
+    for i in range(rounds):
+        for label, tree in pair if i % 2 == 0 else pair[::-1]:
+            r = _scorer_throughput(
+                build, bootstrap, model_dir, len(items), decision, f"bench-{label}-{i}", tree
+            )
+            runs[label].append(r["tx"] / r["seconds"])
+            pipeline[label].append(_pipeline_rate(model_dir, payloads, tree))
+
+    # Noise on a shared 2-core machine only ever slows a run down, so the best of each is
+    # reported beside the median.
+    def ratio(rates: dict[str, list[float]], of: Any) -> float:
+        return float(of(rates["this"]) / of(rates["baseline"]))
+
+    return {
+        "revision": revision,
+        "scorer_process_tx_per_s": runs,
+        "pipeline_rows_per_s": pipeline,
+        "this_to_baseline": ratio(runs, np.median),
+        "this_to_baseline_best": ratio(runs, max),
+        "pipeline_this_to_baseline": ratio(pipeline, np.median),
+        "pipeline_this_to_baseline_best": ratio(pipeline, max),
+    }
+
+
+def _pipeline_rate(model_dir: Path, payloads: Path, code: Path | None) -> float:
+    """Rows/s of BatchScorer.process alone (no Kafka): bench/pipeline_worker.py."""
+    env = {**os.environ, "BENCH_RULES": json.dumps(RULES)}
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            str(code / d) for d in ("runtime", "scorer") if (code / d).is_dir()
+        )
+    worker = Path(__file__).with_name("pipeline_worker.py")
+    out = subprocess.run(
+        [sys.executable, str(worker), str(model_dir), str(payloads)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["rows_per_s"])
 
 
 def _latency_at_load(
@@ -292,28 +373,21 @@ def _latency_at_load(
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
     view = msgspec.json.Decoder(dict[str, Any]).decode
     e2e, scored = [], []
-    start = time.perf_counter()
+
+    def read(timeout: float = 0.0) -> None:
+        """Decisions so far: the scorer's own latency, and ours from the event's time."""
+        for m in reader.consume(1000, timeout):
+            if m.error() is None:
+                d = view(m.value() or b"")
+                scored.append(d["latency_ms"])
+                e2e.append(time.time() * 1000 - (d["scored_at"] * 1000 - d["latency_ms"]))
+
     try:
-        for i, (k, v) in enumerate(items):
-            producer.produce("bench-load", v, k)
-            if i % 50 == 0:
-                producer.poll(0)
-                ahead = (i + 1) / rate - (time.perf_counter() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-                for m in reader.consume(500, 0):
-                    if m.error() is None:
-                        d = view(m.value() or b"")
-                        scored.append(d["latency_ms"])
-                        e2e.append(time.time() * 1000 - (d["scored_at"] * 1000 - d["latency_ms"]))
+        send_paced(producer, "bench-load", items, rate, every=50, on_progress=lambda _: read())
         producer.flush(30)
         deadline = time.monotonic() + 30
         while len(scored) < len(items) and time.monotonic() < deadline:
-            for m in reader.consume(1000, 0.05):
-                if m.error() is None:
-                    d = view(m.value() or b"")
-                    scored.append(d["latency_ms"])
-                    e2e.append(time.time() * 1000 - (d["scored_at"] * 1000 - d["latency_ms"]))
+            read(0.05)
     finally:
         reader.close()
         proc.terminate()
@@ -430,6 +504,11 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--users-in-state", type=int, default=1_000_000)
     parser.add_argument("--out", default="build/bench.json")
+    parser.add_argument(
+        "--baseline",
+        help="a git revision: its scorer is measured in the same run, alternating with this "
+        "tree's, on the same messages (ratio scorer_to_baseline)",
+    )
     args = parser.parse_args()
     build = Path(args.out).parent
     build.mkdir(parents=True, exist_ok=True)
@@ -467,6 +546,11 @@ def main() -> int:
         results["raw"] = _in_subprocess(_raw_passthrough, bs, "bench-in", len(items))
         print("2/5 scorer...", flush=True)
         results["scorer"] = _scorer_throughput(build, bs, trained.model_dir, len(items), decision)
+        if args.baseline:
+            print(f"    this tree against {args.baseline}, alternating...", flush=True)
+            results["baseline"] = _against_baseline(
+                build, bs, trained.model_dir, items, decision, args.baseline
+            )
         print("3/5 naive reference...", flush=True)
         results["naive"] = _in_subprocess(
             _naive, bs, "bench-in", args.naive_messages, str(naive_model)
@@ -494,6 +578,14 @@ def main() -> int:
         "ratios": {
             "scorer_to_raw": results["scorer"]["tx_per_s"] / results["raw"]["tx_per_s"],
             "scorer_to_naive": results["scorer"]["tx_per_s"] / results["naive"]["tx_per_s"],
+            **(
+                {
+                    "scorer_to_baseline": results["baseline"]["this_to_baseline"],
+                    "pipeline_to_baseline": results["baseline"]["pipeline_this_to_baseline"],
+                }
+                if "baseline" in results
+                else {}
+            ),
         },
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -550,6 +642,18 @@ def _print(r: dict[str, Any]) -> None:
         "<= 1024 MiB",
     )
     t.add_row("scorer RSS after throughput run", f"{r['scorer']['rss_mib']:,.0f} MiB", "")
+    if "baseline" in r:
+        b = r["baseline"]
+        t.add_row(
+            f"scorer process / {b['revision']} (median, best)",
+            f"{b['this_to_baseline']:.2f}, {b['this_to_baseline_best']:.2f}",
+            "within noise of 1",
+        )
+        t.add_row(
+            f"pipeline alone / {b['revision']} (median, best)",
+            f"{b['pipeline_this_to_baseline']:.2f}, {b['pipeline_this_to_baseline_best']:.2f}",
+            "within noise of 1",
+        )
     Console().print(t)
 
 

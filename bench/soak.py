@@ -23,6 +23,7 @@ import numpy as np
 import psutil
 from confluent_kafka import Producer
 from fraud_devtools.mock_cluster import MockCluster
+from fraud_devtools.producer import send_paced
 from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
 
@@ -116,31 +117,30 @@ def main() -> int:
         )
         start = time.perf_counter()
         next_sample = start + args.sample_every
+
+        def sample(_sent: int) -> None:
+            nonlocal next_sample
+            now = time.perf_counter()
+            if now < next_sample:
+                return
+            next_sample += args.sample_every
+            samples.append(
+                {
+                    "t_s": round(now - start, 1),
+                    "rss_mib": round(scorer.memory_info().rss / 2**20, 1),
+                    "scorer_cpu_pct": scorer.cpu_percent(),
+                    "broker_and_load_cpu_pct": me.cpu_percent(),
+                    "users_in_state": _metric(port, "fraud_state_users"),
+                    "lag": _metric(port, "fraud_consumer_lag"),
+                    "decided": _metric(port, "fraud_transactions_total"),
+                    **e2e.interval_quantiles("e2e"),
+                    **batch.interval_quantiles("batch"),
+                }
+            )
+            print(samples[-1], flush=True)
+
         try:
-            for i, (k, v) in enumerate(items):
-                producer.produce("soak-in", v, k)
-                if i % 50 == 0:
-                    producer.poll(0)
-                    ahead = (i + 1) / args.rate - (time.perf_counter() - start)
-                    if ahead > 0:
-                        time.sleep(ahead)
-                    now = time.perf_counter()
-                    if now >= next_sample:
-                        next_sample += args.sample_every
-                        samples.append(
-                            {
-                                "t_s": round(now - start, 1),
-                                "rss_mib": round(scorer.memory_info().rss / 2**20, 1),
-                                "scorer_cpu_pct": scorer.cpu_percent(),
-                                "broker_and_load_cpu_pct": me.cpu_percent(),
-                                "users_in_state": _metric(port, "fraud_state_users"),
-                                "lag": _metric(port, "fraud_consumer_lag"),
-                                "decided": _metric(port, "fraud_transactions_total"),
-                                **e2e.interval_quantiles("e2e"),
-                                **batch.interval_quantiles("batch"),
-                            }
-                        )
-                        print(samples[-1], flush=True)
+            send_paced(producer, "soak-in", items, args.rate, every=50, on_progress=sample)
             producer.flush(60)
         finally:
             proc.terminate()

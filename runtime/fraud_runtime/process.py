@@ -204,6 +204,7 @@ class KafkaProcess:
                 self.consumed += len(records)
                 if self.commit_each_batch:
                     self._commit_batch()
+                    self.publish_ready()
             self.producer.poll(0)
             self._maybe_store()
             if self._delivery_error:
