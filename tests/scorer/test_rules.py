@@ -184,3 +184,17 @@ def test_compiled_rules_agree_with_the_cel_interpreter(
             assert not mask >> i & 1, expression
         else:
             assert bool(mask >> i & 1) == expected, expression
+
+
+def test_rules_see_every_transaction_field_but_the_timestamp_typed_from_the_struct() -> None:
+    """``TX_FIELDS`` is read from :class:`Transaction`: a field added there is visible to
+    rules with its CEL type, and fields that may be absent are the ones defaulting to None."""
+    import msgspec
+    from fraud_scorer.contract import Transaction
+    from fraud_scorer.rules import _OPTIONAL_TX_FIELDS, TX_FIELDS
+
+    fields = {f.name: f for f in msgspec.structs.fields(Transaction)}
+    assert set(TX_FIELDS) == set(fields) - {"timestamp"}
+    assert TX_FIELDS["amount"] == "double" and TX_FIELDS["attributes"] == "map"
+    assert TX_FIELDS["merchant"] == "string" and TX_FIELDS["lat"] == "double"
+    assert {n for n, f in fields.items() if f.default is None} == _OPTIONAL_TX_FIELDS
