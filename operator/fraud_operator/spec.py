@@ -83,7 +83,9 @@ class ModelRef(_Model):
 
 class Rule(_Model):
     name: DnsName
-    expression: str = Field(min_length=1, description="CEL over `tx` and `features`")
+    expression: str = Field(
+        min_length=1, max_length=4096, description="CEL over `tx` and `features`"
+    )
     action: Literal["review", "block"] = "review"
 
 
@@ -227,7 +229,7 @@ class FraudDetectorSpec(_Model):
         default=None, min_length=1, description="defaults to fraud-scorer-<namespace>-<name>"
     )
     model: ModelRef
-    rules: list[Rule] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list, max_length=256)
     decision: Decision = Decision()
     scaling: Scaling = Scaling()
     scorer: Scorer = Scorer()

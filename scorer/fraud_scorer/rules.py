@@ -24,7 +24,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -32,6 +31,7 @@ from typing import Any, Final
 import celpy
 import lark
 import msgspec.inspect as mi
+import re2
 
 from fraud_scorer.config import DecisionSettings, RuleSpec, rules_version
 from fraud_scorer.contract import Transaction
@@ -291,10 +291,13 @@ class _Compiler:
             if not args[1].is_const or not isinstance(args[1].const, str):
                 raise RuleCompileError("matches() needs a constant pattern")
             try:
-                pattern = re.compile(args[1].const)
-            except re.error as exc:
+                # RE2, as CEL specifies: linear time in the input, so no pattern and no
+                # attacker-chosen field can make a rule backtrack for seconds.
+                pattern = re2.compile(args[1].const, _RE2_OPTIONS)
+            except re2.error as exc:
+                why = exc.args[0].decode() if isinstance(exc.args[0], bytes) else str(exc)
                 raise RuleCompileError(
-                    f"invalid regular expression {args[1].const!r}: {exc}"
+                    f"invalid regular expression {args[1].const!r} (RE2 syntax): {why}"
                 ) from exc
             return _Expr(
                 f"({self.constant(pattern)}.search({args[0].code}) is not None)", "bool", fail
@@ -450,7 +453,21 @@ def _cel_string(v: Any) -> str:
     return str(v)
 
 
+def _cel_kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    return {int: "int", float: "double", str: "string"}.get(type(v), type(v).__name__)
+
+
 def _cel_arith(a: Any, op: str, b: Any) -> Any:
+    """Arithmetic on values only known at run time (``tx.attributes``), with CEL's overloads:
+    numbers of one kind, or ``+`` of two strings. Anything else is an error (the rule does not
+    match): Python's ``"x" * 10**9`` would allocate gigabytes."""
+    ka, kb = _cel_kind(a), _cel_kind(b)
+    if op == "+" and ka == kb == "string":
+        return a + b
+    if ka != kb or ka not in _NUMERIC:
+        raise TypeError(f"no such overload: {ka} {op} {kb}")
     if op == "+":
         return a + b
     if op == "-":
@@ -504,15 +521,26 @@ class CompiledRule:
     python: str
 
 
+MAX_EXPRESSION_CHARS: Final = 4096
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error reaches the user in RuleCompileError instead
+
+
 def compile_expression(expression: str, constants: dict[str, Any]) -> str:
     """Type-check one CEL boolean expression and return its Python source."""
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise RuleCompileError(
+            f"expression is {len(expression)} characters, more than {MAX_EXPRESSION_CHARS}"
+        )
     try:
         tree = _PARSER_ENV.compile(expression)
+        result = _Compiler(constants).compile(tree)
     except celpy.CELParseError as exc:  # type: ignore[attr-defined]
         lines = str(exc).splitlines()
         column = lines[1].index("^") + 1 if len(lines) > 1 and "^" in lines[1] else 0
         raise RuleCompileError(f"syntax error at column {column}") from exc
-    result = _Compiler(constants).compile(tree)
+    except RecursionError as exc:
+        raise RuleCompileError("expression nested too deeply") from exc
     if result.type not in ("bool", "dyn"):
         raise RuleCompileError(f"a rule must be a boolean expression, this one is {result.type}")
     return result.code
@@ -550,7 +578,8 @@ def compile_rules(specs: Sequence[RuleSpec], decision: DecisionSettings | None =
         try:
             code = compile_expression(spec.expression, constants)
         except RuleCompileError as exc:
-            problems.append(f"rule '{spec.name}' ({spec.expression!r}): {exc}")
+            shown = spec.expression[:117] + ("..." if len(spec.expression) > 117 else "")
+            problems.append(f"rule '{spec.name}' ({shown!r}): {exc}")
             continue
         compiled.append(CompiledRule(spec.name, spec.expression, spec.action, code))
     if problems:
@@ -567,7 +596,11 @@ def compile_rules(specs: Sequence[RuleSpec], decision: DecisionSettings | None =
     lines.append("    return hits")
     source = "\n".join(lines)
     namespace: dict[str, Any] = {**_HELPERS, **constants}
-    exec(compile(source, "<fraud-rules>", "exec"), namespace)  # noqa: S102 - generated from a type-checked CEL tree
+    try:
+        program = compile(source, "<fraud-rules>", "exec")
+    except (RecursionError, SyntaxError, MemoryError) as exc:  # Python's own nesting limits
+        raise RuleCompileError(f"rules nested too deeply to compile: {exc}") from exc
+    exec(program, namespace)  # noqa: S102 - generated from a type-checked CEL tree
     return RuleSet(
         rules=tuple(compiled),
         decision=decision,

@@ -65,3 +65,5 @@ class RulesReloader:
             return Reloaded(compile_rules(rules, decision), slice_)
         except (RuleCompileError, ValueError, OSError) as exc:
             return Rejected(str(exc))
+        except Exception as exc:  # a hand-edited file (bad YAML, say) never ends the scorer
+            return Rejected(f"{type(exc).__name__}: {exc}")

@@ -47,3 +47,16 @@ def test_the_file_is_looked_at_only_every_interval(tmp_path: Path) -> None:
     reloader = RulesReloader(path, interval_s=3600)
     write(path, rules=[RULE])
     assert reloader.check() is None  # not due for an hour
+
+
+def test_a_pathological_or_unreadable_file_is_rejected_never_raised(tmp_path: Path) -> None:
+    path = tmp_path / "scorer.yaml"
+    write(path, rules=[RULE])
+    reloader = RulesReloader(path, interval_s=0.0)
+    write(path, rules=[{"name": "deep", "expression": "(" * 300 + "true" + ")" * 300}])
+    outcome = reloader.check()
+    assert isinstance(outcome, Rejected) and "nested too deeply" in outcome.error
+    path.write_text("rules: [unclosed\n")
+    time.sleep(0.01)
+    outcome = reloader.check()
+    assert isinstance(outcome, Rejected) and outcome.error.startswith("ParserError")
