@@ -33,6 +33,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from fraud_runtime.dead_letters import bounded
 from fraud_runtime.health import HealthServer
 from fraud_runtime.logs import configure_logging
 from fraud_runtime.offsets import OffsetTracker
@@ -85,6 +86,7 @@ class KafkaProcess:
         topics: list[str],
         loop: LoopSettings,
         ready_gauge: _Gauge | None = None,
+        dead_letter_topic: str | None = None,
     ) -> None:
         self.log = structlog.get_logger(self.log_name)
         self.kafka = kafka
@@ -93,6 +95,7 @@ class KafkaProcess:
         self.topics = topics
         self.loop = loop
         self.ready_gauge = ready_gauge
+        self.dead_letter_topic = dead_letter_topic
         self.offsets = OffsetTracker(loop.commit_interval_s)
         self.health: HealthServer | None = None
         self.consumed = 0
@@ -240,13 +243,30 @@ class KafkaProcess:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None
     ) -> None:
         """Hand one message to the producer, waiting (and serving delivery reports) while its
-        queue is full."""
+        queue is full. A message larger than the producer may send becomes a size-bounded stub
+        on the dead-letter topic (reason ``output_too_large``): one oversized output must not
+        stop the process, and every input stays accounted for."""
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=headers)
                 return
             except BufferError:
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() != KafkaError.MSG_SIZE_TOO_LARGE or self.dead_letter_topic is None:
+                    raise
+                self.log.warning(
+                    "output too large for the producer; dead-lettered as a stub",
+                    topic=topic,
+                    size=len(value or b""),
+                )
+                meta = [
+                    ("dlq.reason", b"output_too_large"),
+                    ("dlq.detail", f"{len(value or b'')} bytes for {topic}".encode()),
+                    ("dlq.output.topic", topic.encode()),
+                ]
+                topic, (value, headers) = self.dead_letter_topic, bounded(value, meta, limit=0)
 
     # -- offsets -----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 import numpy.typing as npt
-from fraud_runtime.dead_letters import dead_letter_headers
+from fraud_runtime.dead_letters import bounded, dead_letter_headers
 
 from fraud_scorer.config import SliceSettings
 from fraud_scorer.contract import (
@@ -226,4 +226,5 @@ class BatchScorer:
         )
         for name, value in msg.headers() or ():
             headers.append((f"original.{name}", value or b""))
-        return DeadLetter(msg.key(), msg.value(), headers, rejected.reason)
+        value, headers = bounded(msg.value(), headers)
+        return DeadLetter(msg.key(), value, headers, rejected.reason)

@@ -55,6 +55,7 @@ class ScorerService(KafkaProcess):
                 s.batch.max_messages, s.batch.poll_timeout_s, s.batch.commit_interval_s
             ),
             ready_gauge=self.metrics.ready,
+            dead_letter_topic=s.topics.dead_letter,
         )
         self.model = model or load_model(s.model.path)
         ruleset = compile_rules(s.rules, s.decision)

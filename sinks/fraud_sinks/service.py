@@ -18,7 +18,7 @@ import random
 from typing import Any
 
 from confluent_kafka import Message, TopicPartition
-from fraud_runtime.dead_letters import dead_letter_headers
+from fraud_runtime.dead_letters import bounded, dead_letter_headers
 from fraud_runtime.process import BatchAbandoned, FatalError, KafkaProcess, LoopSettings
 
 from fraud_sinks.config import SinkSettings
@@ -48,6 +48,7 @@ class SinkService(KafkaProcess):
             topics=s.input_topics(),
             loop=LoopSettings(s.batch.max_messages, s.batch.poll_timeout_s),
             ready_gauge=self.metrics.ready,
+            dead_letter_topic=s.topics.dead_letter,
         )
         self.handler = handler or make_handler(s, self.metrics)
         self.retry_budget_s = retry_budget_s  # below max.poll.interval.ms: we keep the group
@@ -62,15 +63,11 @@ class SinkService(KafkaProcess):
         return self.handler.ready()
 
     def handle(self, records: list[Message]) -> None:
+        s = self.settings
         for dl in self._deliver(records):
-            self.produce(
-                self.settings.topics.dead_letter,
-                dl.msg.key(),
-                dl.msg.value(),
-                dead_letter_headers(
-                    dl.msg, dl.reason, dl.detail, self.settings.detector, sink=self.settings.sink
-                ),
-            )
+            headers = dead_letter_headers(dl.msg, dl.reason, dl.detail, s.detector, sink=s.sink)
+            value, headers = bounded(dl.msg.value(), headers)
+            self.produce(s.topics.dead_letter, dl.msg.key(), value, headers)
 
     def on_released(self, partitions: list[TopicPartition]) -> None:
         for p in partitions:

@@ -53,7 +53,12 @@ def produce(
     headers: list[tuple[str, bytes]] | None = None,
 ) -> int:
     p = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 2, "queue.buffering.max.messages": 1_000_000}
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 2,
+            "queue.buffering.max.messages": 1_000_000,
+            "message.max.bytes": 2_000_000,  # near-limit messages, as a broker may accept them
+        }
     )
     n = 0
     for key, value in items:

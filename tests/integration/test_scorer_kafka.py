@@ -241,3 +241,56 @@ def test_sigterm_drains_and_commits_every_offset(
     # everything committed was decided, and the commit covers everything decided
     assert sum(max(o, 0) for o in offsets.values()) == decided
     assert "stopped" in scorer.log()
+
+
+def test_a_message_near_the_broker_limit_is_dead_lettered_as_a_stub_and_scoring_goes_on(
+    cluster: MockCluster, tmp_path: Path, model_dir: Path, small_stream: pd.DataFrame
+) -> None:
+    """A 999,950-byte message (brokers take up to about 1 MB) cannot come back as a dead letter
+    with its headers added: the producer refused it and the scorer died, then each successor
+    in turn. It is now a stub carrying the original's size and sha256."""
+    import hashlib
+
+    bootstrap = cluster.bootstrap_servers
+    huge = b'{"transaction_id": "' + b"x" * 999_900 + b'"}'
+    huge = huge + b" " * (999_950 - len(huge))
+    items = stream(small_stream.iloc[:200])
+    scorer = ScorerProcess(tmp_path, bootstrap, model_dir).start()
+    produce(bootstrap, TOPICS["input"], [(b"huge", huge), *items])
+    wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= len(items), 60, "decisions")
+    wait_until(lambda: topic_size(bootstrap, TOPICS["dead_letter"]) >= 1, 30, "the stub")
+    (stub,) = read_topic(bootstrap, TOPICS["dead_letter"])
+    assert stub.key == b"huge"
+    assert stub.headers["dlq.reason"] == b"oversize"
+    assert stub.headers["dlq.stub"] == b"true"
+    assert stub.headers["dlq.original.size"] == b"999950"
+    assert stub.headers["dlq.original.sha256"] == hashlib.sha256(huge).hexdigest().encode()
+    assert msgspec.json.decode(stub.value or b"")["size"] == 999_950
+    assert scorer.proc is not None and scorer.proc.poll() is None  # alive: no crash loop
+    assert scorer.stop() == 0
+    offsets = committed(bootstrap, "fraud-scorer", TOPICS["input"])
+    assert sum(max(o, 0) for o in offsets.values()) == 1 + len(items)  # everything committed
+
+
+def test_an_output_too_large_for_the_producer_becomes_a_stub_dead_letter(
+    cluster: MockCluster, tmp_path: Path, model_dir: Path, small_stream: pd.DataFrame
+) -> None:
+    """With the input limit raised, a valid transaction carrying a 999.5 kB attribute makes an
+    alert (which embeds the transaction) larger than the producer may send: the alert becomes
+    an ``output_too_large`` stub on the dead-letter topic and the scorer goes on."""
+    bootstrap = cluster.bootstrap_servers
+    items = stream(small_stream.iloc[:100])
+    tx = msgspec.json.decode(items[0][1])
+    tx.update(transaction_id="big-1", merchant="XYZ_Merchant", attributes={"note": "x" * 999_500})
+    scorer = ScorerProcess(
+        tmp_path, bootstrap, model_dir, batch={"max_message_bytes": 2_000_000}
+    ).start()
+    produce(bootstrap, TOPICS["input"], [(b"big", msgspec.json.encode(tx)), *items])
+    wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 1 + len(items), 60, "all")
+    wait_until(lambda: topic_size(bootstrap, TOPICS["dead_letter"]) >= 1, 30, "the stub")
+    (stub,) = read_topic(bootstrap, TOPICS["dead_letter"])
+    assert stub.headers["dlq.reason"] == b"output_too_large"
+    assert stub.headers["dlq.output.topic"] == TOPICS["alerts"].encode()
+    assert int(stub.headers["dlq.original.size"]) > 1_000_000
+    assert "big-1" in decisions_by_id(bootstrap)
+    assert scorer.stop() == 0
