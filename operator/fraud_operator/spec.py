@@ -137,6 +137,12 @@ class Scorer(_Model):
     image: str = Field(default="ghcr.io/fraud-detector/scorer:0.1.0", min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: Resources = Resources()
+    on_model_error: Literal["rulesOnly", "review"] = Field(
+        default="rulesOnly",
+        description="when the model fails on a batch: decide by the rules alone, or review "
+        "everything; decisions carry the reason model_error and fraud_scoring_errors_total "
+        "counts the batches",
+    )
 
 
 class RolloutStep(_Model):

@@ -76,8 +76,16 @@ class BatchSettings(Frozen):
     commit_interval_s: float = Field(default=1.0, gt=0)
 
 
+ModelFallback = Literal["rules_only", "review"]
+
+
 class ModelSettings(Frozen):
     path: Path = Path("/models/current")
+    on_error: ModelFallback = Field(
+        default="rules_only",
+        description="when the model fails on a batch: decide by the rules alone, or send every "
+        "transaction of the batch to review; either way the reason includes 'model_error'",
+    )
 
 
 class OutputSettings(Frozen):

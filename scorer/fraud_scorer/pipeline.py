@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from fraud_runtime.dead_letters import bounded, dead_letter_headers
 
-from fraud_scorer.config import SliceSettings
+from fraud_scorer.config import ModelFallback, SliceSettings
 from fraud_scorer.contract import (
     Decision,
     Rejected,
@@ -64,6 +64,7 @@ class BatchResult:
     latencies_s: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.empty(0, np.float32))
     other_track: int = 0  # valid transactions of users outside this track's slice
+    model_error: str | None = None  # why the model could not score this batch
     rejected_elsewhere: int = 0  # bad messages left for the stable track to dead-letter
 
 
@@ -92,9 +93,11 @@ class BatchScorer:
         alerts: bool = True,
         dead_letters: bool = True,
         slice_: SliceSettings | None = None,
+        on_model_error: ModelFallback = "rules_only",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.model = model
+        self.on_model_error = on_model_error
         self.ruleset = ruleset
         self.engine = engine
         self.detector = detector
@@ -151,10 +154,14 @@ class BatchScorer:
             kafka_ts.append(msg.timestamp()[1] / 1000.0)
         if not txs:
             return out
-        scores = self.model.score(np.array(rows, dtype=np.float32))
+        try:
+            scores = self.model.score(np.array(rows, dtype=np.float32))
+            out.scores = scores
+        except Exception as exc:  # onnxruntime raises its own types; no batch may stop scoring
+            out.model_error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:512]
+            scores = np.zeros(len(rows), dtype=np.float32)  # published as 0, never judged
         now = self._time()
         out.latencies_s = now - np.asarray(kafka_ts)
-        out.scores = scores
         self._decide(out, txs, rows, raws, event_ts, scores, out.latencies_s.tolist(), now)
         return out
 
@@ -177,6 +184,10 @@ class BatchScorer:
         actions, hits = out.actions, out.rule_hits
         model_version, rules_version = self.model.version, rs.version
         include_features = self.include_features
+        # The model failed on this batch: every decision says so, the score is 0, and the
+        # action comes from the rules alone (or is at least review, if so configured).
+        failed = out.model_error is not None
+        floor = "review" if failed and self.on_model_error == "review" else "allow"
         for i, score in enumerate(scores.tolist()):
             tx, row = txs[i], rows[i]
             mask = evaluate(tx, row, errors)
@@ -187,7 +198,11 @@ class BatchScorer:
             else:
                 reasons = []
                 action = "allow"
-            if score >= block_at:
+            if failed:
+                reasons.append("model_error")
+                if action == "allow":
+                    action = floor
+            elif score >= block_at:
                 action = "block"
                 reasons.append("model")
             elif score >= review_at:

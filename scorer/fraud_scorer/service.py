@@ -72,6 +72,7 @@ class ScorerService(KafkaProcess):
             alerts=s.output.alerts,
             dead_letters=s.output.dead_letters,
             slice_=s.slice,
+            on_model_error=s.model.on_error,
         )
         self.rebuilder = StateRebuilder(
             kafka=s.kafka,
@@ -167,6 +168,14 @@ class ScorerService(KafkaProcess):
             m.dead_letters(**base, reason=dl.reason).inc()
         if result.other_track:
             m.other_track.inc(result.other_track)
+        if result.model_error is not None:
+            m.model_errors.inc()
+            self.log.error(
+                "the model failed on a batch; decided without it",
+                error=result.model_error,
+                fallback=self.scorer.on_model_error,
+                transactions=len(result.decisions),
+            )
         for rule, count in result.rule_errors.items():
             m.rule_errors(**base, rule=rule).inc(count)
         m.event_to_decision.observe_many(result.latencies_s)

@@ -343,3 +343,13 @@ def test_pruning_can_find_every_child_it_may_delete() -> None:
         assert {o["kind"] for o in objects} & prunable == (
             {"Deployment", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"} | autoscaler
         )
+
+
+@pytest.mark.parametrize(("given", "rendered"), [("rulesOnly", "rules_only"), ("review", "review")])
+def test_the_model_error_fallback_reaches_the_scorer_config(
+    tmp_path: Path, given: str, rendered: str
+) -> None:
+    d = make_detector(scorer={"onModelError": given})
+    path = tmp_path / "scorer.yaml"
+    path.write_text(builders.config_map(d)["data"][builders.CONFIG_FILE])
+    assert load_settings(path).model.on_error == rendered

@@ -109,3 +109,51 @@ def test_replay_builds_state_without_output(scorer: BatchScorer) -> None:
     assert scorer.replay([Msg(tx(1)), Msg(b"junk"), Msg(tx(2))]) == 2
     (d,) = [msgspec.json.decode(v) for _, v in scorer.process([Msg(tx(3))]).decisions]
     assert d["features"]["history_count"] == 2
+
+
+def _session_of_another_width(tmp_path: Path, width: int) -> object:
+    """A real onnxruntime session whose graph takes ``width`` features: scoring the scorer's
+    rows with it fails inside onnxruntime, as a model at odds with its manifest would."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 2])
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], keepdims=1),
+        helper.make_node("Sigmoid", ["m"], ["p"]),
+        helper.make_node("Concat", ["p", "p"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "other-width", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    path = tmp_path / "other.onnx"
+    onnx.save(model, str(path))
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(("fallback", "floor"), [("rules_only", "allow"), ("review", "review")])
+def test_a_model_failure_is_decided_by_the_fallback_and_reported(
+    model_dir: Path, tmp_path: Path, fallback: str, floor: str
+) -> None:
+    from fraud_scorer.model import Model
+
+    good = load_model(model_dir)
+    broken = Model(good.manifest, _session_of_another_width(tmp_path, len(FEATURE_NAMES) - 1))
+    scorer = BatchScorer(
+        model=broken,
+        ruleset=compile_rules([RuleSpec(name="big", expression="tx.amount > 1000.0")]),
+        engine=FeatureEngine(),
+        detector="d",
+        track="stable",
+        max_message_bytes=65536,
+        on_model_error=fallback,  # type: ignore[arg-type]
+    )
+    result = scorer.process([Msg(tx(1, amount=20.0)), Msg(tx(2, amount=5000.0))])
+    assert result.model_error is not None and "dimension" in result.model_error.lower()
+    decided = [msgspec.json.decode(v) for _, v in result.decisions]
+    assert [d["action"] for d in decided] == [floor, "review"]
+    assert decided[0]["reasons"] == ["model_error"]
+    assert decided[1]["reasons"] == ["big", "model_error"]
+    assert {d["score"] for d in decided} == {0.0}
+    assert len(result.scores) == 0  # no fake scores in the score histogram

@@ -50,7 +50,10 @@ def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
             "alerts": spec.topics.alerts,
             "dead_letter": spec.topics.dead_letter,
         },
-        "model": {"path": MODEL_DIR},
+        "model": {
+            "path": MODEL_DIR,
+            "on_error": {"rulesOnly": "rules_only", "review": "review"}[spec.scorer.on_model_error],
+        },
         "rules": [r.model_dump() for r in spec.rules],
         "decision": spec.decision.model_dump(),
         "slice": {"start": plan.start, "end": plan.end},
