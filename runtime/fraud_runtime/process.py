@@ -190,6 +190,25 @@ class KafkaProcess:
     def _beat(self) -> float:
         return self._heartbeat
 
+    def beat(self) -> None:
+        """The loop is alive: long work inside a batch (a state rebuild, a rate-limited webhook,
+        a database outage) calls this so that liveness does not restart a working process."""
+        self._heartbeat = time.monotonic()
+
+    def wait_alive(self, seconds: float, *, interruptible: bool = True) -> bool:
+        """Wait ``seconds`` in slices of at most a second, beating between them; True as soon
+        as a stop is requested (unless ``interruptible`` is False: then the whole wait)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.beat()
+            if interruptible:
+                if self._stop.wait(min(left, 1.0)):
+                    return True
+            else:
+                time.sleep(min(left, 1.0))
+        self.beat()
+        return self._stop.is_set()
+
     def _loop(self) -> None:
         consume = self.consumer.consume
         n, timeout = self.loop.max_messages, self.loop.poll_timeout_s

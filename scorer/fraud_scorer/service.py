@@ -79,6 +79,7 @@ class ScorerService(KafkaProcess):
             history_hours=s.features.history_hours,
             max_messages=s.state.replay_max_messages,
             replay=self.scorer.replay,
+            alive=self.beat,
         )
         self.reloader = RulesReloader(config_path, s.reload_interval_s) if config_path else None
         self.metrics.set_model(self.model.version, FEATURE_SET_VERSION)

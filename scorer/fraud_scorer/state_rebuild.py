@@ -39,6 +39,9 @@ class StateRebuilder:
     history_hours: float
     max_messages: int
     replay: Callable[[list[Record]], int]
+    # Called between replayed batches: a rebuild of millions of messages runs inside the
+    # assignment callback, and liveness must still see a live process.
+    alive: Callable[[], None] = lambda: None
 
     def rebuild(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[int, int]:
         """Replay each partition up to its committed offset; returns messages replayed per
@@ -91,6 +94,7 @@ class StateRebuilder:
                 usable.append(msg)  # type: ignore[arg-type]
                 position = off + 1
             replayed += self.replay(usable)
+            self.alive()
         replayer.unassign()
         return replayed
 

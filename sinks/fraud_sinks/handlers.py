@@ -48,7 +48,7 @@ class WebhookHandler:
         self,
         settings: SinkSettings,
         metrics: SinkMetrics,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.metrics = metrics
         self._why: str | None = None
@@ -153,6 +153,9 @@ class CaseStoreHandler:
         refuses one by one (each is dead-lettered) and write the rest."""
         import psycopg
 
+        # What one row can make PostgreSQL (or the conversion to its types) refuse: bad text
+        # (a NUL), a CHECK (an unknown action), a timestamp out of range.
+        refusals = (psycopg.DataError, psycopg.IntegrityError, OverflowError, ValueError)
         store = self._connected()
         try:
             try:
@@ -160,7 +163,7 @@ class CaseStoreHandler:
                     store.write([d for _, d in decisions])
                     self._count_labels(store.label([lab for _, lab in labels]))
                 return []
-            except psycopg.DataError:
+            except refusals:
                 refused = []
                 for msg, item in [*decisions, *labels]:
                     try:
@@ -168,7 +171,7 @@ class CaseStoreHandler:
                             store.write([item])
                         else:
                             self._count_labels(store.label([item]))
-                    except psycopg.DataError as exc:
+                    except refusals as exc:
                         refused.append(DeadLetter(msg, "case_store_refused", _first_line(exc)))
                 return refused
         except psycopg.OperationalError as exc:
@@ -195,7 +198,9 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def make_handler(settings: SinkSettings, metrics: SinkMetrics) -> Handler:
+def make_handler(
+    settings: SinkSettings, metrics: SinkMetrics, sleep: Callable[[float], object] = time.sleep
+) -> Handler:
     if settings.sink == "webhook":
-        return WebhookHandler(settings, metrics)
+        return WebhookHandler(settings, metrics, sleep)
     return CaseStoreHandler(settings, metrics)

@@ -17,6 +17,7 @@ Time and sleeping are injected, so every behaviour is tested without waiting.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -25,6 +26,7 @@ import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from typing import Any, Literal
 
 Outcome = Literal["delivered", "duplicate", "filtered", "dead_letter"]
@@ -80,7 +82,7 @@ class _Permanent(Exception):
 class WebhookSink:
     settings: WebhookSettings
     clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], object] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
     on_dead_letter: Callable[[dict[str, Any], str], None] = lambda _alert, _why: None
     delivered: int = 0
@@ -139,7 +141,7 @@ class WebhookSink:
             self.settings.url,
             data=body,
             method="POST",
-            headers={"Content-Type": "application/json", "Idempotency-Key": key},
+            headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key(key)},
         )
         try:
             with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as response:  # noqa: S310
@@ -148,8 +150,10 @@ class WebhookSink:
             if exc.code == 429 or exc.code >= 500:
                 raise _Retryable(f"HTTP {exc.code}") from exc
             raise _Permanent(f"HTTP {exc.code} (not retried)") from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except (urllib.error.URLError, TimeoutError, ConnectionError, HTTPException) as exc:
             raise _Retryable(str(getattr(exc, "reason", exc))) from exc
+        except (ValueError, UnicodeError) as exc:  # a request http.client will not send
+            raise _Permanent(f"cannot send: {type(exc).__name__}") from exc
 
     def _take_token(self) -> None:
         s, now = self.settings, self.clock()
@@ -172,3 +176,16 @@ class WebhookSink:
         self.failed += 1
         self.on_dead_letter(alert, why)
         return "dead_letter"
+
+
+_HEADER_SAFE = frozenset(range(0x21, 0x7F))  # visible ASCII: no spaces, CR, LF or non-Latin-1
+
+
+def idempotency_key(transaction_id: str) -> str:
+    """The ``Idempotency-Key`` header for a transaction: its id when that is a safe header
+    value, else ``sha256:<hex of the UTF-8 id>`` (stable, so receivers still deduplicate). An id
+    with CR/LF or non-Latin-1 characters made http.client raise, and killed the sink."""
+    raw = transaction_id.encode("utf-8", "surrogatepass")
+    if 0 < len(raw) <= 200 and all(b in _HEADER_SAFE for b in raw):
+        return transaction_id
+    return "sha256:" + hashlib.sha256(raw).hexdigest()

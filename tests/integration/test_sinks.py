@@ -247,15 +247,18 @@ def test_the_case_store_rides_out_a_database_outage_and_refuses_only_bad_rows(
     ).start(wait_ready=False)
     rows = [decision(i, "allow") for i in range(300)]
     rows.append(decision(999, "review", user_id="nul\u0000byte"))  # PostgreSQL text has no NUL
+    rows.append(decision(998, "deny"))  # the CHECK on action: an IntegrityError
+    rows.append(decision(997, "review", event_time=1e300))  # no such timestamp: OverflowError
     produce(bootstrap, TOPICS["decisions"], rows)
     wait_until(lambda: cases.metric("fraud_sink_failures_total") >= 2, 60, "retries")
     assert cases.proc is not None and cases.proc.poll() is None  # waiting, not crashing
     assert cases.get("/readyz")[0] == 503
     with postgres_server(port=port):
         wait_until(lambda: count(dsn, "SELECT count(*) FROM cases") == 300, 60, "rows written")
-        wait_until(lambda: topic_size(bootstrap, TOPICS["dead_letter"]) == 1, 30, "refused row")
-        (refused,) = read_topic(bootstrap, TOPICS["dead_letter"])
-        assert refused.key == b"t999" and refused.headers["dlq.reason"] == b"case_store_refused"
+        wait_until(lambda: topic_size(bootstrap, TOPICS["dead_letter"]) == 3, 30, "refused rows")
+        refused = read_topic(bootstrap, TOPICS["dead_letter"])
+        assert sorted(r.key for r in refused if r.key) == [b"t997", b"t998", b"t999"]
+        assert {r.headers["dlq.reason"] for r in refused} == {b"case_store_refused"}
         wait_until(cases.ready, 30, "ready once the database is back")
         assert cases.stop() == 0
     assert all_committed(bootstrap, "it-sink-postgres", TOPICS["decisions"])

@@ -43,6 +43,7 @@ def rebuild(
     bootstrap: str, consumer: Consumer, *, hours: float = 24.0, most: int = 1000
 ) -> tuple[dict[int, int], list[bytes]]:
     seen: list[bytes] = []
+    beats: list[int] = []
 
     def replay(records: list[Record]) -> int:
         seen.extend(r.value() or b"" for r in records)
@@ -53,9 +54,13 @@ def rebuild(
         history_hours=hours,
         max_messages=most,
         replay=replay,
+        alive=lambda: beats.append(len(seen)),
     )
     partitions = [TopicPartition("tx", 0), TopicPartition("tx", 1)]
-    return rebuilder.rebuild(consumer, partitions), seen
+    counts = rebuilder.rebuild(consumer, partitions)
+    # Liveness hears from the rebuild after every replayed batch, the last one included.
+    assert beats and (not seen or beats[-1] == len(seen))
+    return counts, seen
 
 
 def test_replays_up_to_the_committed_offset_only(cluster: MockCluster) -> None:

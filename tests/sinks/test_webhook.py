@@ -105,3 +105,22 @@ def test_rate_limit_and_filter(receiver: Receiver) -> None:
     # 2 in the burst, then 4 more at 2/s: about 2 seconds of waiting, never a flood.
     assert sum(t.slept) == pytest.approx(2.0)
     assert payload(alert(1), "json") == alert(1)
+
+
+@pytest.mark.parametrize(
+    "transaction_id",
+    ["tx\r\nX-Injected: 1", "tx-é-中文", "tx with spaces", "x" * 300],
+    ids=["crlf", "non-latin-1", "spaces", "long"],
+)
+def test_hostile_transaction_ids_are_posted_with_a_hashed_idempotency_key(
+    receiver: Receiver, transaction_id: str
+) -> None:
+    """Such an id used to become the header as is: http.client raised and the sink died."""
+    import hashlib
+
+    t, dead = FakeTime(), []
+    s = sink(receiver.url, t, dead)
+    assert s.send({**alert(1), "transaction_id": transaction_id}) == "delivered"
+    assert s.send({**alert(1), "transaction_id": transaction_id}) == "duplicate"
+    digest = hashlib.sha256(transaction_id.encode()).hexdigest()
+    assert receiver.keys == [f"sha256:{digest}"] and dead == []
