@@ -35,6 +35,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "rd_kafka_mock_topic_create": (_I, [_P, _S, _I, _I]),
     "rd_kafka_mock_broker_set_down": (_I, [_P, ctypes.c_int32]),
     "rd_kafka_mock_broker_set_up": (_I, [_P, ctypes.c_int32]),
+    "rd_kafka_mock_partition_set_leader": (_I, [_P, _S, ctypes.c_int32, ctypes.c_int32]),
+    "rd_kafka_mock_coordinator_set": (_I, [_P, _S, _S, ctypes.c_int32]),
 }
 
 
@@ -82,6 +84,23 @@ class MockCluster:
 
     def broker_up(self, broker_id: int = 1) -> None:
         self._lib.rd_kafka_mock_broker_set_up(self._mc, broker_id)
+
+    def set_leader(self, topic: str, partition: int, broker_id: int) -> None:
+        """Move a partition's leadership to another broker (then take that broker down to make
+        just this partition unavailable; the mock crashes on a leader of -1)."""
+        rc = self._lib.rd_kafka_mock_partition_set_leader(
+            self._mc, topic.encode(), partition, broker_id
+        )
+        if rc != 0:
+            raise RuntimeError(f"setting the leader of {topic}[{partition}] failed with {rc}")
+
+    def set_coordinator(self, group: str, broker_id: int) -> None:
+        """Pin a consumer group's coordinator to one broker."""
+        rc = self._lib.rd_kafka_mock_coordinator_set(
+            self._mc, b"group", group.encode(), broker_id
+        )
+        if rc != 0:
+            raise RuntimeError(f"setting the coordinator of {group} failed with {rc}")
 
     def close(self) -> None:
         if self._mc:

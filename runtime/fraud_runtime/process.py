@@ -39,6 +39,12 @@ from fraud_runtime.logs import configure_logging
 from fraud_runtime.offsets import OffsetTracker
 from fraud_runtime.settings import KafkaSettings, MetricsSettings
 
+# How long one flush may hold the loop (the heartbeat goes stale after 30 s).
+_FLUSH_S = 1.0
+_REVOKE_FLUSH_S = 10.0
+# Outputs pending this long make the process not ready (it stays alive, and catches up).
+_UNACKED_NOT_READY_S = 30.0
+
 
 class FatalError(RuntimeError):
     """The process cannot go on without risking loss; it exits without committing."""
@@ -104,6 +110,8 @@ class KafkaProcess:
         self._brokers_up = False
         self._assigned = False
         self._delivery_error: str | None = None
+        self._unacked_since: float | None = None  # outputs pending past a flush since then
+        self._next_flush = 0.0
 
     # -- what a process writes ---------------------------------------------------------------
 
@@ -163,6 +171,9 @@ class KafkaProcess:
         busy = self.busy()
         if busy:
             return False, busy
+        stuck = self._unacked_for()
+        if stuck > _UNACKED_NOT_READY_S:
+            return False, f"outputs unacknowledged for {stuck:.0f}s (an output topic unavailable?)"
         if not self._brokers_up:
             return False, "no Kafka broker reachable"
         if not self._assigned:
@@ -269,8 +280,9 @@ class KafkaProcess:
             try:
                 self.producer.produce(topic, value, key, headers=headers)
                 return
-            except BufferError:
+            except BufferError:  # backpressure from the broker: alive, waiting
                 self.producer.poll(0.05)
+                self.beat()
             except KafkaException as exc:
                 error = exc.args[0]
                 if error.code() != KafkaError.MSG_SIZE_TOO_LARGE or self.dead_letter_topic is None:
@@ -294,12 +306,42 @@ class KafkaProcess:
             return
         # len(producer) counts undelivered messages *and* delivery reports not yet served, so
         # 0 means every message was acknowledged and any failure has reached _on_delivery.
-        if len(self.producer) == 0 or (self.offsets.overdue() and self.producer.flush(30) == 0):
+        if len(self.producer) == 0:
+            self._acknowledged()
             self._store()
+            return
+        # Under steady load the queue is never empty: flush briefly once the offsets are
+        # overdue. A flush that cannot finish (an output topic is unavailable) is not retried
+        # until the next commit interval: scoring goes on, offsets wait, nothing is lost.
+        now = time.monotonic()
+        if not self.offsets.overdue() or now < self._next_flush:
+            return
+        if self.producer.flush(_FLUSH_S) == 0:
+            self._acknowledged()
+            self._store()
+        else:
+            self._unacked_since = self._unacked_since or now
+            self._next_flush = now + self.loop.commit_interval_s
+
+    def _acknowledged(self) -> None:
+        self._unacked_since = None
+        self._next_flush = 0.0
+
+    def _unacked_for(self) -> float:
+        since = self._unacked_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def _commit_batch(self) -> None:
-        if self.producer.flush(30) != 0 or self._delivery_error:
-            raise FatalError(f"outputs not acknowledged: {self._delivery_error or 'timeout'}")
+        # Wait for the batch's outputs (dead letters) to be acknowledged, however long an
+        # output topic is away: alive (beating), not ready, and stopping on request.
+        while self.producer.flush(_FLUSH_S) != 0 and not self._delivery_error:
+            self._unacked_since = self._unacked_since or time.monotonic()
+            self.beat()
+            if self._stop.is_set():
+                raise BatchAbandoned
+        if self._delivery_error:
+            raise FatalError(f"outputs not acknowledged: {self._delivery_error}")
+        self._acknowledged()
         self._store()
         # A failed commit (the partition moved on, say) means its new owner redelivers.
         self._commit("commit failed; the batch will be redelivered")
@@ -338,8 +380,9 @@ class KafkaProcess:
         self.log.info("partitions assigned", partitions=_names(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Finish what was done for these partitions and commit it before giving them up.
-        if self.producer.flush(30) == 0:
+        # Finish what was done for these partitions and commit it before giving them up (not
+        # for long: this runs inside poll, and an unavailable output topic would stall it).
+        if self.producer.flush(_REVOKE_FLUSH_S) == 0:
             self._store({(p.topic, p.partition) for p in partitions})
             self._commit("commit on revoke failed", consumer)
         self.on_released(partitions)
@@ -376,6 +419,10 @@ class KafkaProcess:
             **self.kafka.client_config(),
             "linger.ms": 5,
             "enable.idempotence": True,
+            # Never time out a message: an output topic away for longer than librdkafka's
+            # default 5 minutes made every delivery fail, and the process exit and start over,
+            # in a loop. Permanent errors (an unknown topic, a refused ACL) still fail at once.
+            "message.timeout.ms": 0,
             "delivery.report.only.error": True,
             "on_delivery": self._on_delivery,
             "error_cb": self._on_error,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import msgspec
@@ -294,3 +295,52 @@ def test_an_output_too_large_for_the_producer_becomes_a_stub_dead_letter(
     assert int(stub.headers["dlq.original.size"]) > 1_000_000
     assert "big-1" in decisions_by_id(bootstrap)
     assert scorer.stop() == 0
+
+
+def test_an_unavailable_dead_letter_topic_stalls_nothing_and_loses_nothing(
+    tmp_path: Path, model_dir: Path, small_stream: pd.DataFrame
+) -> None:
+    """The dead-letter topic's broker is down for 40 s (longer than liveness tolerates a stale
+    heartbeat) while good and bad messages arrive. Scoring goes on, /healthz stays 200, the
+    scorer says it is not ready and why; when the broker returns every dead letter lands and
+    every offset is committed. Before, each loop waited 30 s in a flush and liveness killed it."""
+    with MockCluster(brokers=2) as cluster:
+        bootstrap = cluster.bootstrap_servers
+        for topic in TOPICS.values():
+            cluster.create_topic(topic, 4)
+            for p in range(4):  # the dead-letter topic alone on broker 2
+                cluster.set_leader(topic, p, 2 if topic == TOPICS["dead_letter"] else 1)
+        cluster.set_coordinator("fraud-scorer", 1)
+        scorer = ScorerProcess(tmp_path, bootstrap, model_dir).start()
+        items = stream(small_stream.iloc[:2000])
+        cluster.broker_down(2)
+        produce(bootstrap, TOPICS["input"], items[:1000] + MALFORMED)
+        wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 1000, 60, "decisions")
+        health, ready = [], []
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            health.append(scorer.get("/healthz")[0])
+            ready.append(scorer.get("/readyz")[1])
+            time.sleep(1)
+        produce(bootstrap, TOPICS["input"], items[1000:])  # still scoring during the outage
+        wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 2000, 60, "more")
+        assert set(health) == {200}, health
+        assert any("outputs unacknowledged" in r for r in ready), ready[-3:]
+        cluster.broker_up(2)
+        wait_until(
+            lambda: topic_size(bootstrap, TOPICS["dead_letter"]) >= len(MALFORMED), 60, "DLQ"
+        )
+        wait_until(scorer.ready, 60, "ready again")
+        wait_until(
+            lambda: (
+                sum(
+                    max(o, 0)
+                    for o in committed(bootstrap, "fraud-scorer", TOPICS["input"]).values()
+                )
+                == len(items) + len(MALFORMED)
+            ),
+            60,
+            "every offset committed",
+        )
+        assert scorer.proc is not None and scorer.proc.poll() is None
+        assert scorer.stop() == 0
