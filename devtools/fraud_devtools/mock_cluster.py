@@ -96,9 +96,7 @@ class MockCluster:
 
     def set_coordinator(self, group: str, broker_id: int) -> None:
         """Pin a consumer group's coordinator to one broker."""
-        rc = self._lib.rd_kafka_mock_coordinator_set(
-            self._mc, b"group", group.encode(), broker_id
-        )
+        rc = self._lib.rd_kafka_mock_coordinator_set(self._mc, b"group", group.encode(), broker_id)
         if rc != 0:
             raise RuntimeError(f"setting the coordinator of {group} failed with {rc}")
 

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Protocol
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from fraud_runtime.dead_letters import bounded
 from fraud_runtime.health import HealthServer
@@ -501,7 +502,7 @@ def run_main(
     try:
         process = build(args.config)
     except config_errors as exc:
-        log.error("cannot start", error=str(exc))
+        log.error("cannot start", error=describe_error(exc))
         return 2
     install_signal_handlers(process, log)
     try:
@@ -510,3 +511,15 @@ def run_main(
         log.error("fatal, exiting without committing", error=str(exc))
         return 1
     return 0
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error fit for a log line. A pydantic ValidationError's own text quotes the input it
+    refused, which holds the credentials that came from Secrets (a SASL password showed in the
+    "cannot start" line): only each error's location and message are kept."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        )
+    return str(exc)

@@ -13,11 +13,12 @@ This module imports nothing heavy: the operator renders these models into Config
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -25,6 +26,9 @@ class Frozen(BaseModel):
     """A settings section: immutable, and a typo in the file is an error, not a default."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+_SECRET_KEY = re.compile(r"password|secret|token|jaas|credential|\.key(\.|$)", re.IGNORECASE)
 
 
 class KafkaSettings(Frozen):
@@ -51,6 +55,13 @@ class KafkaSettings(Frozen):
                 "and sasl_password (set FRAUD_KAFKA__SASL_PASSWORD from a Secret)"
             )
         return self
+
+    @field_serializer("extra", when_used="json")
+    def _mask_secret_properties(self, extra: dict[str, str | int | bool]) -> dict[str, Any]:
+        """Pass-through properties can hold credentials (``sasl.password``,
+        ``ssl.key.password``, ``sasl.oauthbearer.client.secret``): masked when the settings are
+        logged."""
+        return {k: "**********" if _SECRET_KEY.search(k) else v for k, v in extra.items()}
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka settings common to every client this process opens."""

@@ -82,6 +82,8 @@ class SinkSettings(EnvFirstSettings):
             raise ValueError(
                 "the postgres sink needs a DSN (set FRAUD_POSTGRES__DSN from a Secret)"
             )
+        else:
+            _check_dsn(self.postgres.dsn.get_secret_value())
         return self
 
     def input_topics(self) -> list[str]:
@@ -95,3 +97,18 @@ class SinkSettings(EnvFirstSettings):
 
 def load_sink_settings(path: Path | None, **overrides: Any) -> SinkSettings:
     return load_settings_file(SinkSettings, path, **overrides)
+
+
+def _check_dsn(dsn: str) -> None:
+    """A DSN libpq cannot parse is a configuration error (exit 2 at start), not an outage to
+    retry. Its error would quote the DSN, password included: only the kind of problem is said."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(dsn)
+    except ProgrammingError:
+        raise ValueError(
+            "FRAUD_POSTGRES__DSN cannot be parsed (expected postgresql://user:password@host:port"
+            "/database or key=value pairs)"
+        ) from None

@@ -96,6 +96,7 @@ class CaseStoreHandler:
     def __init__(self, settings: SinkSettings, metrics: SinkMetrics) -> None:
         assert settings.postgres.dsn is not None  # checked by SinkSettings
         self._dsn = settings.postgres.dsn.get_secret_value()
+        self._secrets = _dsn_secrets(self._dsn)
         self._migrate = settings.postgres.migrate
         self._labels_topic = settings.topics.labels
         self.metrics = metrics
@@ -115,7 +116,7 @@ class CaseStoreHandler:
                     if applied:
                         log.info("case store migrated", applied=applied)
             except psycopg.OperationalError as exc:
-                raise StoreUnavailable(_first_line(exc)) from exc
+                raise StoreUnavailable(self._scrub(_first_line(exc))) from exc
             self._store = CaseStore(self._conn)
         return self._store
 
@@ -176,7 +177,13 @@ class CaseStoreHandler:
                 return refused
         except psycopg.OperationalError as exc:
             self.close()
-            raise StoreUnavailable(_first_line(exc)) from exc
+            raise StoreUnavailable(self._scrub(_first_line(exc))) from exc
+
+    def _scrub(self, text: str) -> str:
+        """libpq's messages may quote the connection string: never its password."""
+        for secret in self._secrets:
+            text = text.replace(secret, "**********")
+        return text
 
     def _count_labels(self, result: Any) -> None:
         m = self.metrics
@@ -192,6 +199,13 @@ class CaseStoreHandler:
         if self._conn is not None:
             self._conn.close()
         self._conn = self._store = None
+
+
+def _dsn_secrets(dsn: str) -> list[str]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    password = conninfo_to_dict(dsn).get("password")
+    return [dsn, str(password)] if password else [dsn]
 
 
 def _first_line(exc: BaseException) -> str:
