@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,11 @@ from fraud_training.synth import SynthConfig, generate
 from fraud_training.train import TrainReport, train_and_export
 
 from tests.servers import postgres_server
+
+# The whole suite runs at a narrow terminal width: an assertion on CLI output that depends on
+# where rich wraps lines (a longer temporary path once broke one in a fresh clone) fails on
+# every machine, not only on some.
+os.environ["COLUMNS"] = "52"
 
 
 @pytest.fixture(scope="session")

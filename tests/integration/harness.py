@@ -237,8 +237,22 @@ class ScorerProcess:
         return self.get("/readyz")[0] == 200
 
     def metric(self, name: str, **labels: str) -> float:
+        """The sum of ``name``'s samples matching ``labels``; 0 when the family is exported but
+        no such sample exists yet. NaN when there is no data at all (no answer from
+        ``/metrics``, or no such family): every comparison with NaN is false, so no data can
+        pass an assertion (it read as 0 before, and ``lag == 0`` passed on nothing), while a
+        polling ``wait_until`` just keeps waiting."""
+        status, text = self.get("/metrics")
+        families = {name} | {
+            name.removesuffix(suffix) for suffix in ("_total", "_count", "_sum", "_bucket")
+        }
+        if status != 200 or not any(
+            line.startswith("# TYPE ") and line.split(" ")[2] in families
+            for line in text.splitlines()
+        ):
+            return float("nan")
         total = 0.0
-        for line in self.get("/metrics")[1].splitlines():
+        for line in text.splitlines():
             if (
                 line.startswith(name)
                 and line[len(name)] in "{ "
