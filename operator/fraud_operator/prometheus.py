@@ -24,6 +24,20 @@ class PrometheusError(Exception):
     """Prometheus could not be asked (unreachable, bad query): the analysis waits."""
 
 
+# An answer to one instant query is a few kB; anything this large is not Prometheus, and is
+# neither read into memory nor copied into a status.
+MAX_ANSWER_BYTES = 4 << 20
+_SHOWN = 300  # characters of an error that reach logs and status
+
+
+def _where(url: str) -> str:
+    """The URL without credentials (``http://user:password@host`` shows as ``http://host``)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 @dataclass(frozen=True)
 class Prometheus:
     url: str
@@ -32,22 +46,34 @@ class Prometheus:
     def query(self, expr: str) -> list[dict[str, Any]]:
         params = urllib.parse.urlencode({"query": expr})
         request = f"{self.url.rstrip('/')}/api/v1/query?{params}"
+        where = _where(self.url)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - operator-configured URL
-                body = json.loads(response.read())
-        except (OSError, ValueError) as exc:
-            raise PrometheusError(f"{self.url}: {exc}") from exc
-        if body.get("status") != "success":
-            raise PrometheusError(f"{expr}: {body.get('error', body)}")
-        result: list[dict[str, Any]] = body["data"]["result"]
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - an http(s) URL, checked in the spec
+                raw = response.read(MAX_ANSWER_BYTES + 1)
+            if len(raw) > MAX_ANSWER_BYTES:
+                raise PrometheusError(f"{where}: answer larger than {MAX_ANSWER_BYTES} bytes")
+            body = json.loads(raw)
+            if body.get("status") != "success":
+                raise PrometheusError(f"{where}: {str(body.get('error', 'query failed'))[:_SHOWN]}")
+            result: list[dict[str, Any]] = body["data"]["result"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PrometheusError(f"{where}: {str(exc).replace(self.url, where)[:_SHOWN]}") from exc
         return result
 
     def scalar(self, expr: str) -> float | None:
         result = self.query(expr)
         if not result:
             return None
-        value = float(result[0]["value"][1])
+        value = _number(result[0], self.url)
         return None if math.isnan(value) else value
+
+
+def _number(sample: dict[str, Any], url: str) -> float:
+    """A sample's value; anything else is an answer Prometheus would not give."""
+    try:
+        return float(sample["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise PrometheusError(f"{_where(url)}: not a Prometheus sample") from exc
 
 
 def _selector(detector: str, track: str, extra: dict[str, str]) -> str:
@@ -82,7 +108,7 @@ def track_sample(
         f"(rate(fraud_event_to_decision_seconds_bucket{{{sel}}}[{w}])))"
     )
     buckets = {
-        float(r["metric"]["le"]): float(r["value"][1])
+        _number({"value": [0, r.get("metric", {}).get("le")]}, prom.url): _number(r, prom.url)
         for r in prom.query(f"sum by (le) (increase(fraud_score_bucket{{{sel}}}[{w}]))")
     }
     lag = prom.scalar(f"sum(delta(fraud_consumer_lag{{{sel}}}[{w}]))")

@@ -179,7 +179,10 @@ class Rollout(_Model):
     analysis: Analysis = Analysis()
     paused: bool = Field(default=False, description="hold the rollout where it is")
     prometheus_url: str | None = Field(
-        default=None, description="Prometheus for analysis; default: the operator's setting"
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        max_length=2048,
+        description="Prometheus for analysis (http or https); default: the operator's setting",
     )
 
 
