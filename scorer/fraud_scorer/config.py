@@ -91,6 +91,11 @@ class ModelSettings(Frozen):
 class OutputSettings(Frozen):
     include_features: bool = True
     alert_includes_transaction: bool = True
+    carry_fields: tuple[str, ...] = Field(
+        default=(),
+        description="top-level input fields beyond the contract's that alerts carry (others are "
+        "dropped); card numbers are masked in every carried value",
+    )
     # A canary or shadow track leaves alerts (shadow) and dead letters (both) to stable: one
     # alert per transaction and one dead letter per bad message, whatever the tracks.
     alerts: bool = True

@@ -17,6 +17,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 from fraud_runtime.dead_letters import bounded, dead_letter_headers
+from fraud_runtime.redact import mask_pans
 
 from fraud_scorer.config import ModelFallback, SliceSettings
 from fraud_scorer.contract import (
@@ -90,6 +91,7 @@ class BatchScorer:
         max_message_bytes: int,
         include_features: bool = True,
         alert_includes_transaction: bool = True,
+        carry_fields: tuple[str, ...] = (),
         alerts: bool = True,
         dead_letters: bool = True,
         slice_: SliceSettings | None = None,
@@ -105,6 +107,8 @@ class BatchScorer:
         self.decoder = TransactionDecoder(max_message_bytes)
         self.include_features = include_features
         self.alert_includes_transaction = alert_includes_transaction
+        contract = {f.name for f in msgspec.structs.fields(Transaction)}
+        self.carried = frozenset(contract) | frozenset(carry_fields)
         self.alerts = alerts
         self.dead_letters = dead_letters
         self.slice = slice_ or SliceSettings()  # swapped between batches by hot reload
@@ -229,11 +233,19 @@ class BatchScorer:
             decisions.append((key, encode(decision)))
             if action != "allow" and self.alerts:
                 if self.alert_includes_transaction:
-                    decision.transaction = msgspec.Raw(raws[i])
+                    decision.transaction = msgspec.Raw(self._carried(raws[i]))
                 alerts.append((key, encode(decision)))
         for rule, count in zip(rs.rules, errors, strict=True):
             if count:
                 out.rule_errors[rule.name] += count
+
+    def _carried(self, raw: bytes) -> bytes:
+        """The transaction as an alert carries it: the contract's fields and the allowed extra
+        ones, every string with card numbers masked (alerts reach webhooks and the case store:
+        PCI DSS requirement 3). Alerts are a small share of traffic, so this costs little."""
+        doc = msgspec.json.decode(raw)
+        kept = {k: _masked(v) for k, v in doc.items() if k in self.carried}
+        return self._encode(kept)
 
     def _dead_letter(self, msg: Record, rejected: Rejected) -> DeadLetter:
         headers = dead_letter_headers(
@@ -243,3 +255,16 @@ class BatchScorer:
             headers.append((f"original.{name}", value or b""))
         value, headers = bounded(msg.value(), headers)
         return DeadLetter(msg.key(), value, headers, rejected.reason)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_pans(value)
+    if type(value) is int and 10**12 <= abs(value) < 10**19:  # a card number sent as a number
+        masked = mask_pans(str(abs(value)))
+        return value if masked.isdigit() else masked
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value

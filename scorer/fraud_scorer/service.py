@@ -69,6 +69,7 @@ class ScorerService(KafkaProcess):
             max_message_bytes=s.batch.max_message_bytes,
             include_features=s.output.include_features,
             alert_includes_transaction=s.output.alert_includes_transaction,
+            carry_fields=s.output.carry_fields,
             alerts=s.output.alerts,
             dead_letters=s.output.dead_letters,
             slice_=s.slice,

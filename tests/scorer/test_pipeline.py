@@ -79,10 +79,11 @@ def test_a_batch_becomes_decisions_alerts_and_dead_letters(scorer: BatchScorer) 
     assert decisions[0]["features"].keys() == set(FEATURE_NAMES)
     assert decisions[0]["latency_ms"] == 250.0
     assert decisions[1]["features"]["history_count"] == 1
-    # alerts carry the original transaction (unknown fields included) and the same key
+    # alerts carry the transaction's contract fields (not unknown ones) and the same key
     assert [k for k, _ in result.alerts] == [b"t2", b"t3"]
     alert = msgspec.json.decode(result.alerts[0][1])
     assert alert["transaction"]["merchant"] == "XYZ_Merchant"
+    assert "card_number" not in alert["transaction"]
     # the dead letter keeps original bytes, key and headers, and says why
     (dl,) = result.dead_letters
     assert (dl.key, dl.value, dl.reason) == (b"k9", b"{oops", "invalid_json")
@@ -157,3 +158,37 @@ def test_a_model_failure_is_decided_by_the_fallback_and_reported(
     assert decided[1]["reasons"] == ["big", "model_error"]
     assert {d["score"] for d in decided} == {0.0}
     assert len(result.scores) == 0  # no fake scores in the score histogram
+
+
+def test_no_card_number_leaves_in_an_alert_whatever_field_hides_it(model_dir: Path) -> None:
+    """Luhn-valid numbers in the merchant, the device, nested attributes and extra fields:
+    alerts (which reach webhooks and the case store) carry only the contract's fields and the
+    allowed extra ones, with every card number masked."""
+    pans = ["4111111111111111", "5500 0000 0000 0004", "3400-0000-0000-009"]
+    raw = msgspec.json.decode(tx(1, amount=5000.0, merchant=f"shop {pans[0]}"))
+    raw.update(
+        device_id=pans[1],
+        attributes={"note": f"card {pans[2]}", "n": 4111111111111111},
+        billing={"pan": pans[0], "lines": [f"x {pans[1]}"]},
+        card_number=pans[0],
+    )
+    scorer = BatchScorer(
+        model=load_model(model_dir),
+        ruleset=compile_rules([RuleSpec(name="big", expression="tx.amount > 1000.0")]),
+        engine=FeatureEngine(),
+        detector="d",
+        track="stable",
+        max_message_bytes=65536,
+        carry_fields=("billing",),
+    )
+    result = scorer.process([Msg(msgspec.json.encode(raw))])
+    (alert,) = [msgspec.json.decode(v) for _, v in result.alerts]
+    carried = alert["transaction"]
+    assert carried["merchant"] == "shop ****1111" and carried["device_id"] == "****0004"
+    assert carried["attributes"]["note"] == "card ****0009"
+    assert carried["billing"] == {"pan": "****1111", "lines": ["x ****0004"]}
+    assert "card_number" not in carried
+    everything = b"".join(v for _, v in [*result.decisions, *result.alerts])
+    for pan in pans:
+        for form in (pan, pan.replace(" ", "").replace("-", "")):
+            assert form.encode() not in everything
