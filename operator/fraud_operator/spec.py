@@ -137,6 +137,12 @@ class Scorer(_Model):
     image: str = Field(default="ghcr.io/fraud-detector/scorer:0.1.0", min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: Resources = Resources()
+    alert_carry_fields: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="input fields beyond the transaction contract that alerts carry (others "
+        "are dropped); card numbers are masked in every carried value",
+    )
     on_model_error: Literal["rulesOnly", "review"] = Field(
         default="rulesOnly",
         description="when the model fails on a batch: decide by the rules alone, or review "

@@ -353,3 +353,10 @@ def test_the_model_error_fallback_reaches_the_scorer_config(
     path = tmp_path / "scorer.yaml"
     path.write_text(builders.config_map(d)["data"][builders.CONFIG_FILE])
     assert load_settings(path).model.on_error == rendered
+
+
+def test_fields_alerts_may_carry_reach_the_scorer_config(tmp_path: Path) -> None:
+    d = make_detector(scorer={"alertCarryFields": ["billing", "order_id"]})
+    path = tmp_path / "scorer.yaml"
+    path.write_text(builders.config_map(d)["data"][builders.CONFIG_FILE])
+    assert load_settings(path).output.carry_fields == ("billing", "order_id")

@@ -50,14 +50,22 @@ def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
             "alerts": spec.topics.alerts,
             "dead_letter": spec.topics.dead_letter,
         },
-        "model": {
-            "path": MODEL_DIR,
-            "on_error": {"rulesOnly": "rules_only", "review": "review"}[spec.scorer.on_model_error],
-        },
+        # The fallback only when not the default: existing detectors' pods do not restart.
+        "model": {"path": MODEL_DIR}
+        | ({"on_error": "review"} if spec.scorer.on_model_error == "review" else {}),
         "rules": [r.model_dump() for r in spec.rules],
         "decision": spec.decision.model_dump(),
         "slice": {"start": plan.start, "end": plan.end},
-        "output": {"alerts": track != "shadow", "dead_letters": track == "stable"},
+        "output": {
+            "alerts": track != "shadow",
+            "dead_letters": track == "stable",
+            # Only when set: existing detectors' configs (and pods) stay as they were.
+            **(
+                {"carry_fields": list(spec.scorer.alert_carry_fields)}
+                if spec.scorer.alert_carry_fields
+                else {}
+            ),
+        },
         "metrics": {"host": "0.0.0.0", "port": METRICS_PORT},  # noqa: S104 - scraped in-cluster
     }
 
