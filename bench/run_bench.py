@@ -202,6 +202,15 @@ def _metric(port: int, name: str) -> float:
     )
 
 
+def _code_env(code: Path | None) -> dict[str, str]:
+    """The environment of a process that runs the scorer package under ``code`` (an earlier
+    revision's tree) instead of the installed one."""
+    if code is None:
+        return dict(os.environ)
+    paths = [str(code / d) for d in ("runtime", "scorer") if (code / d).is_dir()]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def _start_scorer(
     build: Path,
     bootstrap: str,
@@ -236,10 +245,7 @@ def _start_scorer(
     path = build / f"bench-{group}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     log = (build / f"bench-{group}.log").open("wb")
-    env = None
-    if code is not None:
-        paths = [str(code / d) for d in ("runtime", "scorer") if (code / d).is_dir()]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env = _code_env(code) if code is not None else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "fraud_scorer", "--config", str(path)],
         stdout=log,
@@ -337,11 +343,7 @@ def _against_baseline(
 
 def _pipeline_rate(model_dir: Path, payloads: Path, code: Path | None) -> float:
     """Rows/s of BatchScorer.process alone (no Kafka): bench/pipeline_worker.py."""
-    env = {**os.environ, "BENCH_RULES": json.dumps(RULES)}
-    if code is not None:
-        env["PYTHONPATH"] = os.pathsep.join(
-            str(code / d) for d in ("runtime", "scorer") if (code / d).is_dir()
-        )
+    env = {**_code_env(code), "BENCH_RULES": json.dumps(RULES)}
     worker = Path(__file__).with_name("pipeline_worker.py")
     out = subprocess.run(
         [sys.executable, str(worker), str(model_dir), str(payloads)],
