@@ -111,8 +111,11 @@ def postgres_server(port: int | None = None) -> Iterator[str]:
 
 
 @contextmanager
-def prometheus_server(targets: list[str], scrape_interval: str = "1s") -> Iterator[str]:
-    """A real Prometheus (Debian package ``prometheus``) scraping ``targets``; yields its URL."""
+def prometheus_server(
+    targets: list[str], scrape_interval: str = "1s", rule_files: list[Path] | None = None
+) -> Iterator[str]:
+    """A real Prometheus (Debian package ``prometheus``) scraping ``targets`` and evaluating
+    ``rule_files``; yields its URL."""
     import time
     import urllib.request
 
@@ -131,6 +134,7 @@ def prometheus_server(targets: list[str], scrape_interval: str = "1s") -> Iterat
                 "scrape_configs": [
                     {"job_name": "scorers", "static_configs": [{"targets": targets}]}
                 ],
+                "rule_files": [str(f) for f in rule_files or []],
             }
         )
     )
