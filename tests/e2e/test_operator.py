@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -527,12 +528,14 @@ def test_operator_identity_is_least_privilege(cluster: Cluster, operator: dict[s
 
 def test_a_second_replica_waits_for_the_leader(cluster: Cluster, operator: dict[str, Any]) -> None:
     """kopf peering: replicas register in the ClusterKopfPeering; only the highest priority
-    one acts (the second, lower, stays paused while the leader keeps reconciling)."""
+    one acts. The second, lower, reconciles nothing (its own metrics say so) while the leader
+    creates a new detector's children."""
     log_path = cluster.workdir / "operator-2.log"
     env = {**os.environ, "KUBECONFIG": str(operator["kubeconfig"])}
+    metrics_port = free_port()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            operator_command(10, 0, free_port()),
+            operator_command(10, metrics_port, free_port()),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -543,10 +546,16 @@ def test_a_second_replica_waits_for_the_leader(cluster: Cluster, operator: dict[
                 peering = cluster.get("clusterkopfpeering", OPERATOR) or {}
                 return sorted(p["priority"] for p in (peering.get("status") or {}).values())
 
+            # In the peering: its keepalives show it running and watching.
             wait_for(lambda: priorities() == [10, 100], 30, "both replicas in the peering")
-            # The leader keeps working meanwhile.
+            # The leader keeps working meanwhile; the second does nothing.
             cluster.apply(detector("while-paused", "127.0.0.1:1"))
             wait_for(lambda: cluster.get("deployment", "while-paused-scorer", NS), 30, "Deployment")
+            time.sleep(4)  # a replica that acted would have handled the create event by now
+            second = _get(f"http://127.0.0.1:{metrics_port}/metrics") or ""
+            assert "# TYPE fraud_operator_reconciles_total counter" in second  # it answers...
+            assert "fraud_operator_reconciles_total{" not in second  # ...and did nothing
+            assert proc.poll() is None
         finally:
             proc.terminate()
             proc.wait(timeout=30)
