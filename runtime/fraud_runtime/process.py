@@ -332,9 +332,23 @@ class KafkaProcess:
         since = self._unacked_since
         return 0.0 if since is None else time.monotonic() - since
 
-    def _commit_batch(self) -> None:
-        # Wait for the batch's outputs (dead letters) to be acknowledged, however long an
-        # output topic is away: alive (beating), not ready, and stopping on request.
+    def commit_now(self, records: list[Message]) -> None:
+        """Commit progress inside a batch (``commit_each_batch`` processes): once everything
+        produced so far is acknowledged, these records' offsets are stored and committed
+        without waiting for the broker's answer (the batch's end commits synchronously)."""
+        self.offsets.done(records)
+        if len(self.producer):
+            self._await_outputs()
+        self._store()
+        try:
+            self.consumer.commit(asynchronous=True)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                self.log.warning("progress commit failed", error=str(exc))
+
+    def _await_outputs(self) -> None:
+        """Wait for everything produced to be acknowledged, however long an output topic is
+        away: alive (beating), not ready, and stopping on request."""
         while self.producer.flush(_FLUSH_S) != 0 and not self._delivery_error:
             self._unacked_since = self._unacked_since or time.monotonic()
             self.beat()
@@ -343,6 +357,9 @@ class KafkaProcess:
         if self._delivery_error:
             raise FatalError(f"outputs not acknowledged: {self._delivery_error}")
         self._acknowledged()
+
+    def _commit_batch(self) -> None:
+        self._await_outputs()
         self._store()
         # A failed commit (the partition moved on, say) means its new owner redelivers.
         self._commit("commit failed; the batch will be redelivered")

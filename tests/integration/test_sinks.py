@@ -293,3 +293,42 @@ def test_a_sink_runs_without_numpy_or_onnxruntime(cluster: MockCluster, tmp_path
         wait_until(lambda: receiver.posts >= 5, 60, "five alerts posted")
         assert sink.stop() == 0, sink.log()[-2000:]
     assert "heavy modules loaded: none" in sink.log(), sink.log()[-2000:]
+
+
+def test_a_webhook_sink_killed_mid_batch_re_posts_at_most_the_alert_in_flight(
+    cluster: MockCluster, tmp_path: Path
+) -> None:
+    """SIGKILL twice while a rate-limited batch is being posted. Each alert's offset is
+    committed once it is delivered, so a successor re-posts at most the alert in flight per
+    kill (it re-posted the whole uncommitted batch before: its remembered ids die with it)."""
+    import collections
+    import signal as signals
+
+    bootstrap = cluster.bootstrap_servers
+    alerts = [decision(i) for i in range(160)]
+    produce(bootstrap, TOPICS["alerts"], alerts)
+    kills = 0
+    with http_receiver() as receiver:
+        overrides = {"webhook": {"rate_per_s": 40.0, "burst": 1}}
+        for _ in range(2):
+            sink = SinkProcess(
+                tmp_path,
+                bootstrap,
+                "webhook",
+                env={"FRAUD_WEBHOOK__URL": receiver.url},
+                **overrides,
+            ).start()
+            before = receiver.posts
+            wait_until(lambda: receiver.posts >= before + 30, 60, "posting under way")  # noqa: B023
+            sink.stop(signals.SIGKILL)
+            kills += 1
+        sink = SinkProcess(
+            tmp_path, bootstrap, "webhook", env={"FRAUD_WEBHOOK__URL": receiver.url}, **overrides
+        ).start()
+        wait_until(lambda: len(set(receiver.keys)) == len(alerts), 90, "every alert posted")
+        assert sink.stop() == 0
+        posts = collections.Counter(receiver.keys)
+    duplicates = sum(n - 1 for n in posts.values())
+    print(f"\nwebhook sink killed x{kills}: {len(posts)} alerts, {duplicates} re-posted")
+    assert duplicates <= kills
+    assert all_committed(bootstrap, "it-sink-webhook", TOPICS["alerts"])
