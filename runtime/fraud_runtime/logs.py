@@ -9,6 +9,11 @@ import structlog
 from fraud_runtime.redact import mask_event
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, or its type's name when it has no message."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def configure_logging(level: str = "info") -> None:
     structlog.configure(
         processors=[

@@ -84,8 +84,8 @@ _EXPIRY_MARGIN_S: Final = 3600.0
 
 # An event kept in state. The hot path unpacks it into these names (``ts, cents, country, lat,
 # lon, device, category = event``), which is as fast as indexing; a NamedTuple would name the
-# fields too but costs 4% of the feature engine to construct (measured, /tmp/fe_bench2.py in
-# the closing note of issue 13). Cold paths index with the names below.
+# fields too but costs 4% of the feature engine to construct (`bench/feature_engine_ab.py`, an
+# offline yardstick). Cold paths index with the names below.
 Event = tuple[float, int, str, float, float, str, str]
 _TS: Final = 0  # epoch seconds
 _CENTS: Final = 1  # amount in integer cents

@@ -17,6 +17,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 from fraud_runtime.dead_letters import bounded, dead_letter_headers
+from fraud_runtime.logs import first_line
 from fraud_runtime.redact import mask_pans
 
 from fraud_scorer.config import ModelFallback, SliceSettings
@@ -162,7 +163,7 @@ class BatchScorer:
             scores = self.model.score(np.array(rows, dtype=np.float32))
             out.scores = scores
         except Exception as exc:  # onnxruntime raises its own types; no batch may stop scoring
-            out.model_error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:512]
+            out.model_error = first_line(exc)[:512]
             scores = np.zeros(len(rows), dtype=np.float32)  # published as 0, never judged
         now = self._time()
         out.latencies_s = now - np.asarray(kafka_ts)

@@ -453,10 +453,11 @@ def _cel_string(v: Any) -> str:
     return str(v)
 
 
+_CEL_KINDS: Final[dict[type, str]] = {bool: "bool", int: "int", float: "double", str: "string"}
+
+
 def _cel_kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    return {int: "int", float: "double", str: "string"}.get(type(v), type(v).__name__)
+    return _CEL_KINDS.get(type(v), type(v).__name__)
 
 
 def _cel_arith(a: Any, op: str, b: Any) -> Any:

@@ -28,6 +28,7 @@ from fraud_scorer.rules import compile_rules
 from fraud_scorer.rules_reload import Reloaded, RulesReloader
 from fraud_scorer.state_rebuild import StateRebuilder
 
+_MODEL_ERROR_LOG_EVERY_S = 10.0
 # Idle users are dropped this often (a pass over every user, so not every batch).
 _EXPIRY_EVERY_S = 60.0
 
@@ -86,6 +87,8 @@ class ScorerService(KafkaProcess):
         self.metrics.set_model(self.model.version, FEATURE_SET_VERSION)
         self.metrics.set_rules(ruleset.version)
         self._rebuilding = False
+        self._model_failures = 0
+        self._next_model_error_log = 0.0
         self._next_expiry = time.monotonic() + _EXPIRY_EVERY_S
 
     # -- the runtime's hooks -----------------------------------------------------------------
@@ -172,18 +175,29 @@ class ScorerService(KafkaProcess):
             m.other_track.inc(result.other_track)
         if result.model_error is not None:
             m.model_errors.inc()
-            self.log.error(
-                "the model failed on a batch; decided without it",
-                error=result.model_error,
-                fallback=self.scorer.on_model_error,
-                transactions=len(result.decisions),
-            )
+            self._log_model_error(result)
         for rule, count in result.rule_errors.items():
             m.rule_errors(**base, rule=rule).inc(count)
         m.event_to_decision.observe_many(result.latencies_s)
         m.score.observe_many(result.scores)
         m.batch_size.observe(consumed)
         m.processing.observe(elapsed)
+
+    def _log_model_error(self, result: BatchResult) -> None:
+        """One line per failing model at most every 10 s (the counter has every batch): a
+        model that fails on every batch must not flood the log."""
+        now = time.monotonic()
+        self._model_failures += 1
+        if now < self._next_model_error_log:
+            return
+        self._next_model_error_log = now + _MODEL_ERROR_LOG_EVERY_S
+        self.log.error(
+            "the model failed on a batch; decided without it",
+            error=result.model_error,
+            fallback=self.scorer.on_model_error,
+            failed_batches=self._model_failures,
+        )
+        self._model_failures = 0
 
     def _maybe_reload(self) -> None:
         outcome = self.reloader.check() if self.reloader else None

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import msgspec
 import structlog
 from confluent_kafka import Message
+from fraud_runtime.logs import first_line
 
 from fraud_sinks.config import SinkSettings
 from fraud_sinks.messages import Label, as_dict, decode_decision, decode_label
@@ -116,7 +117,7 @@ class CaseStoreHandler:
                     if applied:
                         log.info("case store migrated", applied=applied)
             except psycopg.OperationalError as exc:
-                raise StoreUnavailable(self._scrub(_first_line(exc))) from exc
+                raise StoreUnavailable(self._scrub(first_line(exc))) from exc
             self._store = CaseStore(self._conn)
         return self._store
 
@@ -173,11 +174,11 @@ class CaseStoreHandler:
                         else:
                             self._count_labels(store.label([item]))
                     except refusals as exc:
-                        refused.append(DeadLetter(msg, "case_store_refused", _first_line(exc)))
+                        refused.append(DeadLetter(msg, "case_store_refused", first_line(exc)))
                 return refused
         except psycopg.OperationalError as exc:
             self.close()
-            raise StoreUnavailable(self._scrub(_first_line(exc))) from exc
+            raise StoreUnavailable(self._scrub(first_line(exc))) from exc
 
     def _scrub(self, text: str) -> str:
         """libpq's messages may quote the connection string: never its password."""
@@ -206,10 +207,6 @@ def _dsn_secrets(dsn: str) -> list[str]:
 
     password = conninfo_to_dict(dsn).get("password")
     return [dsn, str(password)] if password else [dsn]
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def make_handler(

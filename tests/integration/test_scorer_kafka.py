@@ -344,3 +344,37 @@ def test_an_unavailable_dead_letter_topic_stalls_nothing_and_loses_nothing(
         )
         assert scorer.proc is not None and scorer.proc.poll() is None
         assert scorer.stop() == 0
+
+
+def test_hostile_rules_never_stall_or_stop_a_running_scorer(
+    cluster: MockCluster, tmp_path: Path, model_dir: Path, small_stream: pd.DataFrame
+) -> None:
+    """A backtracking pattern on an attacker-chosen 256-character merchant and a memory-bomb
+    multiplication on an attribute, in a real scorer: every transaction decided, the bomb
+    counted as a rule error. Then a reload with a pathologically nested rule: rejected, the
+    running rules stay, the process goes on."""
+    bootstrap = cluster.bootstrap_servers
+    rules = [
+        {"name": "redos", "expression": "tx.merchant.matches('^(a+)+$')"},
+        {"name": "bomb", "expression": "size(tx.attributes['s'] * 1000000000) > 0"},
+    ]
+    scorer = ScorerProcess(tmp_path, bootstrap, model_dir, rules=rules).start()
+    items = stream(small_stream.iloc[:300])
+    hostile = []
+    for i in range(20):
+        tx = msgspec.json.decode(items[i][1])
+        tx.update(transaction_id=f"hostile-{i}", merchant="a" * 255 + "b", attributes={"s": "xy"})
+        hostile.append((f"h{i}".encode(), msgspec.json.encode(tx)))
+    produce(bootstrap, TOPICS["input"], hostile + items)
+    wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 320, 60, "all decided")
+    assert scorer.metric("fraud_rule_errors_total", rule="bomb") >= 20
+    assert scorer.metric("fraud_rule_hits_total", rule="redos") == 0
+    scorer.config["rules"] = [{"name": "deep", "expression": "(" * 300 + "true" + ")" * 300}]
+    scorer.write_config()
+    wait_until(
+        lambda: scorer.metric("fraud_rules_reloads_total", result="error") >= 1, 30, "rejected"
+    )
+    produce(bootstrap, TOPICS["input"], stream(small_stream.iloc[300:400]))
+    wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 420, 60, "still scoring")
+    assert scorer.proc is not None and scorer.proc.poll() is None
+    assert scorer.stop() == 0

@@ -332,3 +332,25 @@ def test_a_webhook_sink_killed_mid_batch_re_posts_at_most_the_alert_in_flight(
     print(f"\nwebhook sink killed x{kills}: {len(posts)} alerts, {duplicates} re-posted")
     assert duplicates <= kills
     assert all_committed(bootstrap, "it-sink-webhook", TOPICS["alerts"])
+
+
+def test_a_running_webhook_sink_posts_alerts_with_header_hostile_ids(
+    cluster: MockCluster, tmp_path: Path
+) -> None:
+    """CR/LF and non-Latin-1 transaction ids reach a real sink process: each alert is posted
+    once, with a hashed Idempotency-Key, and the sink goes on (it died on the first before)."""
+    bootstrap = cluster.bootstrap_servers
+    ids = ["t\r\nX-Injected: 1", "t-é-中文", "plain-1"]
+    with http_receiver() as receiver:
+        sink = SinkProcess(
+            tmp_path, bootstrap, "webhook", env={"FRAUD_WEBHOOK__URL": receiver.url}
+        ).start()
+        produce(
+            bootstrap, TOPICS["alerts"], [decision(i, transaction_id=t) for i, t in enumerate(ids)]
+        )
+        wait_until(lambda: receiver.posts >= len(ids), 60, "every alert posted")
+        assert "plain-1" in receiver.keys
+        assert sum(k.startswith("sha256:") for k in receiver.keys) == 2
+        assert sink.proc is not None and sink.proc.poll() is None
+        assert sink.stop() == 0
+    assert all_committed(bootstrap, "it-sink-webhook", TOPICS["alerts"])
