@@ -162,10 +162,6 @@ class KafkaProcess:
         """Ask the loop to drain and exit (what SIGTERM does)."""
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def ready(self) -> tuple[bool, str]:
         if self._stop.is_set():
             return False, "shutting down"
