@@ -37,12 +37,11 @@ helm upgrade --install fraud-detector charts/fraud-detector -n fraud-system --cr
 make -s venv
 .venv/bin/fraud-train generate build/kind-tx.parquet --users 20000 --days 7
 .venv/bin/fraud-train fit build/kind-tx.parquet --out build/kind-fit
-.venv/bin/fraud-train export build/kind-fit --out build/kind-model --version kind-1
+DIGEST=$(.venv/bin/fraud-train export build/kind-fit --out build/kind-model --version kind-1)
 kubectl create namespace shop --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n shop create configmap model-kind-1 --from-file=build/kind-model --dry-run=client -o yaml | kubectl apply -f -
 kubectl -n shop apply -f examples/kind-model-server.yaml
-SHA=$(python3 -c 'import json;print(json.load(open("build/kind-model/manifest.json"))["sha256"])')
-sed -E "s/sha256: [0-9a-f]{64}/sha256: $SHA/" examples/canary.yaml | kubectl -n shop apply -f -
+sed -E "s/digest: sha256:[0-9a-f]{64}/digest: $DIGEST/" examples/canary.yaml | kubectl -n shop apply -f -
 
 kubectl -n shop delete pod producer --ignore-not-found
 kubectl -n shop run producer --image=fraud-detector/tools:dev --image-pull-policy=Never \

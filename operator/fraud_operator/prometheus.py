@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from fraud_runtime.redact import public_url
+
 from fraud_operator.analysis import TrackSample
 
 log = logging.getLogger("fraud_operator.prometheus")
@@ -30,14 +32,6 @@ MAX_ANSWER_BYTES = 4 << 20
 _SHOWN = 300  # characters of an error that reach logs and status
 
 
-def _where(url: str) -> str:
-    """The URL without credentials (``http://user:password@host`` shows as ``http://host``)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 @dataclass(frozen=True)
 class Prometheus:
     url: str
@@ -46,7 +40,7 @@ class Prometheus:
     def query(self, expr: str) -> list[dict[str, Any]]:
         params = urllib.parse.urlencode({"query": expr})
         request = f"{self.url.rstrip('/')}/api/v1/query?{params}"
-        where = _where(self.url)
+        where = public_url(self.url)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310 - an http(s) URL, checked in the spec
                 raw = response.read(MAX_ANSWER_BYTES + 1)
@@ -73,7 +67,7 @@ def _number(sample: dict[str, Any], url: str) -> float:
     try:
         return float(sample["value"][1])
     except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise PrometheusError(f"{_where(url)}: not a Prometheus sample") from exc
+        raise PrometheusError(f"{public_url(url)}: not a Prometheus sample") from exc
 
 
 def _selector(detector: str, track: str, extra: dict[str, str]) -> str:

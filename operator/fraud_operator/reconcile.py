@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from fraud_runtime.redact import public_url
 from kubernetes.dynamic.exceptions import DynamicApiError
 
 from fraud_operator import builders, kafka_probe, rollout
@@ -216,8 +217,8 @@ class Reconciler:
             return "ok", "preflight passed"
         if int(status.get("failed") or 0) > 0:
             return "failed", (
-                f"preflight Job {job['metadata']['name']} failed: the model at {model.uri} "
-                "does not load in the scorer (see the Job's logs)"
+                f"preflight Job {job['metadata']['name']} failed: the model at "
+                f"{public_url(model.uri)} does not load in the scorer (see the Job's logs)"
             )
         return "pending", "preflight running"
 

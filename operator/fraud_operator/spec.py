@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from fraud_scorer.config import DIGEST_PATTERN
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -77,8 +78,22 @@ class Topics(_Model):
 
 class ModelRef(_Model):
     version: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
-    uri: str = Field(min_length=1, description="where the model directory is fetched from")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of model.onnx")
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="the model directory (manifest.json, model.onnx): https:// or file://, "
+        "http:// only with allowHttp; no credentials",
+    )
+    digest: str = Field(
+        pattern=DIGEST_PATTERN,
+        description="sha256:<hex> of the artifact's manifest.json, which names model.onnx's "
+        "sha256: pins both files (`fraud-train digest DIR` prints it)",
+    )
+    allow_http: bool = Field(
+        default=False,
+        description="fetch over plain http:// (the digest still pins the content, but the model "
+        "travels unencrypted)",
+    )
 
 
 class Rule(_Model):

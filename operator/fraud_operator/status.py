@@ -63,6 +63,7 @@ def build_status(
     ready = int(dep_status.get("readyReplicas") or 0)
     updated = int(dep_status.get("updatedReplicas") or 0)
     rules_problem = next((p for p in problems if p.condition == "RulesValid"), None)
+    model_problem = next((p for p in problems if p.condition == "ModelReady"), None)
     conditions = [
         cond(
             "RulesValid",
@@ -77,7 +78,9 @@ def build_status(
             cond("Ready", False, first.reason, first.message),
             cond("Progressing", False, first.reason, "waiting for a valid spec"),
             cond("Degraded", True, first.reason, first.message),
-            cond("ModelReady", None, "NotChecked", "the spec is not valid"),
+            cond("ModelReady", False, model_problem.reason, model_problem.message)
+            if model_problem
+            else cond("ModelReady", None, "NotChecked", "the spec is not valid"),
         ]
         phase = "Degraded"
     elif deployment is None:

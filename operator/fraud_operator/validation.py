@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fraud_scorer.config import DecisionSettings, RuleSpec, rules_version
+from fraud_scorer.config import DecisionSettings, RuleSpec, model_uri_problem, rules_version
 from fraud_scorer.rules import RuleCompileError, compile_rules
 from pydantic import ValidationError
 
@@ -55,6 +55,12 @@ def check_rules(spec: FraudDetectorSpec) -> Problem | None:
     except RuleCompileError as exc:
         return Problem("RuleCompileError", str(exc), "RulesValid")
     return None
+
+
+def check_model(spec: FraudDetectorSpec) -> Problem | None:
+    """The fetch's own URI policy (https, no credentials), before any pod tries it."""
+    problem = model_uri_problem(spec.model.uri, allow_http=spec.model.allow_http)
+    return Problem("ModelUriRefused", problem, "ModelReady") if problem else None
 
 
 def rules_version_of(spec: FraudDetectorSpec) -> str:
@@ -125,6 +131,7 @@ def validate(
 ) -> list[Problem]:
     checks = (
         check_rules(spec),
+        check_model(spec),
         check_secrets(spec, namespace, secrets),
         check_partitions(spec, partitions),
     )

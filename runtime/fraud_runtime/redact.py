@@ -1,4 +1,5 @@
 """Card numbers never leave in clear: in logs and in dead letters' metadata they are masked.
+URLs shown anywhere go through :func:`public_url` (no credentials, no signed query).
 
 A card number (PAN) is 13 to 19 digits, possibly grouped by spaces or dashes, that passes the
 Luhn check; it is shown as its last four digits (``****1111``), as PCI DSS 3.4 allows. The
@@ -9,6 +10,7 @@ like the input topic), but its headers and every log line go through :func:`mask
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -55,3 +57,16 @@ def _walk(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_walk(v) for v in value)
     return value
+
+
+def public_url(url: str) -> str:
+    """``url`` fit for a log, an error or a status: no user, password, query or fragment
+    (``https://user:token@host/p?sig=x`` shows as ``https://host/p``)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or ""
+    netloc = f"{host}:{port}" if port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -25,6 +25,36 @@ from fraud_runtime.settings import (
 )
 from pydantic import Field, field_validator, model_validator
 
+# The model artifact's digest: sha256 of its manifest.json (see fraud_scorer.model).
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+
+
+def model_uri_problem(uri: str, *, allow_http: bool = False) -> str | None:
+    """Why a model URI is refused (None when it is fine); the message never echoes the URI,
+    which may hold a credential. Shared by the fetch (init container, preflight Job) and the
+    operator's validation, so a refused URI is reported before any pod starts."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(uri)
+    allowed = ("https", "http", "file") if allow_http else ("https", "file")
+    if parts.scheme not in allowed:
+        if parts.scheme == "http":
+            return (
+                "the model URI is http://: the artifact would travel unencrypted; serve it "
+                "over https:// or set allowHttp: true (its digest still pins the content)"
+            )
+        shown = parts.scheme if parts.scheme.isalnum() and len(parts.scheme) < 16 else "?"
+        return f"unsupported model URI scheme {shown!r} (use https:// or file://)"
+    if "@" in parts.netloc:
+        return (
+            "the model URI carries credentials, which would sit in the FraudDetector in clear; "
+            "serve the artifact without them (its digest pins the content)"
+        )
+    if parts.query or parts.fragment:
+        return "the model URI names a directory: no query string or fragment"
+    return None
+
+
 Action = Literal["review", "block"]
 Track = Literal["stable", "canary", "shadow"]
 
@@ -81,6 +111,11 @@ ModelFallback = Literal["rules_only", "review"]
 
 class ModelSettings(Frozen):
     path: Path = Path("/models/current")
+    digest: str | None = Field(
+        default=None,
+        pattern=DIGEST_PATTERN,
+        description="refuse to start unless the artifact at `path` has this digest",
+    )
     on_error: ModelFallback = Field(
         default="rules_only",
         description="when the model fails on a batch: decide by the rules alone, or send every "

@@ -1,10 +1,12 @@
-"""``python -m fraud_scorer.fetch --uri URI --sha256 HEX --dest DIR``: put a model artifact in
-place before the scorer starts (the scorer pod's init container).
+"""``python -m fraud_scorer.fetch --uri URI --digest sha256:HEX --dest DIR``: put a model
+artifact in place before the scorer starts (the scorer pod's init container).
 
-``URI`` names a model directory (``https://``, ``http://`` or ``file://``) holding
-``model.onnx`` and ``manifest.json``. The ONNX file must hash to ``--sha256`` (the value in the
-FraudDetector) and to the manifest's own ``sha256``; otherwise nothing is written and the exit
-code is 2. The directory appears atomically (written beside ``DIR``, then renamed).
+``URI`` names a model directory (``https://``, ``file://``, or ``http://`` with
+``--allow-http``) holding ``manifest.json`` and ``model.onnx``. The manifest must have the
+digest the FraudDetector pins (:func:`fraud_scorer.model.digest_of`), and ``model.onnx`` the
+sha256 the manifest names; otherwise nothing is written and the exit code is 2. Redirects never
+change the scheme to a weaker one (https to http) and no URL is shown with credentials. The
+directory appears atomically (written beside ``DIR``, then renamed).
 """
 
 from __future__ import annotations
@@ -18,47 +20,83 @@ import sys
 import tempfile
 import urllib.parse
 import urllib.request
+from http.client import HTTPMessage
 from pathlib import Path
+from typing import IO, Any
 
-from fraud_scorer.model import MANIFEST_FILE, MODEL_FILE
+from fraud_runtime.redact import public_url
 
-_MAX_BYTES = 512 << 20
+from fraud_scorer.config import model_uri_problem
+from fraud_scorer.model import MANIFEST_FILE, MODEL_FILE, digest_of
+
+_MAX_BYTES = {MANIFEST_FILE: 1 << 20, MODEL_FILE: 512 << 20}
 
 
 class FetchError(Exception):
     pass
 
 
-def _read(uri: str, name: str) -> bytes:
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to ``allowed`` schemes: https to http is refused even where
+    http is allowed, and nothing redirects to file:// or ftp://."""
+
+    def __init__(self, allowed: tuple[str, ...]) -> None:
+        self.allowed = allowed
+
+    def http_error_302(  # every redirect code comes here (the base class aliases them)
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: HTTPMessage
+    ) -> Any:
+        location = headers.get("location") or headers.get("uri") or ""
+        target = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, location))
+        if target.scheme not in self.allowed or "@" in target.netloc:
+            fp.close()
+            raise FetchError(
+                f"{public_url(req.full_url)} redirects to a {target.scheme or '?'}:// URL: "
+                "refusing a redirect to another scheme or to a URL with credentials"
+            )
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _read(uri: str, name: str, *, allow_http: bool) -> bytes:
+    if problem := model_uri_problem(uri, allow_http=allow_http):
+        raise FetchError(problem)
     url = uri.rstrip("/") + "/" + name
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in ("https", "http", "file"):
-        raise FetchError(
-            f"unsupported model URI scheme {scheme!r} (use https://, http:// or file://)"
-        )
+    # A redirect may keep or strengthen the scheme asked for, never weaken it.
+    allowed = ("https", "http") if urllib.parse.urlsplit(uri).scheme == "http" else ("https",)
+    opener = urllib.request.build_opener(_NoDowngrade(allowed))
+    limit = _MAX_BYTES[name]
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - scheme checked
-            data: bytes = response.read(_MAX_BYTES + 1)
+        with opener.open(url, timeout=60) as response:
+            data: bytes = response.read(limit + 1)
     except OSError as exc:
-        raise FetchError(f"cannot read {url}: {exc}") from exc
-    if len(data) > _MAX_BYTES:
-        raise FetchError(f"{url} is larger than {_MAX_BYTES >> 20} MiB")
+        reason: Any = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise FetchError(f"cannot read {public_url(url)}: {reason}") from None
+    if len(data) > limit:
+        raise FetchError(f"{public_url(url)} is larger than {limit >> 20} MiB")
     return data
 
 
-def fetch(uri: str, sha256: str, dest: Path) -> Path:
-    model, manifest = _read(uri, MODEL_FILE), _read(uri, MANIFEST_FILE)
-    actual = hashlib.sha256(model).hexdigest()
-    if actual != sha256:
+def fetch(uri: str, digest: str, dest: Path, *, allow_http: bool = False) -> Path:
+    """Fetch and verify the artifact at ``uri`` into ``dest``; raise :class:`FetchError`."""
+    shown = public_url(uri)
+    manifest = _read(uri, MANIFEST_FILE, allow_http=allow_http)
+    if (actual := digest_of(manifest)) != digest:
         raise FetchError(
-            f"{MODEL_FILE} at {uri} has sha256 {actual}, the FraudDetector expects {sha256}"
+            f"{MANIFEST_FILE} at {shown} has digest {actual}, the FraudDetector pins {digest}: "
+            "not the artifact that was approved (the digest is the sha256 of manifest.json; "
+            "`fraud-train export` prints it)"
         )
     try:
         declared = json.loads(manifest).get("sha256")
-    except (ValueError, AttributeError) as exc:
-        raise FetchError(f"{MANIFEST_FILE} at {uri} is not a JSON object") from exc
-    if declared != actual:
-        raise FetchError(f"{MANIFEST_FILE} at {uri} names sha256 {declared}, not {actual}")
+    except (ValueError, AttributeError):
+        raise FetchError(f"{MANIFEST_FILE} at {shown} is not a JSON object") from None
+    model = _read(uri, MODEL_FILE, allow_http=allow_http)
+    if (model_sha := hashlib.sha256(model).hexdigest()) != declared:
+        raise FetchError(
+            f"{MODEL_FILE} at {shown} has sha256 {model_sha}, its manifest names {declared}"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest.parent))
     (staging / MODEL_FILE).write_bytes(model)
@@ -72,15 +110,16 @@ def fetch(uri: str, sha256: str, dest: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fraud_scorer.fetch", description=__doc__)
     parser.add_argument("--uri", required=True)
-    parser.add_argument("--sha256", required=True)
+    parser.add_argument("--digest", required=True, help="sha256:<hex> of manifest.json")
+    parser.add_argument("--allow-http", action="store_true")
     parser.add_argument("--dest", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
-        fetch(args.uri, args.sha256, args.dest)
+        fetch(args.uri, args.digest, args.dest, allow_http=args.allow_http)
     except FetchError as exc:
         print(f"refusing model: {exc}", file=sys.stderr)
         return 2
-    print(f"model {args.sha256[:12]} in {args.dest}")
+    print(f"model {args.digest[:19]} in {args.dest}")
     return 0
 
 

@@ -1,8 +1,15 @@
 """Model artifacts: ``model.onnx`` + ``manifest.json``, verified before use.
 
-A scorer refuses a model whose file hash differs from the manifest, whose feature set version
-or feature names are not the ones this scorer computes, or whose graph does not accept that
-many features or does not return finite probabilities on a warm-up batch.
+An artifact is pinned by its **digest**, ``sha256:<hex>`` of the ``manifest.json`` bytes. The
+manifest names the sha256 of ``model.onnx``, so the one digest pins both files: the graph and
+everything that says how to read it (input columns, output name, positive class index; flipping
+the index inverts every score). It works like an OCI image digest, which pins a manifest that
+pins the layers.
+
+A scorer refuses a model whose manifest does not match the digest it was given, whose file hash
+differs from the manifest, whose feature set version or feature names are not the ones this
+scorer computes, or whose graph does not accept that many features or does not return finite
+probabilities on a warm-up batch.
 """
 
 from __future__ import annotations
@@ -50,6 +57,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def digest_of(manifest: bytes) -> str:
+    """The artifact digest of a manifest's bytes."""
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+def artifact_digest(model_dir: Path) -> str:
+    """The digest that pins the artifact in ``model_dir`` (what a FraudDetector names)."""
+    return digest_of((model_dir / MANIFEST_FILE).read_bytes())
+
+
 def read_manifest(model_dir: Path) -> ModelManifest:
     path = model_dir / MANIFEST_FILE
     try:
@@ -86,9 +103,15 @@ class Model:
         return out
 
 
-def load_model(model_dir: Path, *, threads: int = 1) -> Model:
-    """Load and verify the artifact in ``model_dir``; raise :class:`ModelError` if unusable."""
+def load_model(model_dir: Path, *, threads: int = 1, digest: str | None = None) -> Model:
+    """Load and verify the artifact in ``model_dir`` (and, given ``digest``, that it is the
+    pinned one); raise :class:`ModelError` if unusable."""
     manifest = read_manifest(model_dir)
+    if digest is not None and (actual_digest := artifact_digest(model_dir)) != digest:
+        raise ModelError(
+            f"refusing model {manifest.version!r}: its manifest has digest {actual_digest}, "
+            f"the scorer was told {digest}; the artifact changed after it was fetched"
+        )
     onnx_path = model_dir / MODEL_FILE
     if not onnx_path.is_file():
         raise ModelError(f"{onnx_path} is missing")

@@ -1,9 +1,11 @@
-"""``python -m fraud_scorer.preflight --uri URI --sha256 HEX``: can this scorer serve that model?
+"""``python -m fraud_scorer.preflight --uri URI --digest sha256:HEX``: can this scorer serve
+that model?
 
 Run by the operator as a Job before a candidate model gets any traffic: fetch and verify the
-artifact (sha256), then load it exactly as the scorer would - manifest, feature set and names,
-graph input width, output, warm-up inference. Exit 0 when it would load, 2 (with the reason on
-stderr, which becomes the Job's termination message) when it would not.
+artifact (its digest pins manifest and graph), then load it exactly as the scorer would -
+manifest, feature set and names, graph input width, output, warm-up inference. Exit 0 when it
+would load, 2 (with the reason on stderr, which becomes the Job's termination message) when it
+would not.
 """
 
 from __future__ import annotations
@@ -19,19 +21,21 @@ from fraud_scorer.model import ModelError, load_model
 TERMINATION_LOG = Path("/dev/termination-log")
 
 
-def check(uri: str, sha256: str) -> str:
+def check(uri: str, digest: str, *, allow_http: bool = False) -> str:
     with tempfile.TemporaryDirectory(prefix="preflight-") as tmp:
-        model = load_model(fetch(uri, sha256, Path(tmp) / "model"))
+        fetched = fetch(uri, digest, Path(tmp) / "model", allow_http=allow_http)
+        model = load_model(fetched, digest=digest)
         return f"model {model.version} loads: {len(model.manifest.feature_names)} features"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fraud_scorer.preflight", description=__doc__)
     parser.add_argument("--uri", required=True)
-    parser.add_argument("--sha256", required=True)
+    parser.add_argument("--digest", required=True, help="sha256:<hex> of manifest.json")
+    parser.add_argument("--allow-http", action="store_true")
     args = parser.parse_args(argv)
     try:
-        print(check(args.uri, args.sha256))
+        print(check(args.uri, args.digest, allow_http=args.allow_http))
     except (FetchError, ModelError) as exc:
         message = f"model preflight failed: {exc}"
         print(message, file=sys.stderr)

@@ -58,7 +58,7 @@ class ScorerService(KafkaProcess):
             ready_gauge=self.metrics.ready,
             dead_letter_topic=s.topics.dead_letter,
         )
-        self.model = model or load_model(s.model.path)
+        self.model = model or load_model(s.model.path, digest=s.model.digest)
         ruleset = compile_rules(s.rules, s.decision)
         self.engine = FeatureEngine(s.features.history_hours, s.features.max_events_per_user)
         self.scorer = BatchScorer(

@@ -52,7 +52,7 @@ def chart_manifests() -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(out) if d]
 
 
-SHA = "a" * 64
+SHA = "sha256:" + "a" * 64
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +137,10 @@ def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
             keep_log(cluster.workdir / "operator.log")
 
 
-def finish_preflight(c: Cluster, detector_name: str, sha256: str, *, ok: bool) -> None:
+def finish_preflight(c: Cluster, detector_name: str, hex64: str, *, ok: bool) -> None:
     """Play the missing kubelet: the preflight Job's pod (created by the real Job controller)
     terminates, and the Job controller records the outcome on the Job."""
-    name = f"{detector_name}-preflight-{sha256[:10]}"
+    name = f"{detector_name}-preflight-{hex64[:10]}"
 
     def pod() -> str | None:
         out = c.kubectl(
@@ -199,7 +199,7 @@ def detector(name: str, bootstrap: str, **changes: Any) -> dict[str, Any]:
             },
         },
         "topics": {"input": "tx", "decisions": "dec", "alerts": "alerts", "deadLetter": "dlq"},
-        "model": {"version": "m1", "uri": "https://models.example/m1/", "sha256": SHA},
+        "model": {"version": "m1", "uri": "https://models.example/m1/", "digest": SHA},
         "rules": [{"name": "big", "expression": "tx.amount > 1000.0", "action": "review"}],
         "scaling": {"minReplicas": 1, "maxReplicas": 3},
     }
@@ -420,7 +420,7 @@ def test_updates_propagate_and_rules_do_not_restart_pods(
         dep["spec"]["template"]["metadata"]["annotations"]["frauddetection.io/restart-hash"]
         == restart
     )  # type: ignore[index]
-    model = {"version": "m2", "uri": "https://models.example/m2/", "sha256": "b" * 64}
+    model = {"version": "m2", "uri": "https://models.example/m2/", "digest": "sha256:" + "b" * 64}
     cluster.apply(detector("upd", kafka.bootstrap_servers, rules=rules, model=model))
     finish_preflight(cluster, "upd", "b" * 64, ok=True)  # a new model is never a blind switch
 
@@ -646,8 +646,8 @@ def test_canary_rollout_promotes_then_a_broken_model_is_refused(
         "analysis": {"interval": "2s", "minSamples": 100, "maxP99LatencySeconds": 1.0},
         "prometheusUrl": url,
     }
-    m2 = {"version": "m2", "uri": "https://models.example/m2/", "sha256": "d" * 64}
-    m3 = {"version": "m3", "uri": "https://models.example/m3/", "sha256": "e" * 64}
+    m2 = {"version": "m2", "uri": "https://models.example/m2/", "digest": "sha256:" + "d" * 64}
+    m3 = {"version": "m3", "uri": "https://models.example/m3/", "digest": "sha256:" + "e" * 64}
 
     def status() -> dict[str, Any]:
         return (cluster.get("frauddetector", "roll", NS) or {}).get("status") or {}

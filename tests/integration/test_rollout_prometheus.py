@@ -23,8 +23,8 @@ from tests.integration.harness import TOPICS, ScorerProcess, steady_traffic, wai
 from tests.servers import prometheus_server
 
 pytestmark = pytest.mark.integration
-OLD = ModelRef(version="m1", uri="file:///m1", sha256="1" * 64)
-NEW = ModelRef(version="m2", uri="file:///m2", sha256="2" * 64)
+OLD = ModelRef(version="m1", uri="file:///m1", digest="sha256:" + "1" * 64)
+NEW = ModelRef(version="m2", uri="file:///m2", digest="sha256:" + "2" * 64)
 POLICY = Rollout.model_validate(
     {
         "steps": [{"weight": 10, "pause": "4s"}, {"weight": 40, "pause": "4s"}],

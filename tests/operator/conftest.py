@@ -6,14 +6,14 @@ import pytest
 from fraud_operator.builders import Detector
 from fraud_operator.spec import FraudDetectorSpec
 
-SHA = "c" * 64
+SHA = "sha256:" + "c" * 64
 
 
 def spec_dict(**overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "kafka": {"bootstrapServers": "kafka:9092"},
         "topics": {"input": "tx", "decisions": "dec", "alerts": "alerts", "deadLetter": "dlq"},
-        "model": {"version": "m1", "uri": "https://models.example/m1/", "sha256": SHA},
+        "model": {"version": "m1", "uri": "https://models.example/m1/", "digest": SHA},
         "rules": [{"name": "big", "expression": "tx.amount > 1000.0"}],
     }
     spec.update(overrides)

@@ -106,8 +106,8 @@ def test_scorer_pod_is_locked_down() -> None:
     assert fetch["args"] == [
         "--uri",
         "https://models.example/m1/",
-        "--sha256",
-        "c" * 64,
+        "--digest",
+        "sha256:" + "c" * 64,
         "--dest",
         "/models/current",
     ]
@@ -126,7 +126,9 @@ def test_rule_edits_do_not_restart_pods_but_model_changes_do() -> None:
     new_rules = make_detector(rules=[{"name": "x", "expression": "tx.amount > 1.0"}])
     assert annotation(builders.deployment(new_rules)) == annotation(base)
     assert builders.config_map(new_rules) != builders.config_map(make_detector())
-    new_model = make_detector(model={"version": "m2", "uri": "https://m/2/", "sha256": "d" * 64})
+    new_model = make_detector(
+        model={"version": "m2", "uri": "https://m/2/", "digest": "sha256:" + "d" * 64}
+    )
     assert annotation(builders.deployment(new_model)) != annotation(base)
 
 
@@ -206,7 +208,7 @@ def test_track_plans_slice_users_and_split_outputs() -> None:
     from fraud_operator.spec import ModelRef
 
     d = make_detector()
-    new = ModelRef(version="m2", uri="https://m/2/", sha256="e" * 64)
+    new = ModelRef(version="m2", uri="https://m/2/", digest="sha256:" + "e" * 64)
     stable = builders.scorer_config(d, TrackPlan("stable", None, 10, 100))
     canary = builders.scorer_config(d, TrackPlan("canary", new, 0, 10))
     shadow = builders.scorer_config(d, TrackPlan("shadow", new, 0, 100))
@@ -222,7 +224,7 @@ def test_track_plans_slice_users_and_split_outputs() -> None:
     assert len(groups) == 3  # every track reads every message
     dep = builders.deployment(d, TrackPlan("canary", new, 0, 10))
     assert dep["metadata"]["name"] == "retail-scorer-canary"
-    assert "e" * 64 in dep["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert new.digest in dep["spec"]["template"]["spec"]["initContainers"][0]["args"]
     assert dep["spec"]["selector"]["matchLabels"]["frauddetection.io/track"] == "canary"
     # Moving the canary weight rewrites the ConfigMap only: no restart.
     moved = builders.deployment(d, TrackPlan("canary", new, 0, 50))
@@ -239,7 +241,7 @@ def test_track_plans_slice_users_and_split_outputs() -> None:
 def test_preflight_job_runs_the_scorers_own_loader(detector: Detector) -> None:
     from fraud_operator.spec import ModelRef
 
-    model = ModelRef(version="m2", uri="https://m/2/", sha256="f" * 64)
+    model = ModelRef(version="m2", uri="https://m/2/", digest="sha256:" + "f" * 64)
     job = builders.preflight_job(detector, model)
     assert job["metadata"]["name"] == "retail-preflight-ffffffffff"
     pod = job["spec"]["template"]["spec"]

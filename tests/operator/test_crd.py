@@ -41,7 +41,7 @@ def test_schema_is_structural_and_keeps_the_constraints() -> None:
     assert props["rules"]["items"]["properties"]["action"]["default"] == "review"
     assert props["decision"]["properties"]["reviewAt"]["maximum"] == 1.0
     assert props["scaling"]["properties"]["minReplicas"]["minimum"] == 1
-    assert props["model"]["properties"]["sha256"]["pattern"] == "^[0-9a-f]{64}$"
+    assert props["model"]["properties"]["digest"]["pattern"] == "^sha256:[0-9a-f]{64}$"
     analysis = props["rollout"]["properties"]["analysis"]["properties"]
     assert analysis["maxAlertRateRatio"] == {
         "type": "number",

@@ -10,9 +10,9 @@ from fraud_operator.rollout import State, analysis_due, seconds, step
 from fraud_operator.spec import ModelRef, Rollout
 
 T0 = datetime(2026, 11, 22, 12, tzinfo=UTC)
-OLD = ModelRef(version="m1", uri="https://m/1/", sha256="1" * 64)
-NEW = ModelRef(version="m2", uri="https://m/2/", sha256="2" * 64)
-OTHER = ModelRef(version="m3", uri="https://m/3/", sha256="3" * 64)
+OLD = ModelRef(version="m1", uri="https://m/1/", digest="sha256:" + "1" * 64)
+NEW = ModelRef(version="m2", uri="https://m/2/", digest="sha256:" + "2" * 64)
+OTHER = ModelRef(version="m3", uri="https://m/3/", digest="sha256:" + "3" * 64)
 POLICY = Rollout.model_validate(
     {
         "shadow": {"duration": "10m"},

@@ -31,7 +31,9 @@ KAFKA = {
 
 def all_pods() -> dict[str, dict[str, Any]]:
     d = make_detector(kafka=KAFKA, sinks=SINKS)
-    candidate = ModelRef(version="m2", uri="https://models.example/m2/", sha256="d" * 64)
+    candidate = ModelRef(
+        version="m2", uri="https://models.example/m2/", digest="sha256:" + "d" * 64
+    )
     plans = (
         TrackPlan("stable", None, 20, 100),
         TrackPlan("canary", candidate, 0, 20),
@@ -88,7 +90,9 @@ def test_the_checker_catches_violations(change: dict[str, Any], needle: str) -> 
 
 def test_scorers_reach_only_dns_kafka_and_the_model_server() -> None:
     d = make_detector(kafka=KAFKA, networkPolicy={"extraEgressPorts": [9094]})
-    candidate = ModelRef(version="m2", uri="http://models.internal:8000/m2/", sha256="d" * 64)
+    candidate = ModelRef(
+        version="m2", uri="http://models.internal:8000/m2/", digest="sha256:" + "d" * 64
+    )
     kids = builders.children(d, ApiVersions(), (TrackPlan(), TrackPlan("canary", candidate, 0, 10)))
     (policy,) = [c for c in kids if c["kind"] == "NetworkPolicy"]
     spec = policy["spec"]

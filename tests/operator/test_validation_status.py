@@ -10,7 +10,7 @@ from fraud_operator.spec import FraudDetectorSpec
 from fraud_operator.status import build_status, transitions
 from fraud_operator.validation import Problem, parse_spec, validate
 
-from tests.operator.conftest import spec_dict
+from tests.operator.conftest import SHA, spec_dict
 
 AUTH = {"type": "plain", "username": "u", "passwordSecret": {"secretName": "kafka-user"}}
 
@@ -24,7 +24,7 @@ AUTH = {"type": "plain", "username": "u", "passwordSecret": {"secretName": "kafk
             {"rules": [{"name": "a", "expression": "true"}, {"name": "a", "expression": "false"}]},
             "repeated: a",
         ),
-        ({"model": {"version": "m", "uri": "u", "sha256": "xyz"}}, "spec.model.sha256"),
+        ({"model": {"version": "m", "uri": "u", "digest": "xyz"}}, "spec.model.digest"),
         ({"rules": [{"name": "Bad_Name", "expression": "true"}]}, "spec.rules.0.name"),
         ({"surprise": 1}, "spec.surprise: Extra inputs are not permitted"),
     ],
@@ -38,6 +38,40 @@ def test_invalid_specs_name_the_field(overrides: dict[str, Any], message: str) -
 
 def _spec(**overrides: Any) -> FraudDetectorSpec:
     return FraudDetectorSpec.model_validate(spec_dict(**overrides))
+
+
+@pytest.mark.parametrize(
+    ("uri", "allow_http", "message"),
+    [
+        ("http://models.shop:8000/m1/", False, "set allowHttp: true"),
+        ("https://reader:T0P-S3CRET@models.example/m1/", False, "carries credentials"),
+        ("https://models.example/m1/?X-Amz-Signature=T0P-S3CRET", False, "no query string"),
+        ("ftp://models.example/m1/", True, "unsupported model URI scheme 'ftp'"),
+        ("s3://T0P-S3CRET/m1/", False, "unsupported model URI scheme 's3'"),
+    ],
+)
+def test_model_uris_the_fetch_would_refuse_are_refused_first(
+    uri: str, allow_http: bool, message: str
+) -> None:
+    """The fetch's URI policy, reported as ModelReady=False before any pod tries it; the
+    message never repeats the URI (it may hold a credential)."""
+    model = {"version": "m1", "uri": uri, "digest": SHA, "allowHttp": allow_http}
+    problems = validate(_spec(model=model), "shop", {}, None)
+    assert [(p.reason, p.condition) for p in problems] == [("ModelUriRefused", "ModelReady")]
+    assert message in problems[0].message and "T0P-S3CRET" not in problems[0].message
+    status = build_status(
+        generation=1,
+        problems=problems,
+        deployment=None,
+        model_version=None,
+        rules_version=None,
+        previous=[],
+        now="2026-12-02T00:00:00Z",
+    )
+    ready = {c["type"]: c for c in status["conditions"]}["ModelReady"]
+    assert (ready["status"], ready["reason"]) == ("False", "ModelUriRefused")
+    model["allowHttp"] = True
+    assert validate(_spec(model=model | {"uri": "http://models.shop:8000/"}), "s", {}, None) == []
 
 
 @pytest.mark.parametrize(

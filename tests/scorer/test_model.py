@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fraud_scorer.features import FEATURE_NAMES
-from fraud_scorer.model import ModelError, load_model, sha256_file
+from fraud_scorer.model import ModelError, artifact_digest, load_model, sha256_file
 
 
 @pytest.fixture
@@ -35,6 +35,16 @@ def test_a_tampered_file_is_refused(artifact: Path) -> None:
         fh.write(b"\0")
     with pytest.raises(ModelError, match=r"sha256 .* the manifest says"):
         load_model(artifact)
+
+
+def test_the_scorer_refuses_an_artifact_changed_after_its_fetch(artifact: Path) -> None:
+    """The scorer is told the digest too: a manifest edited on the pod's volume after the init
+    container verified it (the class index flipped: every score inverted) is refused."""
+    digest = artifact_digest(artifact)
+    assert load_model(artifact, digest=digest).version == "test-1"
+    edit_manifest(artifact, positive_class_index=0)
+    with pytest.raises(ModelError, match="changed after it was fetched"):
+        load_model(artifact, digest=digest)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from fraud_scorer.model import load_model
+from fraud_scorer.model import artifact_digest, load_model
 from fraud_training.cli import app
 from typer.testing import CliRunner
 
@@ -41,7 +41,10 @@ def test_generate_fit_evaluate_export(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["export", str(work), "--out", str(model), "--version", "v7"])
     assert result.exit_code == 0, result.output
-    loaded = load_model(model)
+    digest = artifact_digest(model)
+    assert digest in result.output  # what a FraudDetector pins
+    assert runner.invoke(app, ["digest", str(model)]).output.strip() == digest
+    loaded = load_model(model, digest=digest)
     assert loaded.version == "v7"
     assert loaded.manifest.threshold == metrics["threshold"]
     assert loaded.manifest.data["train_frauds"] > 0

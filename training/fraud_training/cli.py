@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import joblib
 import typer
+from fraud_scorer.model import MANIFEST_FILE, artifact_digest
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -232,6 +233,19 @@ def export(
         f"{manifest['graph_nodes']} graph node(s), max |onnx - native| "
         f"{parity['max_abs_diff']:.1e} on {parity['rows']:,} held-out rows"
     )
+    console.print("digest (spec.model.digest):")
+    typer.echo(artifact_digest(out))  # stdout, alone: DIGEST=$(fraud-train export ...)
+
+
+@app.command()
+def digest(
+    model_dir: Annotated[Path, typer.Argument(help="a model directory")] = Path("build/model"),
+) -> None:
+    """Print the digest that pins a model artifact (what spec.model.digest names)."""
+    try:
+        typer.echo(artifact_digest(model_dir))
+    except OSError as exc:
+        raise _fail(f"cannot read {model_dir / MANIFEST_FILE}: {exc.strerror}") from exc
 
 
 @app.command()

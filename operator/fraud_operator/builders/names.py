@@ -77,8 +77,8 @@ def sinks_policy_name(d: Detector) -> str:
 
 
 def preflight_name(d: Detector, model: ModelRef) -> str:
-    """One Job per candidate model hash."""
-    return f"{d.name}-preflight-{model.sha256[:10]}"
+    """One Job per candidate artifact digest."""
+    return f"{d.name}-preflight-{model.digest.removeprefix('sha256:')[:10]}"
 
 
 def group_of(d: Detector, track: str) -> str:

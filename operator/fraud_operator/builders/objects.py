@@ -67,6 +67,13 @@ class TrackPlan:
 STABLE = TrackPlan()
 
 
+def fetch_args(model: ModelRef) -> list[str]:
+    """``fraud_scorer.fetch`` / ``fraud_scorer.preflight`` arguments for one artifact."""
+    return ["--uri", model.uri, "--digest", model.digest] + (
+        ["--allow-http"] if model.allow_http else []
+    )
+
+
 def owner_reference(d: Detector) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",

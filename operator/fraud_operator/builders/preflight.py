@@ -10,6 +10,7 @@ from fraud_operator.builders.objects import (
     CONTAINER_SECURITY,
     RUN_AS,
     Detector,
+    fetch_args,
     scorer_object,
 )
 from fraud_operator.spec import ModelRef
@@ -17,7 +18,7 @@ from fraud_operator.spec import ModelRef
 
 def preflight_job(d: Detector, model: ModelRef) -> dict[str, Any]:
     """A one-off Job that fetches the candidate model and loads it exactly as a scorer would
-    (hash, feature set, warm-up) before it gets any traffic. One Job per model hash."""
+    (digest, feature set, warm-up) before it gets any traffic. One Job per artifact digest."""
     resources = d.spec.scorer.resources.model_dump(exclude_none=True)
     return scorer_object(
         d,
@@ -44,7 +45,7 @@ def preflight_job(d: Detector, model: ModelRef) -> dict[str, Any]:
                                 "image": d.spec.scorer.image,
                                 "imagePullPolicy": d.spec.scorer.image_pull_policy,
                                 "command": ["python", "-m", "fraud_scorer.preflight"],
-                                "args": ["--uri", model.uri, "--sha256", model.sha256],
+                                "args": fetch_args(model),
                                 "resources": resources,
                                 "securityContext": CONTAINER_SECURITY,
                                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108

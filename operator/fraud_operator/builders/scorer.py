@@ -23,6 +23,7 @@ from fraud_operator.builders.objects import (
     Detector,
     TrackPlan,
     content_hash,
+    fetch_args,
     kafka_config,
     kafka_env,
     pod_volumes,
@@ -51,7 +52,7 @@ def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
             "dead_letter": spec.topics.dead_letter,
         },
         # The fallback only when not the default: existing detectors' pods do not restart.
-        "model": {"path": MODEL_DIR}
+        "model": {"path": MODEL_DIR, "digest": plan.model_of(d).digest}
         | ({"on_error": "review"} if spec.scorer.on_model_error == "review" else {}),
         "rules": [r.model_dump() for r in spec.rules],
         "decision": spec.decision.model_dump(),
@@ -124,7 +125,7 @@ def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
         "image": spec.scorer.image,
         "imagePullPolicy": spec.scorer.image_pull_policy,
         "command": ["python", "-m", "fraud_scorer.fetch"],
-        "args": ["--uri", model.uri, "--sha256", model.sha256, "--dest", MODEL_DIR],
+        "args": [*fetch_args(model), "--dest", MODEL_DIR],
         "resources": resources,
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [
