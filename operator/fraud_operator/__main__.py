@@ -1,7 +1,9 @@
-"""``python -m fraud_operator``: run the operator (kopf) for all namespaces.
+"""``python -m fraud_operator``: run the operator (kopf) for all namespaces, or with
+``--namespace`` (repeated) for those only, needing no cluster-wide right.
 
 Several replicas are safe: kopf's peering elects one active instance (``--peering``, needs the
-ClusterKopfPeering CRD from ``crds/kopf-peering.yaml``); the others wait. SIGTERM stops the
+ClusterKopfPeering CRD from ``crds/kopf-peering.yaml``, or with ``--namespace`` the KopfPeering
+CRD from ``crds/kopf-peering-namespaced.yaml``); the others wait. SIGTERM stops the
 watches and in-flight handlers before exiting. Logs are JSON lines.
 """
 
@@ -27,6 +29,14 @@ def main(argv: list[str] | None = None) -> int:
         "(default: random, since equal priorities make every replica pause)",
     )
     parser.add_argument("--namespace", action="append", default=[], help="watch only these")
+    parser.add_argument(
+        "--allowed-image",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="scorer and sink images a FraudDetector may name (shell-style, e.g. "
+        "'registry.example/fraud/*'; repeatable; default 'ghcr.io/fraud-detector/*')",
+    )
     parser.add_argument("--metrics-host", default="0.0.0.0")  # noqa: S104
     parser.add_argument("--metrics-port", type=int, default=8080)
     parser.add_argument("--health-port", type=int, default=8081)
@@ -48,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     from fraud_operator import handlers  # registers the handlers
 
     handlers.OPTIONS.update(
-        metrics_host=args.metrics_host, metrics_port=args.metrics_port, peering=args.peering
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        peering=args.peering,
+        namespaces=tuple(args.namespace),
+        allowed_images=tuple(args.allowed_image) or handlers.OPTIONS["allowed_images"],
     )
     if args.prometheus_url:
         handlers.OPTIONS["prometheus_url"] = args.prometheus_url

@@ -15,6 +15,7 @@ from fraud_operator.kube import Kube, load_config
 from fraud_operator.metrics import OperatorMetrics
 from fraud_operator.reconcile import Reconciler
 from fraud_operator.spec import GROUP, KIND, PLURAL, VERSION
+from fraud_operator.validation import DEFAULT_ALLOWED_IMAGES
 
 log = logging.getLogger("fraud_operator")
 _state: dict[str, Reconciler] = {}
@@ -23,6 +24,8 @@ OPTIONS: dict[str, Any] = {
     "metrics_host": "0.0.0.0",  # noqa: S104 - scraped in-cluster
     "metrics_port": 8080,
     "prometheus_url": os.environ.get("FRAUD_OPERATOR_PROMETHEUS_URL"),
+    "namespaces": (),  # empty: every namespace
+    "allowed_images": DEFAULT_ALLOWED_IMAGES,
 }
 RESYNC_S = float(os.environ.get("FRAUD_OPERATOR_RESYNC_SECONDS", "30"))
 OWNED = {"app.kubernetes.io/managed-by": MANAGER}
@@ -32,7 +35,10 @@ def reconciler() -> Reconciler:
     if "r" not in _state:
         metrics = OperatorMetrics()
         _state["r"] = Reconciler(
-            Kube(load_config()), metrics, prometheus_url=OPTIONS["prometheus_url"]
+            Kube(load_config()),
+            metrics,
+            prometheus_url=OPTIONS["prometheus_url"],
+            allowed_images=tuple(OPTIONS["allowed_images"]),
         )
     return _state["r"]
 
@@ -45,8 +51,18 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # we write our own Events, only on transitions
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 4
+    # A FraudDetector deleted while its resync pass runs waits for the pass to end; kopf then
+    # re-checks after this many seconds (its default, 60, held deletions for a minute).
+    settings.background.cancellation_polling = 2
+    namespaces = tuple(OPTIONS["namespaces"])
+    if namespaces:
+        # Watching named namespaces needs no cluster-wide right: kopf's scans of namespaces and
+        # CRDs (for ones created later) are off, so the FraudDetector CRD must exist at start.
+        settings.scanning.disabled = True
+        if not reconciler().kube.serves(f"{GROUP}/{VERSION}", KIND):
+            raise kopf.PermanentError(f"the {KIND} CRD is not installed: install it, then start")
     if OPTIONS.get("peering"):
-        reconciler().kube.ensure_peering(OPTIONS["peering"])
+        reconciler().kube.ensure_peering(OPTIONS["peering"], namespaces)
     if OPTIONS["metrics_port"]:
         start_http_server(
             OPTIONS["metrics_port"],

@@ -141,6 +141,15 @@ class Kube:
         log.info("%s %s %s/%s", outcome, kind, namespace, name)
         return outcome
 
+    def labelled(
+        self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """The ``kind`` objects in ``namespace`` that carry ``labels`` (one list request)."""
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        listed = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector)
+        items: list[dict[str, Any]] = listed.to_dict().get("items") or []
+        return items
+
     def children_of(
         self,
         api_version: str,
@@ -151,11 +160,9 @@ class Kube:
     ) -> list[str]:
         """Names of the ``kind`` objects in ``namespace`` that carry ``labels`` and are
         controlled by the object with ``owner_uid``."""
-        selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        listed = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector)
         return [
             item["metadata"]["name"]
-            for item in listed.to_dict().get("items") or []
+            for item in self.labelled(api_version, kind, namespace, labels)
             if any(
                 ref.get("uid") == owner_uid and ref.get("controller")
                 for ref in item["metadata"].get("ownerReferences") or []
@@ -188,20 +195,22 @@ class Kube:
     def detector(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(f"{GROUP}/{VERSION}", "FraudDetector", namespace, name)
 
-    def ensure_peering(self, name: str) -> None:
-        """kopf needs its ClusterKopfPeering to exist; create it once (idempotent)."""
-        resource = self._resource("kopf.dev/v1", "ClusterKopfPeering")
-        try:
-            resource.create(
-                body={
-                    "apiVersion": "kopf.dev/v1",
-                    "kind": "ClusterKopfPeering",
-                    "metadata": {"name": name},
-                }
-            )
-            log.info("created ClusterKopfPeering %s", name)
-        except ConflictError:
-            pass  # another replica (or the chart) created it
+    def ensure_peering(self, name: str, namespaces: Iterable[str] = ()) -> None:
+        """kopf needs its peering object to exist: a ClusterKopfPeering, or with ``namespaces``
+        a KopfPeering in each; create them once (idempotent)."""
+        kind = "KopfPeering" if namespaces else "ClusterKopfPeering"
+        resource = self._resource("kopf.dev/v1", kind)
+        targets: list[str | None] = [*namespaces] or [None]
+        for namespace in targets:
+            metadata = {"name": name} | ({"namespace": namespace} if namespace else {})
+            try:
+                resource.create(
+                    body={"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": metadata},
+                    namespace=namespace,
+                )
+                log.info("created %s %s", kind, name)
+            except ConflictError:
+                pass  # another replica (or the chart) created it
 
     def clear_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> None:
         """Remove one-shot annotations (manual rollout overrides) once acted upon."""

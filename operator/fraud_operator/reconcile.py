@@ -31,7 +31,9 @@ from fraud_operator.prometheus import (
 from fraud_operator.spec import GROUP, FraudDetectorSpec, ModelRef, Rollout
 from fraud_operator.status import CONDITIONS, build_status, condition, transitions
 from fraud_operator.validation import (
+    DEFAULT_ALLOWED_IMAGES,
     Problem,
+    check_transport,
     parse_spec,
     required_secrets,
     rules_version_of,
@@ -50,6 +52,7 @@ class Reconciler:
     prometheus_url: str | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     api_ttl_s: float = 60.0
+    allowed_images: tuple[str, ...] = DEFAULT_ALLOWED_IMAGES
     _api: tuple[float, ApiVersions] | None = None
     _seen: set[tuple[str, str]] = field(default_factory=set)
     _locks: defaultdict[tuple[str, str], threading.Lock] = field(
@@ -81,17 +84,19 @@ class Reconciler:
         if isinstance(parsed, Problem):
             return None, [parsed]
         secrets = self.kube.secret_keys(namespace, required_secrets(parsed))
-        password = None
-        auth = parsed.kafka.authentication
-        if auth is not None and secrets.get(auth.password_secret.secret_name):
-            password = secret_value(
-                self.kube,
-                namespace,
-                auth.password_secret.secret_name,
-                auth.password_secret.password,
-            )
-        partitions = self.probe(parsed, password)
-        return parsed, validate(parsed, namespace, secrets, partitions)
+        partitions = None
+        if check_transport(parsed) is None:  # never probe with a password sent in clear
+            partitions = self.probe(parsed, self._kafka_password(parsed, namespace, secrets))
+        return parsed, validate(parsed, namespace, secrets, partitions, self.allowed_images)
+
+    def _kafka_password(
+        self, spec: FraudDetectorSpec, namespace: str, secrets: dict[str, set[str] | None]
+    ) -> str | None:
+        auth = spec.kafka.authentication
+        if auth is None or not secrets.get(auth.password_secret.secret_name):
+            return None
+        ref = auth.password_secret
+        return secret_value(self.kube, namespace, ref.secret_name, ref.password)
 
     def _reconcile(self, namespace: str, name: str) -> str:
         body = self.kube.detector(namespace, name)
@@ -178,6 +183,14 @@ class Reconciler:
         result = None
         if rollout.analysis_due(state, policy, now):
             result = self._analyse(d, policy or Rollout())
+        live = self.live_tracks(d)
+        recovered = rollout.recover(state, live, policy, now)
+        if recovered != state:
+            log.warning("%s/%s: %s", d.namespace, d.name, recovered.message)
+            self.kube.event(
+                body, type_="Warning", reason="RolloutRecovered", message=recovered.message
+            )
+            state = recovered
         new, transition = rollout.step(
             state,
             d.spec.model,
@@ -200,6 +213,23 @@ class Reconciler:
                 message=transition.message,
             )
         return new, note
+
+    def live_tracks(self, d: Detector) -> rollout.Live:
+        """What the scorer Deployments run (one list request), for :func:`rollout.recover`."""
+        running = {
+            t.track: t
+            for dep in self.kube.labelled(
+                "apps/v1", "Deployment", d.namespace, builders.labels(d, None)
+            )
+            if (t := builders.running_track(d, dep)) is not None
+        }
+        stable, canary, shadow = (running.get(t) for t in ("stable", "canary", "shadow"))
+        return rollout.Live(
+            stable=stable.model if stable else None,
+            canary=canary.model if canary else None,
+            canary_weight=canary.end if canary else 0,
+            shadow=shadow.model if shadow else None,
+        )
 
     def _preflight(self, d: Detector, model: ModelRef) -> tuple[rollout.Preflight, str]:
         job = builders.preflight_job(d, model)

@@ -6,9 +6,14 @@ preflight, analysis, overrides) to the next state.
                              +--failed-------> RolledBack <----+ (failures >= limit, abort,
                                                                   no data for too long)
 
-The operator persists :class:`State` in the FraudDetector's status, calls :func:`step` on every
-reconcile, and turns the result into Deployments (which track runs which model, the canary
-weight) and Events. Time is passed in, so every transition is tested with a fake clock.
+The operator keeps :class:`State` in the FraudDetector's status, but the status is not the
+truth about traffic: a FraudDetector restored without its status (a backup, a GitOps re-create)
+would otherwise make its candidate stable with no preflight and no canary. On every reconcile,
+:func:`recover` first corrects the state with what the live Deployments say they run (each is
+annotated with its full model reference and its users); only timers and counts come from the
+status alone. Then :func:`step` gives the next state, which the operator turns into Deployments
+(which track runs which model, the canary weight) and Events. Time is passed in, so every
+transition is tested with a fake clock.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from fraud_operator.analysis import Result
 from fraud_operator.spec import ModelRef, Rollout
@@ -73,14 +80,20 @@ class State:
     def from_status(cls, status: dict[str, Any]) -> State:
         r = status.get("rollout") or {}
 
+        def model(value: dict[str, Any] | None) -> ModelRef | None:
+            try:
+                return ModelRef.model_validate(value) if value else None
+            except ValidationError:  # written by an older operator: recover() fills it in
+                return None
+
         def when(value: str | None) -> datetime | None:
             return datetime.fromisoformat(value) if value else None
 
         phase = r.get("phase")
         return cls(
             phase=phase if phase in _PHASES else "Stable",
-            stable=ModelRef.model_validate(r["stable"]) if r.get("stable") else None,
-            candidate=ModelRef.model_validate(r["candidate"]) if r.get("candidate") else None,
+            stable=model(r.get("stable")),
+            candidate=model(r.get("candidate")),
             step=int(r.get("step") or 0),
             weight=int(status.get("canaryWeight") or 0),
             since=when(r.get("since")),
@@ -94,6 +107,80 @@ class State:
 
 
 _PHASES = ("Stable", "Preflight", "Shadow", "Canary", "Promoting", "RolledBack")
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the scorer Deployments run, read from their annotations (None: no such track, or
+    one that predates the annotations)."""
+
+    stable: ModelRef | None = None
+    canary: ModelRef | None = None
+    canary_weight: int = 0
+    shadow: ModelRef | None = None
+
+
+def recover(state: State, live: Live, policy: Rollout | None, now: datetime) -> State:
+    """``state`` (from the status) corrected by ``live``: the stable model and the candidate's
+    traffic are what runs. The status is believed only where it agrees with the cluster; where
+    it has nothing or disagrees, the rollout resumes from what runs with fresh timers, and a
+    candidate the status says has traffic but that runs nowhere is preflighted again before it
+    gets any."""
+    if live.stable is None:  # nothing deployed (yet): the status has no traffic to contradict
+        return state
+    policy = policy or Rollout()
+    running = live.canary or live.shadow
+    phase: Phase = "Canary" if live.canary else "Shadow"
+    if state.stable != live.stable:
+        if state.candidate == live.stable:  # the promotion happened; its record did not
+            return State(
+                phase="Stable",
+                stable=live.stable,
+                since=now,
+                reason="Recovered",
+                message=f"running {live.stable.version} (recovered from the Deployments)",
+                rejected=state.rejected,
+            )
+        state = replace(state, stable=live.stable)
+    if running is None or running == live.stable:
+        if state.phase in ("Canary", "Shadow") and state.candidate not in (None, live.stable):
+            assert state.candidate is not None
+            return replace(
+                _preflight(state, state.candidate, now),
+                reason="Recovered",
+                message=f"{state.candidate.version} has no running track: checking it again",
+            )
+        return state
+    if state.phase in ("Preflight", "RolledBack"):
+        return state  # a leftover track: this pass prunes it
+    if state.phase == phase and state.candidate == running:
+        if phase == "Canary" and state.weight != live.canary_weight:
+            return replace(
+                state, weight=live.canary_weight, step=_step_of(policy, live.canary_weight)
+            )
+        return state
+    weight = live.canary_weight if phase == "Canary" else 0
+    return State(
+        phase=phase,
+        stable=live.stable,
+        candidate=running,
+        step=_step_of(policy, weight),
+        weight=weight,
+        since=now,
+        reason="Recovered",
+        message=f"rollout of {running.version} resumed from the running Deployments "
+        f"({weight}% of users): the status had lost it",
+        rejected=state.rejected,
+    )
+
+
+def _step_of(policy: Rollout, weight: int) -> int:
+    """The canary step a weight belongs to: the last whose weight is not above it."""
+    index = 0
+    for i, s in enumerate(policy.steps):
+        if s.weight <= weight:
+            index = i
+    return index
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ scoring) and is reported in status and as an Event; it never crash-loops the ope
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,39 @@ def check_rules(spec: FraudDetectorSpec) -> Problem | None:
         compile_rules(*_scorer_rules(spec))
     except RuleCompileError as exc:
         return Problem("RuleCompileError", str(exc), "RulesValid")
+    return None
+
+
+# The images a FraudDetector may run when the operator is not told otherwise (--allowed-image,
+# the chart's operator.allowedImages): the project's own.
+DEFAULT_ALLOWED_IMAGES = ("ghcr.io/fraud-detector/*",)
+
+
+def check_images(spec: FraudDetectorSpec, allowed: tuple[str, ...]) -> Problem | None:
+    """The FraudDetector's author picks the scorer and sink images; the platform team decides
+    which may run (they get the Kafka credentials and the case store's DSN)."""
+    images = [spec.scorer.image] + ([spec.sinks.image] if spec.sinks and spec.sinks.image else [])
+    for image in images:
+        if not any(fnmatch.fnmatchcase(image, pattern) for pattern in allowed):
+            return Problem(
+                "ImageNotAllowed",
+                f"image {image!r} is not one this operator runs (allowed: {', '.join(allowed)}); "
+                "use an allowed image or ask the platform team to allow it "
+                "(the chart's operator.allowedImages)",
+            )
+    return None
+
+
+def check_transport(spec: FraudDetectorSpec) -> Problem | None:
+    """SASL PLAIN sends the password itself: only inside TLS. (SCRAM sends a proof, never the
+    password.) Checked before the operator's own partition probe uses the credentials."""
+    auth = spec.kafka.authentication
+    if auth is not None and auth.type == "plain" and spec.kafka.tls is None:
+        return Problem(
+            "PlaintextCredentials",
+            "kafka.authentication.type plain sends the password in clear without kafka.tls: "
+            "add kafka.tls (trustedCertificates) or use scram-sha-512",
+        )
     return None
 
 
@@ -128,9 +162,12 @@ def validate(
     namespace: str,
     secrets: Mapping[str, set[str] | None],
     partitions: int | None,
+    allowed_images: tuple[str, ...] = DEFAULT_ALLOWED_IMAGES,
 ) -> list[Problem]:
     checks = (
         check_rules(spec),
+        check_transport(spec),
+        check_images(spec, allowed_images),
         check_model(spec),
         check_secrets(spec, namespace, secrets),
         check_partitions(spec, partitions),

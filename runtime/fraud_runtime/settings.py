@@ -54,6 +54,11 @@ class KafkaSettings(Frozen):
                 f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username "
                 "and sasl_password (set FRAUD_KAFKA__SASL_PASSWORD from a Secret)"
             )
+        if self.security_protocol == "SASL_PLAINTEXT" and self.sasl_mechanism == "PLAIN":
+            raise ValueError(
+                "sasl_mechanism PLAIN sends the password as is: use security_protocol SASL_SSL "
+                "(or a SCRAM mechanism, which never sends it)"
+            )
         return self
 
     @field_serializer("extra", when_used="json")

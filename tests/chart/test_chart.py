@@ -118,7 +118,7 @@ def test_secure_and_least_privilege_defaults() -> None:
 
 
 def test_chart_crds_are_the_generated_ones() -> None:
-    for name in ("frauddetector.yaml", "kopf-peering.yaml"):
+    for name in ("frauddetector.yaml", "kopf-peering.yaml", "kopf-peering-namespaced.yaml"):
         assert (CHART / "files/crds" / name).read_text() == (ROOT / "crds" / name).read_text(), (
             f"copy crds/{name} into charts/fraud-detector/files/crds/"
         )

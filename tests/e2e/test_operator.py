@@ -310,13 +310,31 @@ def test_valid_detector_gets_its_children_and_status(
             "no-secret",
             {
                 "kafka__authentication": {
-                    "type": "plain",
+                    "type": "scram-sha-256",
                     "username": "u",
                     "passwordSecret": {"secretName": "nope"},
                 }
             },
             "SecretMissing",
             "Secret shop/nope does not exist",
+        ),
+        (
+            "plain-in-clear",
+            {
+                "kafka__authentication": {
+                    "type": "plain",
+                    "username": "u",
+                    "passwordSecret": {"secretName": "kafka-user"},
+                }
+            },
+            "PlaintextCredentials",
+            "sends the password in clear",
+        ),
+        (
+            "foreign-image",
+            {"scorer": {"image": "docker.io/someone/miner:latest"}},
+            "ImageNotAllowed",
+            "'docker.io/someone/miner:latest' is not one this operator runs",
         ),
         # (the mock cluster speaks no SASL: the operator's partition query needs a plain listener)
         (
@@ -671,7 +689,7 @@ def test_canary_rollout_promotes_then_a_broken_model_is_refused(
     assert (st["phase"], st["canaryVersion"], st["stableVersion"]) == ("Canary", "m2", "m1")
     canary_dep = cluster.get("deployment", "roll-scorer-canary", NS)
     assert canary_dep is not None
-    assert "d" * 64 in canary_dep["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert m2["digest"] in canary_dep["spec"]["template"]["spec"]["initContainers"][0]["args"]
     assert (slice_of("stable"), slice_of("canary")) == (
         {"start": 20, "end": 100},
         {"start": 0, "end": 20},
@@ -690,7 +708,7 @@ def test_canary_rollout_promotes_then_a_broken_model_is_refused(
         lambda: cluster.get("deployment", "roll-scorer-canary", NS) is None, 30, "canary removed"
     )
     stable_dep = cluster.get("deployment", "roll-scorer", NS)
-    assert "d" * 64 in stable_dep["spec"]["template"]["spec"]["initContainers"][0]["args"]  # type: ignore[index]
+    assert m2["digest"] in stable_dep["spec"]["template"]["spec"]["initContainers"][0]["args"]  # type: ignore[index]
     assert slice_of("stable") == {"start": 0, "end": 100}
     # rulesVersion is what the running scorers report having loaded, read from Prometheus.
     loaded = re.search(
@@ -712,6 +730,55 @@ def test_canary_rollout_promotes_then_a_broken_model_is_refused(
     assert cluster.get("deployment", "roll-scorer-canary", NS) is None
     warning = [e for e in events(cluster, "roll") if e["reason"] == "RolledBack"]
     assert warning and warning[0]["type"] == "Warning"
+
+
+def test_a_status_wiped_mid_canary_resumes_the_canary(
+    cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
+) -> None:
+    """A FraudDetector re-created without its status (a backup restore, a GitOps re-create)
+    mid-rollout used to make its candidate stable at once: no preflight, no canary. The operator now reads
+    which model is stable and the canary's weight from the live Deployments' annotations."""
+    policy = {"steps": [{"weight": 25, "pause": "1h"}], "analysis": {"interval": "1h"}}
+    m2 = {"version": "m2", "uri": "https://models.example/m2/", "digest": "sha256:" + "f" * 64}
+
+    def status() -> dict[str, Any]:
+        return (cluster.get("frauddetector", "wipe", NS) or {}).get("status") or {}
+
+    def init_args(name: str) -> list[str]:
+        dep = cluster.get("deployment", name, NS) or {}
+        return list(dep["spec"]["template"]["spec"]["initContainers"][0]["args"])
+
+    cluster.apply(detector("wipe", kafka.bootstrap_servers, rollout=policy))
+    wait_for(lambda: status().get("stableVersion") == "m1", 30, "m1 stable")
+    cluster.apply(detector("wipe", kafka.bootstrap_servers, rollout=policy, model=m2))
+    wait_for(lambda: status().get("rollout", {}).get("phase") == "Preflight", 30, "Preflight")
+    finish_preflight(cluster, "wipe", "f" * 64, ok=True)
+    wait_for(lambda: status().get("canaryWeight") == 25, 30, "canary at 25%")
+
+    # A GitOps re-create: the resource is deleted (its children orphaned, not collected) and
+    # applied again: same spec, new uid, no status.
+    cluster.kubectl(
+        "delete", "frauddetector", "wipe", f"--namespace={NS}", "--cascade=orphan", "--wait=true"
+    )  # fmt: skip
+    cluster.apply(detector("wipe", kafka.bootstrap_servers, rollout=policy, model=m2))
+    wait_for(lambda: status().get("rollout", {}).get("reason") == "Recovered", 30, "recovery")
+    st = status()
+    assert (st["phase"], st["stableVersion"], st["canaryVersion"], st["canaryWeight"]) == (
+        "Canary",
+        "m1",
+        "m2",
+        25,
+    )
+    assert SHA in init_args("wipe-scorer") and m2["digest"] in init_args("wipe-scorer-canary")
+    for _ in range(3):  # and it stays so over further passes (the resync is 3 s)
+        time.sleep(3)
+        assert SHA in init_args("wipe-scorer") and status().get("canaryWeight") == 25
+    recovered = [e for e in events(cluster, "wipe") if e["reason"] == "RolloutRecovered"]
+    assert recovered and recovered[0]["type"] == "Warning"
+    uid = cluster.get("frauddetector", "wipe", NS)["metadata"]["uid"]  # type: ignore[index]
+    owners = cluster.get("deployment", "wipe-scorer-canary", NS)["metadata"]["ownerReferences"]  # type: ignore[index]
+    assert [o["uid"] for o in owners] == [uid]  # adopted by the new resource
+    cluster.kubectl("delete", "frauddetector", "wipe", f"--namespace={NS}")
 
 
 def test_examples_pass_the_api_servers_validation(cluster: Cluster) -> None:

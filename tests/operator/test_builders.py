@@ -226,6 +226,13 @@ def test_track_plans_slice_users_and_split_outputs() -> None:
     assert dep["metadata"]["name"] == "retail-scorer-canary"
     assert new.digest in dep["spec"]["template"]["spec"]["initContainers"][0]["args"]
     assert dep["spec"]["selector"]["matchLabels"]["frauddetection.io/track"] == "canary"
+    # The Deployment says what it runs (rollout.recover reads it back), in metadata only.
+    assert builders.running_track(d, dep) == builders.RunningTrack("canary", new, 0, 10)
+    assert builders.running_track(make_detector(), builders.deployment(d)) is not None
+    other = Detector("other", "shop", "uid-2", d.spec)
+    assert builders.running_track(other, dep) is None  # not this detector's
+    del dep["metadata"]["annotations"][builders.MODEL_ANNOTATION]
+    assert builders.running_track(d, dep) is None  # made by an older operator
     # Moving the canary weight rewrites the ConfigMap only: no restart.
     moved = builders.deployment(d, TrackPlan("canary", new, 0, 50))
     annotation = builders.RESTART_ANNOTATION

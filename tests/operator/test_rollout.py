@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fraud_operator.analysis import Check, Result
-from fraud_operator.rollout import State, analysis_due, seconds, step
+from fraud_operator.rollout import Live, State, analysis_due, recover, seconds, step
 from fraud_operator.spec import ModelRef, Rollout
 
 T0 = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -208,3 +208,66 @@ def test_operator_side_helpers() -> None:
     ready = {c["type"]: c for c in merged["conditions"]}["ModelReady"]
     assert (ready["status"], ready["reason"]) == ("False", "ModelPreflightFailed")
     assert merge_rollout(base, STABLE, "", [])["phase"] == base["phase"]
+
+
+# -- the status is not the truth about traffic: recover() reads the live Deployments ----------
+
+CANARY = State(phase="Canary", stable=OLD, candidate=NEW, step=1, weight=50, since=at(0))
+
+
+def test_a_status_lost_mid_canary_resumes_the_canary_not_a_promotion() -> None:
+    """Restored without status (State()), the detector used to make its candidate stable with
+    no preflight and no canary. From the live Deployments it resumes at the running weight."""
+    live = Live(stable=OLD, canary=NEW, canary_weight=50)
+    blind, _ = step(State(), NEW, POLICY, at(30))
+    assert blind.stable == NEW  # what the status alone would have done
+    s = recover(State(), live, POLICY, at(30))
+    assert (s.phase, s.stable, s.candidate, s.step, s.weight) == ("Canary", OLD, NEW, 1, 50)
+    assert s.reason == "Recovered" and s.since == at(30)  # the step's timer starts over
+    s, e = step(s, NEW, POLICY, at(31), analysis=PASS)
+    assert (s.phase, s.stable, e) == ("Canary", OLD, None)  # still judged, not promoted
+    s, e = step(s, NEW, POLICY, at(41), analysis=PASS)
+    assert (s.phase, s.stable, e and e.reason) == ("Stable", NEW, "Promoted")
+
+
+def test_a_status_lost_mid_shadow_or_preflight() -> None:
+    s = recover(State(), Live(stable=OLD, shadow=NEW), POLICY, at(5))
+    assert (s.phase, s.stable, s.candidate, s.weight) == ("Shadow", OLD, NEW, 0)
+    # During preflight nothing of the candidate runs: the rollout starts over, preflight first.
+    s = recover(State(), Live(stable=OLD), POLICY, at(5))
+    assert (s.phase, s.stable) == ("Stable", OLD)
+    s, e = step(s, NEW, POLICY, at(5))
+    assert (s.phase, e and e.reason) == ("Preflight", "RolloutStarted")
+
+
+def test_a_stale_status_is_corrected_by_what_runs() -> None:
+    # The status claims 50% but 10% runs: the weight (and step) are what runs.
+    s = recover(CANARY, Live(stable=OLD, canary=NEW, canary_weight=10), POLICY, at(1))
+    assert (s.phase, s.step, s.weight, s.since) == ("Canary", 0, 10, at(0))
+    # The status claims a canary that runs nowhere: checked again before it gets traffic.
+    s = recover(CANARY, Live(stable=OLD), POLICY, at(1))
+    assert (s.phase, s.candidate, s.weight, s.reason) == ("Preflight", NEW, 0, "Recovered")
+    # The promotion happened but its status was lost.
+    s = recover(CANARY, Live(stable=NEW), POLICY, at(1))
+    assert (s.phase, s.stable, s.candidate) == ("Stable", NEW, None)
+    # An old status naming another stable model.
+    s = recover(STABLE, Live(stable=OTHER), POLICY, at(1))
+    assert (s.phase, s.stable) == ("Stable", OTHER)
+
+
+def test_agreeing_or_leftover_tracks_change_nothing() -> None:
+    assert recover(CANARY, Live(stable=OLD, canary=NEW, canary_weight=50), POLICY, at(1)) is CANARY
+    assert recover(STABLE, Live(stable=OLD), POLICY, at(1)) is STABLE
+    assert recover(STABLE, Live(), POLICY, at(1)) is STABLE  # nothing deployed yet
+    # A track this pass prunes (the candidate was replaced, or rolled back) is not resumed.
+    preflight = State(phase="Preflight", stable=OLD, candidate=OTHER, since=at(0))
+    assert recover(preflight, Live(stable=OLD, canary=NEW, canary_weight=10), POLICY, at(1)) == (
+        preflight
+    )
+    rolled = State(phase="RolledBack", stable=OLD, rejected="m2", since=at(0))
+    assert recover(rolled, Live(stable=OLD, canary=NEW, canary_weight=10), POLICY, at(1)) == rolled
+
+
+def test_a_status_from_an_older_operator_reads_as_unknown() -> None:
+    old = {"rollout": {"phase": "Stable", "stable": {"version": "m1", "uri": "u", "sha256": "1"}}}
+    assert State.from_status(old).stable is None

@@ -12,7 +12,9 @@ from fraud_operator.validation import Problem, parse_spec, validate
 
 from tests.operator.conftest import SHA, spec_dict
 
-AUTH = {"type": "plain", "username": "u", "passwordSecret": {"secretName": "kafka-user"}}
+AUTH = {"type": "scram-sha-512", "username": "u", "passwordSecret": {"secretName": "kafka-user"}}
+PLAIN = {**AUTH, "type": "plain"}
+TLS = {"trustedCertificates": [{"secretName": "kafka-ca"}]}
 
 
 @pytest.mark.parametrize(
@@ -122,6 +124,26 @@ def test_model_uris_the_fetch_would_refuse_are_refused_first(
             None,
             ["SecretKeyMissing"],
         ),
+        (
+            _spec(kafka={"bootstrapServers": "k", "authentication": PLAIN}),
+            {"kafka-user": {"password"}},
+            None,
+            ["PlaintextCredentials"],
+        ),
+        (
+            _spec(kafka={"bootstrapServers": "k", "authentication": PLAIN, "tls": TLS}),
+            {"kafka-user": {"password"}, "kafka-ca": {"ca.crt"}},
+            None,
+            [],
+        ),
+        (_spec(scorer={"image": "evil.example/miner:1"}), {}, None, ["ImageNotAllowed"]),
+        (
+            _spec(sinks={"image": "ghcr.io/fraud-detector.evil/sink:1"}),
+            {},
+            None,
+            ["ImageNotAllowed"],
+        ),
+        (_spec(scorer={"image": "ghcr.io/fraud-detector/scorer@sha256:" + "a" * 64}), {}, None, []),
     ],
     ids=[
         "ok",
@@ -134,6 +156,11 @@ def test_model_uris_the_fetch_would_refuse_are_refused_first(
         "secret-ok",
         "no-sink-secret",
         "no-sink-key",
+        "plain-in-clear",
+        "plain-in-tls",
+        "image-not-allowed",
+        "sink-image-lookalike",
+        "image-by-digest",
     ],
 )
 def test_validation_chain(

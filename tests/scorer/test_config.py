@@ -45,6 +45,17 @@ def test_yaml_then_environment_with_secrets_kept_out_of_dumps(
         ({"decision": {"review_at": 0.9, "block_at": 0.5}}, "must not be above block_at"),
         ({"kafka": {"security_protocol": "SASL_SSL"}}, "needs sasl_mechanism"),
         (
+            {
+                "kafka": {
+                    "security_protocol": "SASL_PLAINTEXT",
+                    "sasl_mechanism": "PLAIN",
+                    "sasl_username": "u",
+                    "sasl_password": "p",
+                }
+            },
+            "PLAIN sends the password as is",
+        ),
+        (
             {"rules": [{"name": "a", "expression": "true"}, {"name": "a", "expression": "true"}]},
             "used twice",
         ),

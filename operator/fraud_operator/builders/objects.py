@@ -15,6 +15,10 @@ from fraud_operator.spec import GROUP, KIND, VERSION, FraudDetectorSpec, ModelRe
 
 HASH_ANNOTATION: Final = f"{GROUP}/spec-hash"
 RESTART_ANNOTATION: Final = f"{GROUP}/restart-hash"
+# On a scorer Deployment: the full model reference it runs and the users it decides for. The
+# rollout's truth about traffic is read back from these (reconcile.live_tracks), not the status.
+MODEL_ANNOTATION: Final = f"{GROUP}/model"
+USERS_ANNOTATION: Final = f"{GROUP}/users"
 CONFIG_DIR: Final = "/etc/fraud"
 CA_DIR: Final = "/etc/fraud/kafka-ca"
 PASSWORD_ENV: Final = "FRAUD_KAFKA__SASL_PASSWORD"  # noqa: S105 - a variable name
@@ -96,10 +100,11 @@ def owned(
     name: str,
     body: dict[str, Any],
     object_labels: dict[str, str],
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Wrap ``body`` with metadata: labels, a controller owner reference (garbage collection
-    deletes children with their FraudDetector) and a hash of everything the operator sets (so
-    the writer skips objects that are already as desired)."""
+    """Wrap ``body`` with metadata: labels, annotations, a controller owner reference (garbage
+    collection deletes children with their FraudDetector) and a hash of everything the operator
+    sets (so the writer skips objects that are already as desired)."""
     obj: dict[str, Any] = {
         "apiVersion": api_version,
         "kind": kind,
@@ -111,15 +116,23 @@ def owned(
         },
         **body,
     }
-    obj["metadata"]["annotations"] = {HASH_ANNOTATION: content_hash(obj)}
+    if annotations:  # hashed with the rest (absent, the hash is what it always was)
+        obj["metadata"]["annotations"] = dict(annotations)
+    obj["metadata"]["annotations"] = {**(annotations or {}), HASH_ANNOTATION: content_hash(obj)}
     return obj
 
 
 def scorer_object(
-    d: Detector, api_version: str, kind: str, name: str, body: dict[str, Any], track: str | None
+    d: Detector,
+    api_version: str,
+    kind: str,
+    name: str,
+    body: dict[str, Any],
+    track: str | None,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A scorer child, labelled with its track (None: shared by every track)."""
-    return owned(d, api_version, kind, name, body, labels(d, track))
+    return owned(d, api_version, kind, name, body, labels(d, track), annotations)
 
 
 # -- pod pieces --------------------------------------------------------------------------------

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 import yaml
 
 from fraud_operator.builders.names import (
+    INSTANCE,
+    TRACK,
     config_name,
     group_of,
     labels,
@@ -17,9 +20,11 @@ from fraud_operator.builders.names import (
 from fraud_operator.builders.objects import (
     CONFIG_DIR,
     CONTAINER_SECURITY,
+    MODEL_ANNOTATION,
     POD_SECURITY,
     RESTART_ANNOTATION,
     STABLE,
+    USERS_ANNOTATION,
     Detector,
     TrackPlan,
     content_hash,
@@ -29,7 +34,7 @@ from fraud_operator.builders.objects import (
     pod_volumes,
     scorer_object,
 )
-from fraud_operator.spec import GROUP
+from fraud_operator.spec import GROUP, ModelRef
 
 METRICS_PORT: Final = 9102
 CONFIG_FILE: Final = "scorer.yaml"
@@ -191,4 +196,34 @@ def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
             }
         },
         track,
+        # Metadata only: moving a canary step rewrites these without restarting a pod.
+        {
+            MODEL_ANNOTATION: model.model_dump_json(by_alias=True),
+            USERS_ANNOTATION: f"{plan.start}-{plan.end}",
+        },
     )
+
+
+@dataclass(frozen=True)
+class RunningTrack:
+    """What one live scorer Deployment runs, read back from its labels and annotations."""
+
+    track: str
+    model: ModelRef
+    start: int
+    end: int
+
+
+def running_track(d: Detector, live: dict[str, Any] | None) -> RunningTrack | None:
+    """The inverse of :func:`deployment` on a live object: None when there is none, when it is
+    not this detector's, or when it predates these annotations."""
+    meta = (live or {}).get("metadata") or {}
+    tags, notes = meta.get("labels") or {}, meta.get("annotations") or {}
+    if tags.get(INSTANCE) != d.name or TRACK not in tags:
+        return None
+    try:
+        model = ModelRef.model_validate_json(notes[MODEL_ANNOTATION])
+        start, end = (int(x) for x in notes[USERS_ANNOTATION].split("-"))
+    except (KeyError, ValueError):  # pydantic's ValidationError is a ValueError
+        return None
+    return RunningTrack(tags[TRACK], model, start, end)
