@@ -117,6 +117,46 @@ def test_secure_and_least_privilege_defaults() -> None:
     ]
 
 
+def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+
+
+def test_namespaced_mode_has_no_cluster_wide_right() -> None:
+    """watchNamespaces: a Role and RoleBinding in each namespace, the same rights the
+    ClusterRole gives in one namespace (the cluster-wide e2e run proves each one used), with
+    namespaced peering instead of the CRD watch and ClusterKopfPeering; nothing cluster-wide."""
+    cluster_wide = render("values.yaml")
+    docs = render("values.yaml", "--set", "watchNamespaces={team-a,team-b}")
+    kinds = {d["kind"] for d in docs}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
+    roles = [d for d in docs if d["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert all(
+        b["subjects"] == [{"kind": "ServiceAccount", "name": "fraud-detector-operator",
+                           "namespace": "fraud-system"}]
+        for b in bindings
+    ) and len(bindings) == 2  # fmt: skip
+    cluster_role = next(d for d in cluster_wide if d["kind"] == "ClusterRole")
+    cluster_only = {
+        ("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")
+    } | {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch", "create")}
+    peering = {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch", "patch", "create")}
+    for role in roles:
+        assert _grants(role["rules"]) == _grants(cluster_role["rules"]) - cluster_only | peering
+    args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    assert "--allowed-image=ghcr.io/fraud-detector/*" in args
+
+
 def test_chart_crds_are_the_generated_ones() -> None:
     for name in ("frauddetector.yaml", "kopf-peering.yaml", "kopf-peering-namespaced.yaml"):
         assert (CHART / "files/crds" / name).read_text() == (ROOT / "crds" / name).read_text(), (

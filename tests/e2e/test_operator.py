@@ -32,17 +32,20 @@ OPERATOR_NS = "fraud-system"
 OPERATOR = "fraud-detector-operator"  # the chart's names for release "fraud-detector"
 
 
-def chart_manifests() -> list[dict[str, Any]]:
+def chart_manifests(
+    release: str = "fraud-detector", namespace: str = OPERATOR_NS, *values: str
+) -> list[dict[str, Any]]:
     """``helm template`` of the chart, as the platform team would install it."""
     helm = Path.home() / ".cache/fraud-detector/helm-3.17.3/helm"
     out = subprocess.run(
         [
             str(helm),
             "template",
-            "fraud-detector",
+            release,
             str(ROOT / "charts/fraud-detector"),
             "--namespace",
-            OPERATOR_NS,
+            namespace,
+            *(arg for value in values for arg in ("--set", value)),
         ],
         capture_output=True,
         text=True,
@@ -137,7 +140,9 @@ def operator(cluster: Cluster) -> Iterator[dict[str, Any]]:
             keep_log(cluster.workdir / "operator.log")
 
 
-def finish_preflight(c: Cluster, detector_name: str, hex64: str, *, ok: bool) -> None:
+def finish_preflight(
+    c: Cluster, detector_name: str, hex64: str, *, ok: bool, namespace: str = NS
+) -> None:
     """Play the missing kubelet: the preflight Job's pod (created by the real Job controller)
     terminates, and the Job controller records the outcome on the Job."""
     name = f"{detector_name}-preflight-{hex64[:10]}"
@@ -146,7 +151,7 @@ def finish_preflight(c: Cluster, detector_name: str, hex64: str, *, ok: bool) ->
         out = c.kubectl(
             "get",
             "pods",
-            f"--namespace={NS}",
+            f"--namespace={namespace}",
             f"--selector=job-name={name}",
             "-o",
             "jsonpath={.items[0].metadata.name}",
@@ -159,7 +164,7 @@ def finish_preflight(c: Cluster, detector_name: str, hex64: str, *, ok: bool) ->
         "patch",
         "pod",
         pod_name,
-        f"--namespace={NS}",
+        f"--namespace={namespace}",
         "--subresource=status",
         "--type=merge",
         "-p",
@@ -167,7 +172,7 @@ def finish_preflight(c: Cluster, detector_name: str, hex64: str, *, ok: bool) ->
     )
     field = "succeeded" if ok else "failed"
     wait_for(
-        lambda: ((c.get("job", name, NS) or {}).get("status") or {}).get(field),
+        lambda: ((c.get("job", name, namespace) or {}).get("status") or {}).get(field),
         30,
         f"Job {name} {field}",
     )
@@ -736,8 +741,9 @@ def test_a_status_wiped_mid_canary_resumes_the_canary(
     cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
 ) -> None:
     """A FraudDetector re-created without its status (a backup restore, a GitOps re-create)
-    mid-rollout used to make its candidate stable at once: no preflight, no canary. The operator now reads
-    which model is stable and the canary's weight from the live Deployments' annotations."""
+    mid-rollout used to make its candidate stable at once: no preflight, no canary. The
+    operator now reads which model is stable and the canary's weight from the live
+    Deployments' annotations."""
     policy = {"steps": [{"weight": 25, "pause": "1h"}], "analysis": {"interval": "1h"}}
     m2 = {"version": "m2", "uri": "https://models.example/m2/", "digest": "sha256:" + "f" * 64}
 
@@ -853,3 +859,98 @@ def test_rbac_grants_nothing_the_operator_does_not_use(
     assert "reconcile" in log.lower() or "fraud" in log.lower()
     for secret in ("s3cret", "hooks.example/T000", "pw@db.example"):
         assert secret not in log
+
+
+TEAM_NS, OTHER_NS, TEAM_OPERATOR_NS = "team-a", "team-b", "fraud-team-system"
+TEAM_RELEASE = "team-fraud-detector"  # its operator: team-fraud-detector-operator
+
+
+def test_namespaced_mode_needs_and_uses_no_cluster_wide_right(
+    cluster: Cluster, kafka: MockCluster
+) -> None:
+    """Runs after the cluster-wide operator stopped. The chart with watchNamespaces=[team-a]:
+    a Role there and nothing cluster-wide. The operator, with that identity, runs a detector
+    through a canary to promotion (creates, patches, prunes, preflight, peering); from the
+    audit log: nothing refused, nothing outside team-a, nothing beyond the Role. The Role's
+    rules are the ClusterRole's (tests/chart), each of which the cluster-wide run used."""
+    docs = chart_manifests(TEAM_RELEASE, TEAM_OPERATOR_NS, f"watchNamespaces={{{TEAM_NS}}}")
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    for ns in (TEAM_NS, OTHER_NS, TEAM_OPERATOR_NS):
+        cluster.kubectl("create", "namespace", ns)
+    for doc in docs:
+        if doc["kind"] in ("ServiceAccount", "Role", "RoleBinding"):
+            cluster.apply(doc, namespace=doc["metadata"].get("namespace") or TEAM_OPERATOR_NS)
+    cluster.kubectl(
+        "create", "secret", "generic", "kafka-user", f"--namespace={TEAM_NS}",
+        "--from-literal=password=s3cret",
+    )  # fmt: skip
+    operator_name = f"{TEAM_RELEASE}-operator"
+    kubeconfig = cluster.service_account_kubeconfig(TEAM_OPERATOR_NS, operator_name)
+    command = operator_command(100, free_port(), free_port())
+    command[command.index("--peering") + 1] = operator_name
+    log_path = cluster.workdir / "operator-namespaced.log"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "FRAUD_OPERATOR_RESYNC_SECONDS": "3"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [*command, f"--namespace={TEAM_NS}"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+
+        def detector_in(ns: str, **changes: Any) -> dict[str, Any]:
+            doc = detector("scoped", kafka.bootstrap_servers, **changes)
+            doc["metadata"]["namespace"] = ns
+            return doc
+
+        def status(ns: str = TEAM_NS) -> dict[str, Any]:
+            return (cluster.get("frauddetector", "scoped", ns) or {}).get("status") or {}
+
+        policy = {"steps": [{"weight": 50, "pause": "1h"}], "analysis": {"interval": "1h"}}
+        m2 = {"version": "m2", "uri": "https://m.example/2/", "digest": "sha256:" + "9" * 64}
+        cluster.apply(detector_in(TEAM_NS, rollout=policy))
+        cluster.apply(detector_in(OTHER_NS))
+        wait_for(lambda: status().get("stableVersion") == "m1", 30, "m1 stable in team-a")
+        cluster.apply(detector_in(TEAM_NS, rollout=policy, model=m2))
+        finish_preflight(cluster, "scoped", "9" * 64, ok=True, namespace=TEAM_NS)
+        wait_for(lambda: status().get("canaryWeight") == 50, 30, "canary at 50%")
+        cluster.kubectl(
+            "annotate", "frauddetector", "scoped", f"--namespace={TEAM_NS}",
+            "frauddetection.io/promote=true",
+        )  # fmt: skip
+        wait_for(lambda: status().get("stableVersion") == "m2", 30, "promotion")
+        wait_for(
+            lambda: cluster.get("deployment", "scoped-scorer-canary", TEAM_NS) is None,
+            30,
+            "the canary track pruned",
+        )
+        assert status(OTHER_NS) == {}  # not watched: never touched
+        assert cluster.get("deployment", "scoped-scorer", OTHER_NS) is None
+        assert cluster.get("kopfpeering", operator_name, TEAM_NS) is not None
+    finally:
+        proc.terminate()
+        code = proc.wait(30)
+        keep_log(log_path)
+    assert code == 0, "the operator did not shut down cleanly"
+    role = next(d for d in docs if d["kind"] == "Role")
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    used, outside, denied = set(), [], []
+    for event in cluster.audit_events(f"system:serviceaccount:{TEAM_OPERATOR_NS}:{operator_name}"):
+        ref = event.get("objectRef") or {}
+        if "resource" not in ref:
+            continue  # discovery (/apis, /version): every authenticated user may
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        key = (ref.get("apiGroup", ""), resource, event["verb"])
+        if event.get("responseStatus", {}).get("code") == 403:
+            denied.append(key)
+        if ref.get("namespace") != TEAM_NS:
+            outside.append((*key, ref.get("namespace")))
+        used.add(key)
+    assert not denied, f"the operator was refused: {sorted(set(denied))}"
+    assert not outside, f"requests outside {TEAM_NS}: {sorted(set(outside))}"
+    assert used <= granted | {(g, r, "create") for g, r, v in granted if v == "patch"}
+    assert ("kopf.dev", "kopfpeerings", "watch") in used  # peering is namespaced
