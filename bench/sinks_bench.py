@@ -170,7 +170,7 @@ def bench_case_store_sink(url: str, n: int) -> dict[str, float]:
                 "sink": "postgres",
                 "kafka": {"bootstrap_servers": mc.bootstrap_servers, "group_id": "bench"},
                 "topics": {"decisions": "decisions", "alerts": "alerts", "dead_letter": "dlq"},
-                "postgres": {"dsn": dsn},
+                "postgres": {"dsn": dsn, "migration_dsn": dsn},
                 "metrics": {"host": "127.0.0.1", "port": 0},
             }
         )

@@ -176,3 +176,23 @@ def prometheus_server(
             proc.wait()
         log.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def case_store_logins(owner_dsn: str) -> dict[str, str]:
+    """Logins as the docs tell a DBA to create them, on the server of ``owner_dsn`` (a
+    superuser in tests: the schema's owner, which runs the migrations): ``sink`` in group role
+    fraud_case_writer, ``alice`` and ``bob`` in fraud_analyst. Returns role -> DSN on the same
+    database. Idempotent (roles are per server)."""
+    import psycopg
+
+    base, database = owner_dsn.rsplit("/", 1)
+    user_at = base.split("://", 1)[1].split("@", 1)
+    logins = {"sink": "fraud_case_writer", "alice": "fraud_analyst", "bob": "fraud_analyst"}
+    with psycopg.connect(owner_dsn, autocommit=True) as admin:
+        for group in sorted(set(logins.values())):
+            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (group,)).fetchone():
+                admin.execute(f"CREATE ROLE {group} NOLOGIN")
+        for login, group in logins.items():
+            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone():
+                admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE {group}")
+    return {login: f"postgresql://{login}@{user_at[1]}/{database}" for login in logins}

@@ -226,7 +226,15 @@ class PostgresSink(_Model):
     """Every decision as a case, alerts with their transaction, analysts' labels from
     ``topics.labels``, and the audit trail, in PostgreSQL."""
 
-    dsn_secret: SecretKeyRef = Field(description="Secret key holding a postgresql:// DSN")
+    dsn_secret: SecretKeyRef = Field(
+        description="Secret key holding the runtime's postgresql:// DSN (a login in role "
+        "fraud_case_writer: no DDL, INSERT-only on the audit trail)"
+    )
+    migration_dsn_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the schema owner's DSN: the sink applies the "
+        "migrations with it at start. Without it, run `fraud-cases migrate` yourself",
+    )
 
 
 class NetworkPolicy(_Model):

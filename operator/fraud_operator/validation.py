@@ -117,6 +117,7 @@ def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:
         for sink_ref in (
             sinks.webhook.url_secret if sinks.webhook else None,
             sinks.postgres.dsn_secret if sinks.postgres else None,
+            sinks.postgres.migration_dsn_secret if sinks.postgres else None,
         ):
             if sink_ref is not None:
                 wanted.setdefault(sink_ref.secret_name, set()).add(sink_ref.key)

@@ -4,12 +4,15 @@ audit trail, and the ``training_examples`` view that feeds ``fraud-train``.
 Writes are batched and idempotent on ``transaction_id``: a redelivered decision (at-least-once
 Kafka) updates the same case and never adds a second audit row. The schema belongs to the
 project: numbered SQL files in ``migrations/`` applied in order, each once, recorded in
-``schema_migrations``.
+``schema_migrations``, by the schema's owner (a migration role). The runtime connects as a
+member of ``fraud_case_writer`` (migration 003): no DDL, INSERT-only on ``audit``, and label
+authors set by the database from the login, never from input.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,18 +52,6 @@ SELECT DISTINCT ON (detector, track, model_version, rules_version)
 FROM incoming
 ORDER BY detector, track, model_version, rules_version, scored_at
 ON CONFLICT (detector, subject) WHERE kind = 'serving' DO NOTHING
-"""
-# Labels that arrived before their case, applied as the case lands (then forgotten).
-_APPLY_PENDING = """
-WITH applied AS (
-    DELETE FROM pending_labels p USING incoming i
-    WHERE p.transaction_id = i.transaction_id
-    RETURNING p.*
-)
-UPDATE cases c SET label = a.label, labelled_by = a.labelled_by, labelled_at = a.labelled_at
-FROM applied a WHERE c.transaction_id = a.transaction_id
-RETURNING c.transaction_id, c.label, c.labelled_by, c.detector, c.model_version,
-          c.rules_version
 """
 _COLUMNS = (
     "transaction_id",
@@ -104,6 +95,28 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
     return applied
 
 
+def pending_migrations(conn: psycopg.Connection[Any]) -> list[str]:
+    """The shipped migrations this database has not applied (all of them on an empty one)."""
+    found = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    done = (
+        {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+        if found and found[0]
+        else set()
+    )
+    return [name for name, _ in migrations() if name not in done]
+
+
+def owns_the_schema(conn: psycopg.Connection[Any]) -> bool:
+    """Whether this login could alter the audit trail (it owns ``audit``, or is superuser):
+    true of a migration role, which the runtime should not be."""
+    row = conn.execute(
+        "SELECT pg_has_role(current_user, tableowner, 'USAGE') "
+        "OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+        "FROM pg_tables WHERE schemaname = 'public' AND tablename = 'audit'"
+    ).fetchone()
+    return bool(row and row[0])
+
+
 @dataclass(frozen=True)
 class LabelResult:
     applied: int  # the case was there and now carries the label
@@ -132,57 +145,25 @@ class CaseStore:
             self.conn.execute(_UPSERT)
             self.conn.execute(_AUDIT)
             self.conn.execute(_SERVING)
-            for tx_id, label, by, *versions in self.conn.execute(_APPLY_PENDING).fetchall():
-                self._audit_label(tx_id, bool(label), by, versions)
+            # Labels that arrived before their case, applied as it lands (and audited).
+            ids = list({d["transaction_id"] for d in decisions})
+            self.conn.execute("SELECT apply_pending_labels(%s)", (ids,))
         return len(decisions)
 
     def label(self, labels: Iterable[Label]) -> LabelResult:
-        """Record analysts' verdicts, each with an audit row. A label whose case has not
-        arrived yet waits in ``pending_labels`` and is applied when the case is written."""
-        applied = pending = 0
+        """Record analysts' verdicts, each with an audit row, through ``record_label()``: the
+        author is the database role this connection logged in as; a label's own ``by`` (what
+        a relayed message says) is kept as a claim. A label whose case has not arrived yet
+        waits in ``pending_labels`` and is applied when the case is written."""
+        outcomes: Counter[str] = Counter()
         with self.conn.transaction():
             for lab in labels:
-                updated = self.conn.execute(
-                    "UPDATE cases "
-                    "SET label = %(label)s, labelled_by = %(by)s, labelled_at = %(at)s "
-                    "WHERE transaction_id = %(tx)s AND (label, labelled_by, labelled_at) "
-                    "IS DISTINCT FROM (%(label)s::smallint, %(by)s, %(at)s::timestamptz) "
-                    "RETURNING detector, model_version, rules_version",
-                    {
-                        "label": int(lab.is_fraud),
-                        "by": lab.by,
-                        "at": lab.at,
-                        "tx": lab.transaction_id,
-                    },
+                row = self.conn.execute(
+                    "SELECT record_label(%s, %s, %s, %s)",
+                    (lab.transaction_id, lab.is_fraud, lab.at, lab.by or None),
                 ).fetchone()
-                if updated is None and self._exists(lab.transaction_id):
-                    applied += 1  # the same verdict again (a redelivered label): audited once
-                    continue
-                if updated is None:
-                    self.conn.execute(
-                        "INSERT INTO pending_labels "
-                        "(transaction_id, label, labelled_by, labelled_at) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT (transaction_id) DO UPDATE SET "
-                        "label = EXCLUDED.label, labelled_by = EXCLUDED.labelled_by, "
-                        "labelled_at = EXCLUDED.labelled_at",
-                        (lab.transaction_id, int(lab.is_fraud), lab.by, lab.at),
-                    )
-                    pending += 1
-                    continue
-                self._audit_label(lab.transaction_id, lab.is_fraud, lab.by, list(updated))
-                applied += 1
-        return LabelResult(applied, pending)
-
-    def _exists(self, tx_id: str) -> bool:
-        found = self.conn.execute("SELECT 1 FROM cases WHERE transaction_id = %s", (tx_id,))
-        return found.fetchone() is not None
-
-    def _audit_label(self, tx_id: str, is_fraud: bool, by: str, versions: list[Any]) -> None:
-        self.conn.execute(
-            "INSERT INTO audit (kind, subject, detector, model_version, rules_version, detail) "
-            "VALUES ('label', %s, %s, %s, %s, %s)",
-            (tx_id, *versions, json.dumps({"is_fraud": is_fraud, "by": by})),
-        )
+                outcomes[row[0] if row else "applied"] += 1
+        return LabelResult(outcomes["applied"] + outcomes["same"], outcomes["pending"])
 
     def record_rollout(self, detector: str, event: str, detail: dict[str, Any]) -> None:
         with self.conn.transaction():

@@ -1,14 +1,16 @@
 """``fraud-cases``: the analyst's side of the case store.
 
     fraud-cases open --limit 20                     # open cases, newest first
-    fraud-cases label tx-123 tx-456 --fraud --by alice@bank
-    fraud-cases label --file verdicts.csv --by alice@bank   # transaction_id,is_fraud[,at]
+    fraud-cases label tx-123 tx-456 --fraud         # recorded as your database login
+    fraud-cases label --file verdicts.csv           # transaction_id,is_fraud[,at]
     fraud-cases label tx-789 --legit --by bob --kafka broker:9092 --topic fraud-labels
-    fraud-cases migrate
+    fraud-cases migrate                             # with the schema owner's DSN
 
-Labels go straight into the case store (``--dsn`` or ``FRAUD_CASES_DSN``), or onto the labels
-topic (``--kafka``) for the case-store sink to record. A label for a case not written yet is
-kept and applied when it arrives. ``fraud-train fit postgresql://... --table
+Labels go straight into the case store (``--dsn`` or ``FRAUD_CASES_DSN``, your own login in
+role ``fraud_analyst``): the database records the login as the author, whatever is typed. Or
+onto the labels topic (``--kafka``) for the case-store sink to record: a Kafka message carries
+no authenticated author, so ``--by`` is kept as a claim beside the sink's login. A label for a
+case not written yet is kept and applied when it arrives. ``fraud-train fit postgresql://... --table
 training_examples`` then trains on the verdicts.
 """
 
@@ -87,7 +89,9 @@ def label_cmd(
     fraud: Annotated[
         bool | None, typer.Option("--fraud/--legit", help="the verdict for the ids given")
     ] = None,
-    by: Annotated[str, typer.Option(help="who decided (recorded in the audit trail)")] = "",
+    by: Annotated[
+        str, typer.Option(help="with --kafka: who decided (kept as a claim, not authenticated)")
+    ] = "",
     file: Annotated[
         Path | None, typer.Option(help="CSV: transaction_id,is_fraud[,at]", exists=True)
     ] = None,
@@ -98,8 +102,13 @@ def label_cmd(
     topic: Annotated[str, typer.Option(help="the labels topic")] = "fraud-labels",
 ) -> None:
     """Record analysts' verdicts on cases."""
-    if not by:
-        raise typer.BadParameter("say who decided", param_hint="--by")
+    if kafka and not by:
+        raise typer.BadParameter("say who decided: the topic carries no login", param_hint="--by")
+    if by and not kafka:
+        raise typer.BadParameter(
+            "the case store records your database login as the author; --by is for --kafka",
+            param_hint="--by",
+        )
     labels = _labels_from(transactions or [], fraud, by, file)
     if not labels:
         raise typer.BadParameter("give transaction ids (with --fraud or --legit) or --file")

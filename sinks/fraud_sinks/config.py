@@ -1,7 +1,8 @@
 """A sink process's configuration (``fraud-sink --config sink.yaml``), rendered by the operator
 as a ConfigMap. Like the scorer's, the environment wins over the file: the webhook URL
-(``FRAUD_WEBHOOK__URL``), the case store's DSN (``FRAUD_POSTGRES__DSN``) and the Kafka password
-reach the pod only from Secrets, and all three are ``SecretStr`` (never logged).
+(``FRAUD_WEBHOOK__URL``), the case store's DSNs (``FRAUD_POSTGRES__DSN`` for the runtime,
+``FRAUD_POSTGRES__MIGRATION_DSN`` for the schema owner) and the Kafka password reach the pod
+only from Secrets, and all are ``SecretStr`` (never logged).
 """
 
 from __future__ import annotations
@@ -54,8 +55,15 @@ class WebhookConfig(Frozen):
 
 
 class PostgresConfig(Frozen):
-    dsn: SecretStr | None = None
-    migrate: bool = Field(default=True, description="apply the project's migrations at start")
+    dsn: SecretStr | None = Field(
+        default=None, description="the runtime login (a member of fraud_case_writer)"
+    )
+    migration_dsn: SecretStr | None = Field(
+        default=None,
+        description="the schema owner's login: when set, the sink applies the project's "
+        "migrations with it at start, then drops that connection; when not, it waits until "
+        "someone has (`fraud-cases migrate`)",
+    )
 
 
 class SinkBatch(Frozen):
@@ -83,7 +91,10 @@ class SinkSettings(EnvFirstSettings):
                 "the postgres sink needs a DSN (set FRAUD_POSTGRES__DSN from a Secret)"
             )
         else:
-            _check_dsn(self.postgres.dsn.get_secret_value())
+            _check_dsn(self.postgres.dsn.get_secret_value(), "FRAUD_POSTGRES__DSN")
+            if self.postgres.migration_dsn is not None:
+                dsn = self.postgres.migration_dsn.get_secret_value()
+                _check_dsn(dsn, "FRAUD_POSTGRES__MIGRATION_DSN")
         return self
 
     def input_topics(self) -> list[str]:
@@ -99,7 +110,7 @@ def load_sink_settings(path: Path | None, **overrides: Any) -> SinkSettings:
     return load_settings_file(SinkSettings, path, **overrides)
 
 
-def _check_dsn(dsn: str) -> None:
+def _check_dsn(dsn: str, variable: str) -> None:
     """A DSN libpq cannot parse is a configuration error (exit 2 at start), not an outage to
     retry. Its error would quote the DSN, password included: only the kind of problem is said."""
     from psycopg import ProgrammingError
@@ -109,6 +120,6 @@ def _check_dsn(dsn: str) -> None:
         conninfo_to_dict(dsn)
     except ProgrammingError:
         raise ValueError(
-            "FRAUD_POSTGRES__DSN cannot be parsed (expected postgresql://user:password@host:port"
+            f"{variable} cannot be parsed (expected postgresql://user:password@host:port"
             "/database or key=value pairs)"
         ) from None

@@ -97,28 +97,55 @@ class CaseStoreHandler:
     def __init__(self, settings: SinkSettings, metrics: SinkMetrics) -> None:
         assert settings.postgres.dsn is not None  # checked by SinkSettings
         self._dsn = settings.postgres.dsn.get_secret_value()
-        self._secrets = _dsn_secrets(self._dsn)
-        self._migrate = settings.postgres.migrate
+        migration = settings.postgres.migration_dsn
+        self._migration_dsn = migration.get_secret_value() if migration else None
+        self._secrets = _dsn_secrets(self._dsn) + (
+            _dsn_secrets(self._migration_dsn) if self._migration_dsn else []
+        )
+        self._why = "case store down"
         self._labels_topic = settings.topics.labels
         self.metrics = metrics
         self._conn: Any = None
         self._store: Any = None
 
     def _connected(self) -> Any:
+        """The store, connected with the runtime login once the schema is current: migrated
+        first with the owner's login when one is configured, else waited for (not ready, and
+        retried like an outage: never a crash loop)."""
         import psycopg
 
-        from fraud_sinks.case_store import CaseStore, migrate
+        from fraud_sinks.case_store import CaseStore, migrate, owns_the_schema, pending_migrations
 
-        if self._store is None:
-            try:
-                self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
-                if self._migrate:
-                    applied = migrate(self._conn)
-                    if applied:
+        if self._store is not None:
+            return self._store
+        try:
+            if self._migration_dsn is not None:
+                with psycopg.connect(
+                    self._migration_dsn, autocommit=True, connect_timeout=10
+                ) as owner:
+                    if applied := migrate(owner):
                         log.info("case store migrated", applied=applied)
-            except psycopg.OperationalError as exc:
-                raise StoreUnavailable(self._scrub(first_line(exc))) from exc
-            self._store = CaseStore(self._conn)
+            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            self._why = "case store down"
+            raise StoreUnavailable(self._scrub(first_line(exc))) from exc
+        except psycopg.Error as exc:  # e.g. the owner's login may not create the roles
+            self._why = "case store migration failed"
+            raise StoreUnavailable(f"migration failed: {self._scrub(first_line(exc))}") from exc
+        missing = pending_migrations(conn)
+        if missing:
+            conn.close()
+            self._why = "case store schema not migrated"
+            raise StoreUnavailable(
+                f"the case store's schema lacks {', '.join(missing)}: run `fraud-cases migrate` "
+                "with the schema owner's DSN, or give the sink FRAUD_POSTGRES__MIGRATION_DSN"
+            )
+        if owns_the_schema(conn):
+            log.warning(
+                "the case-store sink's login owns the schema: it could alter the audit trail; "
+                "give it a login in role fraud_case_writer (docs/sinks.md)"
+            )
+        self._conn, self._store = conn, CaseStore(conn)
         return self._store
 
     def handle(self, records: list[Message]) -> list[DeadLetter]:
@@ -194,7 +221,7 @@ class CaseStoreHandler:
             m.labels_recorded(**m.base(), result="pending").inc(result.pending)
 
     def ready(self) -> tuple[bool, str]:
-        return (True, "case store connected") if self._store else (False, "case store down")
+        return (True, "case store connected") if self._store else (False, self._why)
 
     def close(self) -> None:
         if self._conn is not None:

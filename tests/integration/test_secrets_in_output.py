@@ -84,7 +84,10 @@ def test_a_database_that_refuses_the_login_does_not_print_the_dsn(tmp_path: Path
             "topics": {k: v for k, v in TOPICS.items() if k != "input"},
             "batch": {"retry_max_s": 0.5},
         }
-        env = {"FRAUD_POSTGRES__DSN": f"postgresql://fraud:{SENTINEL}@127.0.0.1:1/cases"}
+        env = {
+            "FRAUD_POSTGRES__DSN": f"postgresql://fraud:{SENTINEL}@127.0.0.1:1/cases",
+            "FRAUD_POSTGRES__MIGRATION_DSN": f"postgresql://owner:{SENTINEL}@127.0.0.1:1/cases",
+        }
         code, out = run("fraud_sinks", config, env, tmp_path, seconds=8)
     assert "destination down" in out
     assert code == 0 and SENTINEL not in out
@@ -92,7 +95,11 @@ def test_a_database_that_refuses_the_login_does_not_print_the_dsn(tmp_path: Path
 
 def test_a_malformed_dsn_is_a_configuration_error_that_does_not_print_it(tmp_path: Path) -> None:
     config = {"sink": "postgres", "kafka": {"bootstrap_servers": "127.0.0.1:1"}}
-    env = {"FRAUD_POSTGRES__DSN": f"postgresql://fraud:{SENTINEL}@[db/cases"}
-    code, out = run("fraud_sinks", config, env, tmp_path)
-    assert code == 2 and "cannot be parsed" in out
-    assert SENTINEL not in out
+    for variable in ("FRAUD_POSTGRES__DSN", "FRAUD_POSTGRES__MIGRATION_DSN"):
+        env = {
+            "FRAUD_POSTGRES__DSN": "postgresql://fraud@127.0.0.1:1/cases",
+            variable: f"postgresql://fraud:{SENTINEL}@[db/cases",
+        }
+        code, out = run("fraud_sinks", config, env, tmp_path)
+        assert code == 2 and f"{variable} cannot be parsed" in out
+        assert SENTINEL not in out

@@ -26,7 +26,7 @@ from tests.integration.harness import (
     topic_size,
     wait_until,
 )
-from tests.servers import free_port, http_receiver, postgres_server
+from tests.servers import case_store_logins, free_port, http_receiver, postgres_server
 
 pytestmark = pytest.mark.integration
 LABELS = "labels"
@@ -92,7 +92,8 @@ def test_decisions_reach_the_case_store_alerts_the_webhook_and_labels_come_back(
 ) -> None:
     bootstrap = cluster.bootstrap_servers
     cluster.create_topic(LABELS, 2)
-    dsn = fresh_database(postgres_url, "sinks_e2e")
+    dsn = fresh_database(postgres_url, "sinks_e2e")  # the schema owner's (migrations)
+    runtime = case_store_logins(dsn)["sink"]  # the sink's own login: fraud_case_writer
     items = stream(small_stream.iloc[:4000])
     produce(bootstrap, TOPICS["input"], items)
     scorer = ScorerProcess(tmp_path, bootstrap, model_dir).start()
@@ -108,7 +109,7 @@ def test_decisions_reach_the_case_store_alerts_the_webhook_and_labels_come_back(
             tmp_path,
             bootstrap,
             "postgres",
-            env={"FRAUD_POSTGRES__DSN": dsn},
+            env={"FRAUD_POSTGRES__DSN": runtime, "FRAUD_POSTGRES__MIGRATION_DSN": dsn},
             labels_topic=LABELS,
         ).start()
         wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) == len(items), 120, "scores")
@@ -152,6 +153,9 @@ def test_decisions_reach_the_case_store_alerts_the_webhook_and_labels_come_back(
         wait_until(
             lambda: count(dsn, "SELECT count(*) FROM cases WHERE label = 1") == 1, 30, "label"
         )
+        # Relayed through Kafka: recorded by the sink's login, with alice's name as a claim.
+        authors = "SELECT count(*) FROM cases WHERE labelled_by = 'sink' AND label_claimed_by = %s"
+        assert count(dsn, authors, "alice") == 1
         wait_until(lambda: count(dsn, "SELECT count(*) FROM pending_labels") == 1, 30, "pending")
         produce(bootstrap, TOPICS["decisions"], [decision(0, "allow", transaction_id="t-later")])
         wait_until(
@@ -242,9 +246,10 @@ def test_the_case_store_rides_out_a_database_outage_and_refuses_only_bad_rows(
     bootstrap = cluster.bootstrap_servers
     port = free_port()
     dsn = f"postgresql://fraud@127.0.0.1:{port}/postgres"  # nothing listens there yet
-    cases = SinkProcess(
-        tmp_path, bootstrap, "postgres", env={"FRAUD_POSTGRES__DSN": dsn}, batch={"retry_max_s": 1}
-    ).start(wait_ready=False)
+    env = {"FRAUD_POSTGRES__DSN": dsn, "FRAUD_POSTGRES__MIGRATION_DSN": dsn}
+    cases = SinkProcess(tmp_path, bootstrap, "postgres", env=env, batch={"retry_max_s": 1}).start(
+        wait_ready=False
+    )
     rows = [decision(i, "allow") for i in range(300)]
     rows.append(decision(999, "review", user_id="nul\u0000byte"))  # PostgreSQL text has no NUL
     rows.append(decision(998, "deny"))  # the CHECK on action: an IntegrityError
@@ -354,3 +359,29 @@ def test_a_running_webhook_sink_posts_alerts_with_header_hostile_ids(
         assert sink.proc is not None and sink.proc.poll() is None
         assert sink.stop() == 0
     assert all_committed(bootstrap, "it-sink-webhook", TOPICS["alerts"])
+
+
+def test_without_an_owner_login_the_case_store_sink_waits_for_the_schema(
+    cluster: MockCluster, tmp_path: Path, postgres_url: str
+) -> None:
+    """The runtime login cannot migrate (no DDL). Given no migration DSN, the sink is alive but
+    not ready, says why, and starts writing once the owner runs `fraud-cases migrate`."""
+    bootstrap = cluster.bootstrap_servers
+    owner = fresh_database(postgres_url, "sinks_unmigrated")
+    runtime = case_store_logins(owner)["sink"]
+    cases = SinkProcess(
+        tmp_path, bootstrap, "postgres", env={"FRAUD_POSTGRES__DSN": runtime},
+        batch={"retry_max_s": 1},
+    ).start(wait_ready=False)  # fmt: skip
+    produce(bootstrap, TOPICS["decisions"], [decision(i, "allow") for i in range(20)])
+    wait_until(lambda: cases.get("/readyz")[0] == 503, 30, "not ready")
+    wait_until(lambda: "not migrated" in cases.get("/readyz")[1], 30, "the reason")
+    assert cases.proc is not None and cases.proc.poll() is None
+    cli = Path(sys.executable).parent / "fraud-cases"
+    done = subprocess.run(
+        [cli, "migrate", "--dsn", owner], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: count(owner, "SELECT count(*) FROM cases") == 20, 60, "rows written")
+    wait_until(lambda: cases.get("/readyz")[0] == 200, 30, "ready")
+    assert cases.stop() == 0

@@ -259,7 +259,10 @@ def test_preflight_job_runs_the_scorers_own_loader(detector: Detector) -> None:
 
 SINKS = {
     "webhook": {"urlSecret": {"secretName": "hooks", "key": "slack"}, "minAction": "block"},
-    "postgres": {"dsnSecret": {"secretName": "cases-db", "key": "dsn"}},
+    "postgres": {
+        "dsnSecret": {"secretName": "cases-db", "key": "dsn"},
+        "migrationDsnSecret": {"secretName": "cases-db-owner", "key": "dsn"},
+    },
 }
 
 
@@ -280,9 +283,10 @@ def test_sinks_run_as_their_own_locked_down_pods_with_secrets_only_in_env(
         sinks=SINKS,
     )
     kids = {(c["kind"], c["metadata"]["name"]): c for c in builders.children(d, ApiVersions())}
-    for kind, secret, env in (
-        ("webhook", ("hooks", "slack"), builders.WEBHOOK_URL_ENV),
-        ("postgres", ("cases-db", "dsn"), builders.POSTGRES_DSN_ENV),
+    owner = {"FRAUD_POSTGRES__MIGRATION_DSN": ("cases-db-owner", "dsn")}
+    for kind, secret, env, extra in (
+        ("webhook", ("hooks", "slack"), builders.WEBHOOK_URL_ENV, {}),
+        ("postgres", ("cases-db", "dsn"), builders.POSTGRES_DSN_ENV, owner),
     ):
         dep = kids[("Deployment", f"retail-sink-{kind}")]
         assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
@@ -297,7 +301,7 @@ def test_sinks_run_as_their_own_locked_down_pods_with_secrets_only_in_env(
                 e["valueFrom"]["secretKeyRef"]["key"],
             )
             for e in container["env"]
-        } == {env: secret, builders.PASSWORD_ENV: ("kafka-user", "password")}
+        } == {env: secret, builders.PASSWORD_ENV: ("kafka-user", "password"), **extra}
         # The scorers' Service and PodMonitor select fraud-scorer pods only.
         assert pod_labels(dep)["app.kubernetes.io/name"] == "fraud-sink"
         text = kids[("ConfigMap", f"retail-sink-{kind}-config")]["data"][builders.SINK_CONFIG_FILE]

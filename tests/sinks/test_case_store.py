@@ -12,12 +12,21 @@ import msgspec
 import pandas as pd
 import psycopg
 import pytest
-from fraud_sinks.case_store import CaseStore, LabelResult, migrate, migrations
+from fraud_sinks.case_store import (
+    CaseStore,
+    LabelResult,
+    migrate,
+    migrations,
+    owns_the_schema,
+    pending_migrations,
+)
 from fraud_sinks.cli import app
 from fraud_sinks.messages import Label
 from fraud_training.data import read_table, to_payloads, validate
 from fraud_training.synth import SynthConfig, generate
 from typer.testing import CliRunner
+
+from tests.servers import case_store_logins
 
 
 @pytest.fixture
@@ -115,14 +124,17 @@ def test_a_label_that_arrives_before_its_case_waits_for_it(conn: Any) -> None:
     assert store.label([Label(early, True, "analyst@bank", at)]) == LabelResult(0, 1)
     store.write(batch)
     row = conn.execute(
-        "SELECT label, labelled_by FROM cases WHERE transaction_id = %s", (early,)
+        "SELECT label, labelled_by, label_claimed_by FROM cases WHERE transaction_id = %s",
+        (early,),
     ).fetchone()
-    assert row == (1, "analyst@bank")
+    assert row == (1, conn.info.user, "analyst@bank")
     assert conn.execute("SELECT count(*) FROM pending_labels").fetchone()[0] == 0
     audited = conn.execute(
-        "SELECT detail->>'by' FROM audit WHERE kind = 'label' AND subject = %s", (early,)
+        "SELECT detail->>'by', detail->>'claimed_by' FROM audit "
+        "WHERE kind = 'label' AND subject = %s",
+        (early,),
     ).fetchall()
-    assert audited == [("analyst@bank",)]
+    assert audited == [(conn.info.user, "analyst@bank")]
 
 
 def test_each_model_and_rules_version_that_decided_is_audited_once(conn: Any) -> None:
@@ -193,17 +205,82 @@ def test_fraud_cases_cli_lists_open_cases_and_labels_them(conn: Any) -> None:
     shown = runner.invoke(app, ["open", "--limit", "500"])
     assert shown.exit_code == 0, shown.output
     assert all(tx in shown.stdout for tx in alerted[:5])
-    done = runner.invoke(app, ["label", alerted[0], "--fraud", "--by", "alice@bank"])
+    done = runner.invoke(app, ["label", alerted[0], "--fraud"])
     assert done.exit_code == 0, done.output
     assert "labelled 1 case(s)" in " ".join(done.output.split())
     assert conn.execute(
         "SELECT label, labelled_by FROM cases WHERE transaction_id = %s", (alerted[0],)
-    ).fetchone() == (1, "alice@bank")
-    bad = runner.invoke(app, ["label", alerted[1], "--by", "alice"])  # no verdict
+    ).fetchone() == (1, info.user)  # the login, not a name typed
+    bad = runner.invoke(app, ["label", alerted[1]])  # no verdict
     assert bad.exit_code == 2 and "--fraud or --legit" in bad.output
-    nobody = runner.invoke(app, ["label", alerted[1], "--fraud"])
-    assert nobody.exit_code == 2 and "who decided" in bad.output + nobody.output
+    typed = runner.invoke(app, ["label", alerted[1], "--fraud", "--by", "mallory"])
+    assert typed.exit_code == 2 and "records your database login" in typed.output
+    nobody = runner.invoke(app, ["label", alerted[1], "--fraud", "--kafka", "127.0.0.1:9"])
+    assert nobody.exit_code == 2 and "who decided" in nobody.output
     unreachable = CliRunner(env={"FRAUD_CASES_DSN": "postgresql://x@127.0.0.1:9/none"}).invoke(
         app, ["open"]
     )
     assert unreachable.exit_code == 2 and "cannot reach the case store" in unreachable.output
+
+
+def test_the_runtime_login_cannot_touch_the_schema_or_forge_an_author(
+    conn: Any, postgres_url: str
+) -> None:
+    """Migrations run as the schema's owner; the sink's login (role fraud_case_writer) writes
+    cases and labels but has no DDL, cannot change or empty the audit trail, and cannot set a
+    label's author; an analyst's login (fraud_analyst) reads cases and labels as itself."""
+    migrate(conn)
+    dsn = case_store_logins(postgres_url.rsplit("/", 1)[0] + "/cases_test")
+    batch = decisions(generate(SynthConfig(users=50, days=1.0, seed=12)))
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    with psycopg.connect(dsn["sink"], autocommit=True) as sink:
+        assert not owns_the_schema(sink) and pending_migrations(sink) == []
+        store = CaseStore(sink)
+        early = Label("not-yet", True, "carol", at)
+        assert store.label([early]) == LabelResult(0, 1)
+        assert store.write(batch) == len(batch)
+        store.write([*batch[:5], {**batch[0], "transaction_id": "not-yet"}])  # redelivered
+        assert store.label([Label(batch[0]["transaction_id"], True, "dave", at)]).applied == 1
+        for forbidden in (
+            "DROP TRIGGER audit_append_only ON audit",
+            "ALTER TABLE audit DISABLE TRIGGER audit_append_only",
+            "TRUNCATE audit",
+            "DELETE FROM audit",
+            "UPDATE audit SET detail = '{}'",
+            "UPDATE cases SET labelled_by = 'mallory'",
+            "DELETE FROM cases",
+            "INSERT INTO pending_labels VALUES ('x', 1, 'mallory', now())",
+            "CREATE TABLE public.mine (x int)",
+            "DROP TABLE cases",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                sink.execute(forbidden)  # type: ignore[arg-type]
+    with psycopg.connect(dsn["alice"], autocommit=True) as alice:
+        tx = batch[1]["transaction_id"]
+        assert CaseStore(alice).label([Label(tx, True, "bob", at)]).applied == 1
+        assert alice.execute("SELECT count(*) FROM training_examples").fetchone()[0] >= 1
+        for forbidden in (
+            "UPDATE cases SET label = 0",
+            "INSERT INTO audit (kind, subject) VALUES ('label', 'x')",
+            "SELECT apply_pending_labels(ARRAY['x'])",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                alice.execute(forbidden)  # type: ignore[arg-type]
+    authors = dict(
+        conn.execute(
+            "SELECT transaction_id, labelled_by || '/' || coalesce(label_claimed_by, '-') "
+            "FROM cases WHERE label IS NOT NULL"
+        ).fetchall()
+    )
+    assert authors == {
+        "not-yet": "sink/carol",  # relayed: the sink's login, and the message's claim
+        batch[0]["transaction_id"]: "sink/dave",
+        batch[1]["transaction_id"]: "alice/bob",  # alice typed bob: the login wins
+    }
+    audit = conn.execute(
+        "SELECT detail->>'by', count(*) FROM audit WHERE kind = 'label' GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert audit == [("alice", 1), ("sink", 2)]
+    assert conn.execute("SELECT count(*) FROM audit WHERE kind = 'decision'").fetchone()[0] == (
+        len(batch) + 1
+    )

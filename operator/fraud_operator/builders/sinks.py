@@ -39,6 +39,7 @@ SINK_KINDS: Final = ("webhook", "postgres")
 SINK_CONFIG_FILE: Final = "sink.yaml"
 WEBHOOK_URL_ENV: Final = "FRAUD_WEBHOOK__URL"
 POSTGRES_DSN_ENV: Final = "FRAUD_POSTGRES__DSN"
+POSTGRES_MIGRATION_DSN_ENV: Final = "FRAUD_POSTGRES__MIGRATION_DSN"
 
 
 def declared_sinks(d: Detector) -> list[str]:
@@ -99,6 +100,8 @@ def sink_deployment(d: Detector, kind: str) -> dict[str, Any]:
     if kind == "postgres" and sinks.postgres is not None:
         ref = sinks.postgres.dsn_secret
         env.append(secret_env(POSTGRES_DSN_ENV, ref.secret_name, ref.key))
+        if (owner := sinks.postgres.migration_dsn_secret) is not None:
+            env.append(secret_env(POSTGRES_MIGRATION_DSN_ENV, owner.secret_name, owner.key))
     volumes, mounts = pod_volumes(d, sink_config_name(d, kind), "16Mi")
     probe = {"port": SINK_METRICS_PORT}
     container = {
