@@ -38,10 +38,12 @@ def _pg_bin(name: str) -> str:
 
 
 class Receiver:
-    """A webhook destination whose next responses are scripted (status codes); then 200."""
+    """A webhook destination whose next responses are scripted (status codes); then 200.
+    While ``down`` is set it answers 503 to everything."""
 
     def __init__(self) -> None:
         self.script: list[int] = []
+        self.down = False
         self.bodies: list[dict[str, Any]] = []
         self.keys: list[str] = []
         self.posts = 0
@@ -52,6 +54,7 @@ class Receiver:
                 length = int(self.headers["Content-Length"])
                 body = json.loads(self.rfile.read(length))
                 status = receiver.script.pop(0) if receiver.script else 200
+                status = 503 if receiver.down else status
                 receiver.posts += 1
                 if status == 200:
                     receiver.bodies.append(body)

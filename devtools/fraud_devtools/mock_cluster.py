@@ -35,6 +35,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "rd_kafka_mock_topic_create": (_I, [_P, _S, _I, _I]),
     "rd_kafka_mock_broker_set_down": (_I, [_P, ctypes.c_int32]),
     "rd_kafka_mock_broker_set_up": (_I, [_P, ctypes.c_int32]),
+    "rd_kafka_mock_broker_set_rtt": (_I, [_P, ctypes.c_int32, _I]),
     "rd_kafka_mock_partition_set_leader": (_I, [_P, _S, ctypes.c_int32, ctypes.c_int32]),
     "rd_kafka_mock_coordinator_set": (_I, [_P, _S, _S, ctypes.c_int32]),
 }
@@ -84,6 +85,12 @@ class MockCluster:
 
     def broker_up(self, broker_id: int = 1) -> None:
         self._lib.rd_kafka_mock_broker_set_up(self._mc, broker_id)
+
+    def set_rtt(self, broker_id: int, rtt_ms: int) -> None:
+        """Delay every response of ``broker_id`` by ``rtt_ms`` (0: no delay): a slow broker."""
+        rc = self._lib.rd_kafka_mock_broker_set_rtt(self._mc, broker_id, rtt_ms)
+        if rc != 0:
+            raise RuntimeError(f"setting the round-trip time of broker {broker_id} failed: {rc}")
 
     def set_leader(self, topic: str, partition: int, broker_id: int) -> None:
         """Move a partition's leadership to another broker (then take that broker down to make

@@ -39,6 +39,9 @@ class Handler(Protocol):
 
     def ready(self) -> tuple[bool, str]: ...
 
+    def prepare(self) -> None:
+        """Between batches, in the loop's thread: get ready for the next one (quick)."""
+
     def close(self) -> None: ...
 
 
@@ -87,6 +90,9 @@ class WebhookHandler:
     def ready(self) -> tuple[bool, str]:
         return True, "circuit open" if self.sink.circuit_open else "delivering"
 
+    def prepare(self) -> None:
+        pass
+
     def close(self) -> None:
         return None
 
@@ -103,6 +109,7 @@ class CaseStoreHandler:
             _dsn_secrets(self._migration_dsn) if self._migration_dsn else []
         )
         self._why = "case store down"
+        self._next_try = 0.0
         self._labels_topic = settings.topics.labels
         self.metrics = metrics
         self._conn: Any = None
@@ -147,6 +154,17 @@ class CaseStoreHandler:
             )
         self._conn, self._store = conn, CaseStore(conn)
         return self._store
+
+    def prepare(self) -> None:
+        """Connect while idle (every 15 s until it works), so that a sink with no traffic yet
+        is Ready, and one whose schema is missing says so before the first message."""
+        if self._store is not None or time.monotonic() < self._next_try:
+            return
+        self._next_try = time.monotonic() + 15.0
+        try:
+            self._connected()
+        except StoreUnavailable as exc:
+            log.info("case store not available yet", reason=str(exc))
 
     def handle(self, records: list[Message]) -> list[DeadLetter]:
         dead: list[DeadLetter] = []

@@ -65,6 +65,9 @@ class SinkService(KafkaProcess):
     def ready_detail(self) -> tuple[bool, str]:
         return self.handler.ready()
 
+    def tick(self) -> None:
+        self.handler.prepare()  # an idle sink connects too: Ready before the first message
+
     def handle(self, records: list[Message]) -> None:
         if self.settings.sink != "webhook":
             self._dead_letter(self._deliver(records))
