@@ -193,6 +193,17 @@ def _get(url: str) -> str | None:
         return None
 
 
+def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) of every right a Role's or ClusterRole's rules give."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
 def detector(name: str, bootstrap: str, **changes: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "kafka": {
@@ -827,13 +838,7 @@ def test_rbac_grants_nothing_the_operator_does_not_use(
     assert operator["proc"].wait(30) == 0
     sa = next(d for d in chart_manifests() if d["kind"] == "ServiceAccount")["metadata"]["name"]
     role = next(d for d in chart_manifests() if d["kind"] == "ClusterRole")
-    granted = {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    granted = grants(role["rules"])
     used: set[tuple[str, str, str]] = set()
     denied = []
     for event in cluster.audit_events(f"system:serviceaccount:{OPERATOR_NS}:{sa}"):
@@ -931,13 +936,7 @@ def test_namespaced_mode_needs_and_uses_no_cluster_wide_right(
         keep_log(log_path)
     assert code == 0, "the operator did not shut down cleanly"
     role = next(d for d in docs if d["kind"] == "Role")
-    granted = {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    granted = grants(role["rules"])
     used, outside, denied = set(), [], []
     for event in cluster.audit_events(f"system:serviceaccount:{TEAM_OPERATOR_NS}:{operator_name}"):
         ref = event.get("objectRef") or {}
