@@ -10,6 +10,9 @@ side effects. The runtime owns everything around it:
   every batch, the others (the scorer) let librdkafka commit stored offsets in the background;
 - **a delivery failure is fatal**: :class:`FatalError`, the process exits without storing, and
   its successor redoes the work from the last committed offset;
+- **a destination outage is not**: ``handle`` raises :class:`RetryBatch`, the runtime seeks the
+  batch's partitions back, waits (alive, not ready) and polls the same records again, for as
+  long as the outage lasts: the process keeps its group membership and never exits for it;
 - **rebalances**: partitions given up are finished and committed first (``on_revoke``); lost
   ones are forgotten; subclasses hear of both and of new assignments;
 - **health**: ``/healthz`` follows the loop's heartbeat, ``/readyz`` says why the process is not
@@ -54,6 +57,16 @@ class FatalError(RuntimeError):
 class BatchAbandoned(Exception):
     """``handle`` gave up on its batch because the process is stopping: nothing is stored,
     and whoever owns the partitions next redoes the batch."""
+
+
+class RetryBatch(Exception):
+    """``handle`` cannot finish its batch now (its destination is down): nothing is stored,
+    the batch's partitions are rewound to its first records, and the loop polls them again
+    after ``after_s`` (beating, so liveness sees a working process)."""
+
+    def __init__(self, after_s: float) -> None:
+        super().__init__(f"retry the batch in {after_s:.1f}s")
+        self.after_s = after_s
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,11 @@ class KafkaProcess:
                     self.handle(records)
                 except BatchAbandoned:
                     return
+                except RetryBatch as retry:
+                    self._rewind(records)
+                    if self.wait_alive(retry.after_s):
+                        return  # stopping: nothing stored, the next owner redoes the batch
+                    continue
                 self.offsets.done(records)
                 self.consumed += len(records)
                 if self.commit_each_batch:
@@ -239,6 +257,19 @@ class KafkaProcess:
             self._maybe_store()
             if self._delivery_error:
                 raise FatalError(f"delivery failed: {self._delivery_error}")
+
+    def _rewind(self, records: list[Message]) -> None:
+        """Seek each partition of ``records`` back to its first record in the batch."""
+        first: dict[tuple[str, int], int] = {}
+        for m in records:
+            key = (m.topic() or "", m.partition() or 0)
+            offset = m.offset() or 0
+            first[key] = min(first.get(key, offset), offset)
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # revoked meanwhile: its next owner starts there
+                self.log.info("not rewinding a partition", partition=partition, error=str(exc))
 
     def _usable(self, msg: Message) -> bool:
         err = msg.error()

@@ -7,19 +7,19 @@ Destinations are idempotent on transaction id, so a redelivered batch changes no
 - The **webhook** sink never blocks the stream for long: a destination that stays down is
   dead-lettered (circuit breaker), each alert with the reason in its headers.
 - The **case store** never dead-letters for an outage: the batch is retried with capped
-  backoff and, if PostgreSQL stays away longer than ``retry_budget_s``, the process exits
-  without committing and its successor starts from the same offsets. Rows PostgreSQL refuses
-  (a NUL character in a field, say) are found one by one and dead-lettered with the reason.
+  jittered backoff (:class:`~fraud_runtime.process.RetryBatch`: the partitions are rewound and
+  polled again, so the process stays in its group, alive and not ready, however long
+  PostgreSQL is away; it used to exit after 240 s and crash-loop). Rows PostgreSQL refuses (a
+  NUL character in a field, say) are found one by one and dead-lettered with the reason.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from confluent_kafka import Message, TopicPartition
 from fraud_runtime.dead_letters import bounded, dead_letter_headers
-from fraud_runtime.process import BatchAbandoned, FatalError, KafkaProcess, LoopSettings
+from fraud_runtime.process import KafkaProcess, LoopSettings, RetryBatch
 
 from fraud_sinks.config import SinkSettings
 from fraud_sinks.handlers import DeadLetter, Handler, StoreUnavailable, make_handler
@@ -32,13 +32,7 @@ class SinkService(KafkaProcess):
     log_name = "fraud_sink"
     commit_each_batch = True
 
-    def __init__(
-        self,
-        settings: SinkSettings,
-        handler: Handler | None = None,
-        *,
-        retry_budget_s: float = 240.0,
-    ) -> None:
+    def __init__(self, settings: SinkSettings, handler: Handler | None = None) -> None:
         self.settings = s = settings
         self.metrics = SinkMetrics(s.detector, s.sink)
         super().__init__(
@@ -54,7 +48,8 @@ class SinkService(KafkaProcess):
         self.handler = handler or make_handler(
             s, self.metrics, lambda t: self.wait_alive(t, interruptible=False)
         )
-        self.retry_budget_s = retry_budget_s  # below max.poll.interval.ms: we keep the group
+        self._attempt = 0  # consecutive failed tries of the current batch
+        self._rng = random.Random()
 
     # -- the runtime's hooks -----------------------------------------------------------------
 
@@ -93,37 +88,28 @@ class SinkService(KafkaProcess):
     def observe_lag(self, topic: str, partition: int, lag: int) -> None:
         self.metrics.set_lag(topic, partition, lag)
 
-    def consumer_overrides(self) -> dict[str, Any]:
-        # A batch may be retried for up to retry_budget_s: stay in the group meanwhile.
-        return {"max.poll.interval.ms": int((self.retry_budget_s + 60) * 1000)}
-
     def closing(self) -> None:
         self.handler.close()
 
     # -- the sink's own work -----------------------------------------------------------------
 
     def _deliver(self, records: list[Message]) -> list[DeadLetter]:
-        """The handler's dead letters for the batch, retrying it while the destination is down
-        (capped full-jitter backoff) for at most ``retry_budget_s``."""
-        rng, waited, attempt = random.Random(), 0.0, 0
-        while True:
-            try:
-                return self.handler.handle(records)
-            except StoreUnavailable as exc:
-                self.metrics.failures.inc()
-                self.metrics.ready.set(0)
-                attempt += 1
-                pause = rng.uniform(0, min(self.settings.batch.retry_max_s, 0.5 * 2**attempt))
-                if waited + pause > self.retry_budget_s:
-                    raise FatalError(f"destination down for {waited:.0f}s: {exc}") from exc
-                self.log.warning(
-                    "destination down, retrying the batch", error=str(exc), attempt=attempt
-                )
-                self.metrics.retries.inc()
-                if self.wait_alive(pause):
-                    # Shutting down: nothing committed, the successor redoes the batch.
-                    raise BatchAbandoned from exc
-                waited += pause
+        """The handler's dead letters for the batch; while the destination is down, the batch
+        is retried after a capped full-jitter backoff, by the runtime (:class:`RetryBatch`)."""
+        try:
+            dead = self.handler.handle(records)
+        except StoreUnavailable as exc:
+            self.metrics.failures.inc()
+            self.metrics.ready.set(0)
+            self._attempt += 1
+            cap = min(self.settings.batch.retry_max_s, 0.5 * 2**self._attempt)
+            self.log.warning(
+                "destination down, retrying the batch", error=str(exc), attempt=self._attempt
+            )
+            self.metrics.retries.inc()
+            raise RetryBatch(self._rng.uniform(0, cap)) from exc
+        self._attempt = 0
+        return dead
 
 
 # A webhook batch should take about this long at the configured rate: offsets are committed
