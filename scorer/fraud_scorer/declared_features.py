@@ -60,8 +60,43 @@ class _Entity:
         self.events: list[tuple[float, tuple[Any, ...], tuple[float, float]]] = []
 
 
+def _std(xs: list[float]) -> float:
+    """Population standard deviation; identical values have none, exactly."""
+    n = len(xs)
+    if n < 2 or min(xs) == max(xs):
+        return 0.0
+    mean = sum(xs) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in xs) / n)
+
+
+def _zscore(x: float | None, xs: list[float]) -> float:
+    std = _std(xs)
+    return (x - sum(xs) / len(xs)) / std if std > 0 and x is not None else 0.0
+
+
+def _ratio_to_mean(x: float | None, xs: list[float]) -> float:
+    mean = sum(xs) / len(xs) if xs else 0.0
+    return x / mean if mean > 0 and x is not None else 1.0
+
+
+def _speed(ts: float, place: tuple[float, float], last: Any) -> float:
+    if last is None:
+        return 0.0
+    last_ts, _, (last_lat, last_lon) = last
+    lat, lon = place
+    if last_lat == lat and last_lon == lon:
+        return 0.0
+    hours = max(max(ts - last_ts, 0.0) / 3600.0, _MIN_TRAVEL_HOURS)
+    speed = haversine_km(last_lat, last_lon, lat, lon) / hours
+    return 0.0 if math.isnan(speed) else speed
+
+
 class DeclaredFeatureEngine:
-    """Computes a :class:`FeatureSetDef` per event; see the module's docstring."""
+    """Computes a :class:`FeatureSetDef` per event; see the module's docstring.
+
+    The definitions are compiled into one Python function (``self.source``): a single pass over
+    the entity's events feeds every window's accumulators, as the hand-written v1 engine does,
+    instead of one pass per feature (measured: 2-3.5x slower; see docs/features.md)."""
 
     def __init__(self, defs: FeatureSetDef) -> None:
         others = [e for e in defs.entities() if e != "user_id"]
@@ -75,100 +110,9 @@ class DeclaredFeatureEngine:
         self.max_events = defs.max_events_per_entity
         kept = sorted({f.of for f in defs.features if isinstance(f, WindowFeature) and f.of})
         self._kept = tuple(_reader(f) for f in kept)
-        slot = {field: i for i, field in enumerate(kept)}
-        self._windows = sorted(
-            {window_seconds(f.window, self.horizon_s) for f in defs.features
-             if isinstance(f, WindowFeature)}
-        )  # fmt: skip
-        self._steps = [self._compile(f, slot) for f in defs.features]
+        self.source, self._row = _compile(defs, kept, self.horizon_s)
         self.partitions: dict[int, dict[str, _Entity]] = {}
         self.watermark = -math.inf
-
-    def _compile(self, f: Any, slot: dict[str, int]) -> Callable[..., float]:
-        """One feature as ``step(tx, ts, own, window_events, last) -> float``."""
-        if isinstance(f, FieldFeature):
-            read, default = _reader(f.field), f.default
-
-            def field(tx: Transaction, *_: Any) -> float:
-                value = _number(read(tx))
-                return default if value is None else value
-
-            return field
-        if isinstance(f, HourOfDay):
-            return lambda tx, *_: float(tx.timestamp.hour)
-        if isinstance(f, InFeature):
-            read_text, values = _reader(f.field), frozenset(f.values)
-            return lambda tx, *_: 1.0 if read_text(tx) in values else 0.0
-        if isinstance(f, TravelSpeed):
-            return self._travel_speed
-        assert isinstance(f, WindowFeature)
-        return self._window(f, slot)
-
-    def _travel_speed(self, tx: Transaction, ts: float, own: Any, _in: Any, last: Any) -> float:
-        if last is None:
-            return 0.0
-        last_ts, _, (last_lat, last_lon) = last
-        lat, lon = own[1]
-        if last_lat == lat and last_lon == lon:
-            return 0.0
-        hours = max(max(ts - last_ts, 0.0) / 3600.0, _MIN_TRAVEL_HOURS)
-        speed = haversine_km(last_lat, last_lon, lat, lon) / hours
-        return 0.0 if math.isnan(speed) else speed
-
-    def _window(self, f: WindowFeature, slot: dict[str, int]) -> Callable[..., float]:
-        w = self._windows.index(window_seconds(f.window, self.horizon_s))
-        i = slot.get(f.of, -1) if f.of else -1
-        agg = f.agg
-        horizon = self.horizon_s
-
-        def values(events: list[Any]) -> list[Any]:
-            return [e[1][i] for e in events]
-
-        def numbers(events: list[Any]) -> list[float]:
-            out = [_number(e[1][i]) for e in events]
-            return [x for x in out if x is not None]
-
-        if agg == "count":
-            return lambda tx, ts, own, windows, last: float(len(windows[w]))
-        if agg == "time_since_last":
-            return lambda tx, ts, own, windows, last: (
-                horizon if last is None else max(ts - last[0], 0.0)
-            )
-        if agg == "changed":
-            return lambda tx, ts, own, windows, last: (
-                0.0 if last is None else float(last[1][i] != own[0][i])
-            )
-        if agg in ("seen_before", "new_value"):
-            hit, miss = (1.0, 0.0) if agg == "seen_before" else (0.0, 1.0)
-            return lambda tx, ts, own, windows, last: (
-                hit if own[0][i] in values(windows[w]) else miss
-            )
-        if agg == "distinct":
-            return lambda tx, ts, own, windows, last: float(len(set(values(windows[w]))))
-
-        def numeric(tx: Transaction, ts: float, own: Any, windows: Any, last: Any) -> float:
-            xs = numbers(windows[w])
-            n = len(xs)
-            x = _number(own[0][i])
-            if agg == "sum":
-                return math.fsum(xs)
-            if agg == "min":
-                return min(xs) if xs else 0.0
-            if agg == "max":
-                return max(xs) if xs else 0.0
-            mean = math.fsum(xs) / n if n else 0.0
-            if agg == "mean":
-                return mean
-            if agg == "ratio_to_mean":
-                return x / mean if n and mean > 0 and x is not None else 1.0
-            # Identical values have no spread, exactly (not a rounding residue of the mean).
-            spread = n >= 2 and min(xs) != max(xs)
-            std = math.sqrt(math.fsum((v - mean) ** 2 for v in xs) / n) if spread else 0.0
-            if agg == "std":
-                return std
-            return (x - mean) / std if std > 0 and x is not None else 0.0  # zscore
-
-        return numeric
 
     def compute(self, partition: int, tx: Transaction, ts: float) -> list[float]:
         entities = self.partitions.get(partition)
@@ -184,15 +128,10 @@ class DeclaredFeatureEngine:
             cut += 1
         if cut:
             del events[:cut]
-        own = (tuple(read(tx) for read in self._kept), _place(tx))
-        # ``horizon`` is every event kept (as in v1: a late event may sit behind a newer one).
-        windows = [
-            events if span >= self.horizon_s else [e for e in events if e[0] > ts - span]
-            for span in self._windows
-        ]
-        last = events[-1] if events else None
-        row = [step(tx, ts, own, windows, last) for step in self._steps]
-        events.append((ts, own[0], own[1]))
+        own = tuple(read(tx) for read in self._kept)
+        place = _place(tx)
+        row: list[float] = self._row(tx, ts, own, place, events)
+        events.append((ts, own, place))
         if len(events) > self.max_events:
             del events[: len(events) - self.max_events]
         return row
@@ -212,3 +151,114 @@ class DeclaredFeatureEngine:
 
     def user_count(self) -> int:
         return sum(len(e) for e in self.partitions.values())
+
+
+def _compile(
+    defs: FeatureSetDef, kept: list[str], horizon_s: float
+) -> tuple[str, Callable[..., list[float]]]:
+    """The source of ``row(tx, ts, own, place, events) -> list[float]`` for ``defs``, and the
+    function. ``own`` holds this event's values of ``kept``; ``events`` the entity's previous
+    events ``(ts, values, place)`` in arrival order."""
+    slot = {field: i for i, field in enumerate(kept)}
+    namespace: dict[str, Any] = {
+        "math": math, "_number": _number, "_std": _std, "_zscore": _zscore,
+        "_ratio_to_mean": _ratio_to_mean, "_speed": _speed, "HORIZON": horizon_s,
+    }  # fmt: skip
+    windows = sorted(
+        {
+            window_seconds(f.window, horizon_s)
+            for f in defs.features
+            if isinstance(f, WindowFeature)
+        },
+        reverse=True,
+    )
+    init: list[str] = []  # accumulators, per window w and field slot i
+    update: dict[int, list[str]] = {w: [] for w in range(len(windows))}
+    results: list[str] = []
+
+    def numeric(field: str, expr: str) -> str:
+        return expr if field == "amount" else f"_number({expr})"
+
+    def accumulator(kind: str, w: int, i: int = -1) -> str:
+        name = f"{kind}_{w}_{i}" if i >= 0 else f"{kind}_{w}"
+        if name in namespace or any(line.startswith(f"{name} =") for line in init):
+            return name
+        field = kept[i] if i >= 0 else ""
+        if kind == "cnt":
+            init.append(f"{name} = 0")
+            update[w].append(f"{name} += 1")
+        elif kind == "xs":
+            init.append(f"{name} = []")
+            value = numeric(field, f"e_vals[{i}]")
+            if field == "amount":
+                update[w].append(f"{name}.append(e_vals[{i}])")
+            else:
+                update[w].append(f"x = {value}")
+                update[w].append(f"if x is not None: {name}.append(x)")
+        elif kind == "seen":
+            init.append(f"{name} = False")
+            update[w].append(f"if e_vals[{i}] == own[{i}]: {name} = True")
+        elif kind == "vals":
+            init.append(f"{name} = set()")
+            update[w].append(f"{name}.add(e_vals[{i}])")
+        return name
+
+    for k, f in enumerate(defs.features):
+        if isinstance(f, FieldFeature):
+            namespace[f"READ_{k}"] = _reader(f.field)
+            results.append(f"_field(READ_{k}(tx), {f.default!r})")
+        elif isinstance(f, HourOfDay):
+            results.append("float(tx.timestamp.hour)")
+        elif isinstance(f, InFeature):
+            namespace[f"READ_{k}"], namespace[f"VALUES_{k}"] = _reader(f.field), frozenset(f.values)
+            results.append(f"(1.0 if READ_{k}(tx) in VALUES_{k} else 0.0)")
+        elif isinstance(f, TravelSpeed):
+            results.append("_speed(ts, place, last)")
+        else:
+            assert isinstance(f, WindowFeature)
+            w = windows.index(window_seconds(f.window, horizon_s))
+            i = slot[f.of] if f.of else -1
+            own_num = numeric(f.of, f"own[{i}]") if f.of else ""
+            agg = f.agg
+            if agg == "count":
+                results.append(f"float({accumulator('cnt', w)})")
+            elif agg == "time_since_last":
+                results.append("(HORIZON if last is None else max(ts - last[0], 0.0))")
+            elif agg == "changed":
+                results.append(f"(0.0 if last is None else float(last[1][{i}] != own[{i}]))")
+            elif agg in ("seen_before", "new_value"):
+                hit = accumulator("seen", w, i)
+                results.append(f"(1.0 if {hit} else 0.0)" if agg == "seen_before"
+                               else f"(0.0 if {hit} else 1.0)")  # fmt: skip
+            elif agg == "distinct":
+                results.append(f"float(len({accumulator('vals', w, i)}))")
+            else:
+                xs = accumulator("xs", w, i)
+                results.append(
+                    {
+                        "sum": f"float(sum({xs}))",
+                        "mean": f"(sum({xs}) / len({xs}) if {xs} else 0.0)",
+                        "min": f"(min({xs}) if {xs} else 0.0)",
+                        "max": f"(max({xs}) if {xs} else 0.0)",
+                        "std": f"_std({xs})",
+                        "zscore": f"_zscore({own_num}, {xs})",
+                        "ratio_to_mean": f"_ratio_to_mean({own_num}, {xs})",
+                    }[agg]
+                )
+    namespace["_field"] = lambda value, default: default if (v := _number(value)) is None else v
+    lines = ["def row(tx, ts, own, place, events):"]
+    lines += ["    last = events[-1] if events else None"]
+    lines += [f"    {line}" for line in init]
+    lines += [f"    b_{w} = ts - {span!r}" for w, span in enumerate(windows) if span < horizon_s]
+    if any(update.values()):
+        lines.append("    for e_ts, e_vals, _ in events:")
+        depth = 2
+        for w, span in enumerate(windows):  # widest first: a narrower window is inside it
+            if span < horizon_s:  # ``horizon`` is every event kept, late ones included
+                lines.append("    " * depth + f"if e_ts > b_{w}:")
+                depth += 1
+            lines += ["    " * depth + line for line in update[w]] or ["    " * depth + "pass"]
+    lines.append("    return [" + ", ".join(results) + "]")
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, "<feature set>", "exec"), namespace)  # noqa: S102 - our own source
+    return source, namespace["row"]
