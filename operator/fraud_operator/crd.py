@@ -19,6 +19,7 @@ from fraud_operator.spec import GROUP, KIND, PLURAL, VERSION, FraudDetectorSpec
 
 _KEEP: Final = (
     "type",
+    "x-kubernetes-preserve-unknown-fields",
     "description",
     "enum",
     "pattern",

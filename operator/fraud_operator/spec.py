@@ -7,7 +7,7 @@ Field names are camelCase on the wire (Kubernetes convention) and snake_case in 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fraud_scorer.config import DIGEST_PATTERN
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -267,6 +267,13 @@ class FraudDetectorSpec(_Model):
         default=None, min_length=1, description="defaults to fraud-scorer-<namespace>-<name>"
     )
     model: ModelRef
+    features: dict[str, Any] | None = Field(
+        default=None,
+        description="a declared feature set (docs/features.md: features, historyHours, "
+        "maxEventsPerEntity), checked by the operator; none: the shipped v1 set. The model "
+        "must have been trained on the same set",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
     rules: list[Rule] = Field(default_factory=list, max_length=256)
     decision: Decision = Decision()
     scaling: Scaling = Scaling()

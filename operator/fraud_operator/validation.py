@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fraud_scorer import feature_sets
 from fraud_scorer.config import DecisionSettings, RuleSpec, model_uri_problem, rules_version
+from fraud_scorer.feature_defs import parse_feature_set, unsupported
+from fraud_scorer.feature_sets import FeatureSet
 from fraud_scorer.rules import RuleCompileError, compile_rules
 from pydantic import ValidationError
 
@@ -49,10 +52,37 @@ def _scorer_rules(spec: FraudDetectorSpec) -> tuple[tuple[RuleSpec, ...], Decisi
     )
 
 
-def check_rules(spec: FraudDetectorSpec) -> Problem | None:
-    """Compile the rules with the scorer's own compiler: what passes here loads there."""
+def feature_set_of(spec: FraudDetectorSpec) -> FeatureSet | Problem:
+    """The set the scorers will compute (``spec.features``, else v1), checked as the scorer
+    checks it; the message names each wrong field and never repeats its value."""
+    if spec.features is None:
+        return feature_sets.V1
     try:
-        compile_rules(*_scorer_rules(spec))
+        defs = parse_feature_set(spec.features)
+    except ValidationError as exc:
+        parts = [
+            f"spec.features.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        return Problem("InvalidFeatures", "; ".join(parts[:5]))
+    if (why := unsupported(defs)) is not None:
+        return Problem("FeaturesUnsupported", f"spec.features: {why}")
+    return feature_sets.declared(defs)
+
+
+def check_features(spec: FraudDetectorSpec) -> Problem | None:
+    found = feature_set_of(spec)
+    return found if isinstance(found, Problem) else None
+
+
+def check_rules(spec: FraudDetectorSpec) -> Problem | None:
+    """Compile the rules with the scorer's own compiler, against the features the scorers
+    will compute: what passes here loads there."""
+    features = feature_set_of(spec)
+    if isinstance(features, Problem):
+        return None  # reported by check_features
+    try:
+        compile_rules(*_scorer_rules(spec), features)
     except RuleCompileError as exc:
         return Problem("RuleCompileError", str(exc), "RulesValid")
     return None
@@ -166,6 +196,7 @@ def validate(
     allowed_images: tuple[str, ...] = DEFAULT_ALLOWED_IMAGES,
 ) -> list[Problem]:
     checks = (
+        check_features(spec),
         check_rules(spec),
         check_transport(spec),
         check_images(spec, allowed_images),

@@ -25,6 +25,8 @@ from fraud_runtime.settings import (
 )
 from pydantic import Field, field_validator, model_validator
 
+from fraud_scorer.feature_defs import FeatureSetDef, unsupported
+
 # The model artifact's digest: sha256 of its manifest.json (see fraud_scorer.model).
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
@@ -88,6 +90,24 @@ class DecisionSettings(Frozen):
 class FeatureSettings(Frozen):
     history_hours: float = Field(default=168.0, gt=0, description="per-user history horizon")
     max_events_per_user: int = Field(default=64, ge=2, le=4096)
+    definitions: FeatureSetDef | None = Field(
+        default=None,
+        description="a declared feature set (docs/features.md); none: the shipped v1 set. "
+        "Its own history_hours and max_events_per_entity then apply",
+    )
+
+    @model_validator(mode="after")
+    def _one_horizon(self) -> FeatureSettings:
+        if self.definitions is None:
+            return self
+        if self.history_hours != 168.0 or self.max_events_per_user != 64:
+            raise ValueError(
+                "with features.definitions, set history_hours and max_events_per_entity in "
+                "the definitions, not here"
+            )
+        if (why := unsupported(self.definitions)) is not None:
+            raise ValueError(why)
+        return self
 
 
 class StateSettings(Frozen):

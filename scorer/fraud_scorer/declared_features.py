@@ -25,6 +25,7 @@ from fraud_scorer.feature_defs import (
     InFeature,
     TravelSpeed,
     WindowFeature,
+    unsupported,
     window_seconds,
 )
 from fraud_scorer.features import _MIN_TRAVEL_HOURS, _place, haversine_km
@@ -99,12 +100,8 @@ class DeclaredFeatureEngine:
     instead of one pass per feature (measured: 2-3.5x slower; see docs/features.md)."""
 
     def __init__(self, defs: FeatureSetDef) -> None:
-        others = [e for e in defs.entities() if e != "user_id"]
-        if others:
-            raise UnsupportedFeatureSet(
-                f"aggregations per {', '.join(others)} need the entity stage, which this "
-                "version does not run yet: aggregate per user_id"
-            )
+        if (why := unsupported(defs)) is not None:
+            raise UnsupportedFeatureSet(why)
         self.defs = defs
         self.horizon_s = defs.history_hours * 3600.0
         self.max_events = defs.max_events_per_entity

@@ -28,6 +28,7 @@ from collections import Counter
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 CelType = Literal["double", "int", "bool"]
 # Fields of the transaction contract a definition may read (and attributes.<key>).
@@ -161,9 +162,12 @@ FeatureDef = Annotated[
 
 
 class FeatureSetDef(BaseModel):
-    """A whole feature set, as written in a file or a FraudDetector."""
+    """A whole feature set, as written in a file or a FraudDetector (which may spell the two
+    top-level settings in camelCase: ``historyHours``, ``maxEventsPerEntity``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
 
     features: tuple[FeatureDef, ...] = Field(min_length=1, max_length=256)
     history_hours: float = Field(default=168.0, gt=0, le=24 * 90)
@@ -211,6 +215,17 @@ class FeatureSetDef(BaseModel):
 def _canonical_hash(defs: FeatureSetDef) -> str:
     body = defs.model_dump(mode="json", exclude={"features": {"__all__": {"doc"}}})
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def unsupported(defs: FeatureSetDef) -> str | None:
+    """Why this version's scorer cannot compute ``defs`` yet (None when it can)."""
+    others = [e for e in defs.entities() if e != "user_id"]
+    if others:
+        return (
+            f"aggregations per {', '.join(others)} need the entity stage, which this version "
+            "does not run yet: aggregate per user_id"
+        )
+    return None
 
 
 def parse_feature_set(raw: Any) -> FeatureSetDef:

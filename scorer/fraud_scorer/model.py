@@ -24,7 +24,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fraud_scorer.features import FEATURE_INDEX, FEATURE_NAMES, FEATURE_SET_VERSION
+from fraud_scorer.feature_sets import V1, FeatureSet
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -81,18 +81,21 @@ def read_manifest(model_dir: Path) -> ModelManifest:
 
 
 class Model:
-    """An ONNX classifier ready to score feature rows ordered as :data:`FEATURE_NAMES`."""
+    """An ONNX classifier ready to score feature rows ordered as its feature set's names."""
 
-    def __init__(self, manifest: ModelManifest, session: ort.InferenceSession) -> None:
+    def __init__(
+        self, manifest: ModelManifest, session: ort.InferenceSession, features: FeatureSet = V1
+    ) -> None:
         self.manifest = manifest
         self.version = manifest.version
         self._session = session
         self._input = session.get_inputs()[0].name
         self._output = manifest.output_name
         self._positive = manifest.positive_class_index
-        wanted = [FEATURE_INDEX[n] for n in manifest.feature_names]
+        index = features.index
+        wanted = [index[n] for n in manifest.feature_names]
         self._columns: list[int] | None = (
-            None if wanted == list(range(len(FEATURE_NAMES))) else wanted
+            None if wanted == list(range(len(features.names))) else wanted
         )
 
     def score(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -103,9 +106,15 @@ class Model:
         return out
 
 
-def load_model(model_dir: Path, *, threads: int = 1, digest: str | None = None) -> Model:
+def load_model(
+    model_dir: Path,
+    *,
+    threads: int = 1,
+    digest: str | None = None,
+    features: FeatureSet = V1,
+) -> Model:
     """Load and verify the artifact in ``model_dir`` (and, given ``digest``, that it is the
-    pinned one); raise :class:`ModelError` if unusable."""
+    pinned one) for a scorer computing ``features``; raise :class:`ModelError` if unusable."""
     manifest = read_manifest(model_dir)
     if digest is not None and (actual_digest := artifact_digest(model_dir)) != digest:
         raise ModelError(
@@ -122,16 +131,16 @@ def load_model(model_dir: Path, *, threads: int = 1, digest: str | None = None) 
             f"the manifest says {manifest.sha256[:16]}...; the file is corrupt or not the one "
             "that was trained - re-export it"
         )
-    if manifest.feature_set_version != FEATURE_SET_VERSION:
+    if manifest.feature_set_version != features.version:
         raise ModelError(
             f"refusing model {manifest.version!r}: trained on feature set "
-            f"{manifest.feature_set_version!r}, this scorer computes {FEATURE_SET_VERSION!r}"
+            f"{manifest.feature_set_version!r}, this scorer computes {features.version!r}"
         )
-    unknown = [n for n in manifest.feature_names if n not in FEATURE_INDEX]
+    unknown = [n for n in manifest.feature_names if n not in features.index]
     if unknown:
         raise ModelError(
             f"refusing model {manifest.version!r}: features {unknown} are not computed by this "
-            f"scorer (it computes {list(FEATURE_NAMES)})"
+            f"scorer (it computes {list(features.names)})"
         )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -160,9 +169,9 @@ def load_model(model_dir: Path, *, threads: int = 1, digest: str | None = None) 
         raise ModelError(
             f"refusing model {manifest.version!r}: no output named {manifest.output_name!r}"
         )
-    model = Model(manifest, session)
+    model = Model(manifest, session, features)
     try:
-        warm = model.score(np.zeros((8, len(FEATURE_NAMES)), dtype=np.float32))
+        warm = model.score(np.zeros((8, len(features.names)), dtype=np.float32))
     except Exception as exc:
         raise ModelError(
             f"refusing model {manifest.version!r}: warm-up inference failed: {exc}"

@@ -28,7 +28,7 @@ from fraud_scorer.contract import (
     TransactionDecoder,
     user_bucket,
 )
-from fraud_scorer.features import FEATURE_NAMES, FeatureEngine
+from fraud_scorer.feature_sets import V1, Engine
 from fraud_scorer.model import Model
 from fraud_scorer.rules import RuleSet
 
@@ -86,7 +86,7 @@ class BatchScorer:
         *,
         model: Model,
         ruleset: RuleSet,
-        engine: FeatureEngine,
+        engine: Engine,
         detector: str,
         track: str,
         max_message_bytes: int,
@@ -98,8 +98,10 @@ class BatchScorer:
         slice_: SliceSettings | None = None,
         on_model_error: ModelFallback = "rules_only",
         clock: Callable[[], float] = time.time,
+        feature_names: tuple[str, ...] = V1.names,
     ) -> None:
         self.model = model
+        self.feature_names = feature_names
         self.on_model_error = on_model_error
         self.ruleset = ruleset
         self.engine = engine
@@ -188,7 +190,7 @@ class BatchScorer:
         encode, decisions, alerts = self._encode, out.decisions, out.alerts
         actions, hits = out.actions, out.rule_hits
         model_version, rules_version = self.model.version, rs.version
-        include_features = self.include_features
+        include_features, names = self.include_features, self.feature_names
         # The model failed on this batch: every decision says so, the score is 0, and the
         # action comes from the rules alone (or is at least review, if so configured).
         failed = out.model_error is not None
@@ -228,7 +230,7 @@ class BatchScorer:
                 event_time=event_ts[i],
                 scored_at=now,
                 latency_ms=round(latencies[i] * 1000.0, 3),
-                features=dict(zip(FEATURE_NAMES, row, strict=True)) if include_features else None,
+                features=dict(zip(names, row, strict=True)) if include_features else None,
             )
             key = tx.transaction_id.encode()
             decisions.append((key, encode(decision)))

@@ -11,20 +11,24 @@ would not.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
 
+from fraud_scorer import feature_sets
+from fraud_scorer.feature_defs import parse_feature_set
+from fraud_scorer.feature_sets import V1, FeatureSet
 from fraud_scorer.fetch import FetchError, fetch
 from fraud_scorer.model import ModelError, load_model
 
 TERMINATION_LOG = Path("/dev/termination-log")
 
 
-def check(uri: str, digest: str, *, allow_http: bool = False) -> str:
+def check(uri: str, digest: str, *, allow_http: bool = False, features: FeatureSet = V1) -> str:
     with tempfile.TemporaryDirectory(prefix="preflight-") as tmp:
         fetched = fetch(uri, digest, Path(tmp) / "model", allow_http=allow_http)
-        model = load_model(fetched, digest=digest)
+        model = load_model(fetched, digest=digest, features=features)
         return f"model {model.version} loads: {len(model.manifest.feature_names)} features"
 
 
@@ -33,10 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uri", required=True)
     parser.add_argument("--digest", required=True, help="sha256:<hex> of manifest.json")
     parser.add_argument("--allow-http", action="store_true")
+    parser.add_argument(
+        "--features", default=None, help="the declared feature set, as JSON (default: v1)"
+    )
     args = parser.parse_args(argv)
     try:
-        print(check(args.uri, args.digest, allow_http=args.allow_http))
-    except (FetchError, ModelError) as exc:
+        features = (
+            feature_sets.declared(parse_feature_set(json.loads(args.features)))
+            if args.features
+            else V1
+        )
+        print(check(args.uri, args.digest, allow_http=args.allow_http, features=features))
+    except (FetchError, ModelError, ValueError) as exc:  # ValueError: a bad --features
         message = f"model preflight failed: {exc}"
         print(message, file=sys.stderr)
         if TERMINATION_LOG.parent.is_dir() and TERMINATION_LOG.exists():

@@ -35,7 +35,7 @@ import re2
 
 from fraud_scorer.config import DecisionSettings, RuleSpec, rules_version
 from fraud_scorer.contract import Transaction
-from fraud_scorer.features import FEATURE_INDEX, FEATURES
+from fraud_scorer.feature_sets import V1, FeatureSet
 
 Tree = lark.Tree[Any]
 
@@ -77,8 +77,10 @@ class _Expr:
 
 
 class _Compiler:
-    def __init__(self, constants: dict[str, Any]) -> None:
+    def __init__(self, constants: dict[str, Any], features: FeatureSet) -> None:
         self.constants = constants
+        self.features = features
+        self.feature_index = features.index
 
     def constant(self, value: Any) -> str:
         name = f"_c{len(self.constants)}"
@@ -218,15 +220,15 @@ class _Compiler:
                 )
             return _Expr(f"tx.{name}", TX_FIELDS[name], name in _OPTIONAL_TX_FIELDS)
         if obj.type == "features":
-            if name not in FEATURE_INDEX:
+            if name not in self.feature_index:
                 raise RuleCompileError(
-                    f"unknown feature '{name}'; features: {', '.join(FEATURE_INDEX)}"
+                    f"unknown feature '{name}'; features: {', '.join(self.features.names)}"
                 )
-            spec = FEATURES[FEATURE_INDEX[name]]
-            idx = FEATURE_INDEX[name]
-            if spec.cel_type == "bool":
+            cel_type = self.features.cel_types[name]
+            idx = self.feature_index[name]
+            if cel_type == "bool":
                 return _Expr(f"(f[{idx}] != 0.0)", "bool")
-            if spec.cel_type == "int":
+            if cel_type == "int":
                 return _Expr(f"int(f[{idx}])", "int")
             return _Expr(f"f[{idx}]", "double")
         if obj.type in ("map", "dyn"):
@@ -527,7 +529,9 @@ _RE2_OPTIONS: Final = re2.Options()
 _RE2_OPTIONS.log_errors = False  # the error reaches the user in RuleCompileError instead
 
 
-def compile_expression(expression: str, constants: dict[str, Any]) -> str:
+def compile_expression(
+    expression: str, constants: dict[str, Any], features: FeatureSet = V1
+) -> str:
     """Type-check one CEL boolean expression and return its Python source."""
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise RuleCompileError(
@@ -535,7 +539,7 @@ def compile_expression(expression: str, constants: dict[str, Any]) -> str:
         )
     try:
         tree = _PARSER_ENV.compile(expression)
-        result = _Compiler(constants).compile(tree)
+        result = _Compiler(constants, features).compile(tree)
     except celpy.CELParseError as exc:  # type: ignore[attr-defined]
         lines = str(exc).splitlines()
         column = lines[1].index("^") + 1 if len(lines) > 1 and "^" in lines[1] else 0
@@ -569,15 +573,20 @@ class RuleSet:
         return self.block_bits
 
 
-def compile_rules(specs: Sequence[RuleSpec], decision: DecisionSettings | None = None) -> RuleSet:
-    """Compile every rule, or raise :class:`RuleCompileError` naming each rule that failed."""
+def compile_rules(
+    specs: Sequence[RuleSpec],
+    decision: DecisionSettings | None = None,
+    features: FeatureSet = V1,
+) -> RuleSet:
+    """Compile every rule against ``features`` (their names and types), or raise
+    :class:`RuleCompileError` naming each rule that failed."""
     decision = decision or DecisionSettings()
     constants: dict[str, Any] = {}
     compiled: list[CompiledRule] = []
     problems: list[str] = []
     for spec in specs:
         try:
-            code = compile_expression(spec.expression, constants)
+            code = compile_expression(spec.expression, constants, features)
         except RuleCompileError as exc:
             shown = spec.expression[:117] + ("..." if len(spec.expression) > 117 else "")
             problems.append(f"rule '{spec.name}' ({shown!r}): {exc}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fraud_scorer.config import SliceSettings, read_reloadable
+from fraud_scorer.feature_sets import V1, FeatureSet
 from fraud_scorer.rules import RuleCompileError, RuleSet, compile_rules
 
 
@@ -45,8 +46,11 @@ class RulesReloader:
     """Watches one config file. :meth:`check` returns None (nothing new or not time yet),
     :class:`Reloaded` (what the file now holds, compiled) or :class:`Rejected` (why not)."""
 
-    def __init__(self, path: Path, interval_s: float) -> None:
+    def __init__(self, path: Path, interval_s: float, features: FeatureSet = V1) -> None:
+        """``features``: the set rules compile against (fixed while the process runs: a
+        feature set change restarts the scorer, since the model depends on it)."""
         self.path = path
+        self.features = features
         self.interval_s = interval_s
         self._stamp = FileStamp.of(path)
         self._next_check = time.monotonic() + interval_s
@@ -62,7 +66,7 @@ class RulesReloader:
         self._stamp = stamp
         try:
             rules, decision, slice_ = read_reloadable(self.path)
-            return Reloaded(compile_rules(rules, decision), slice_)
+            return Reloaded(compile_rules(rules, decision, self.features), slice_)
         except (RuleCompileError, ValueError, OSError) as exc:
             return Rejected(str(exc))
         except Exception as exc:  # a hand-edited file (bad YAML, say) never ends the scorer

@@ -19,8 +19,8 @@ from typing import Any, cast
 from confluent_kafka import Consumer, Message, TopicPartition
 from fraud_runtime.process import KafkaProcess, LoopSettings
 
+from fraud_scorer import feature_sets
 from fraud_scorer.config import ScorerSettings
-from fraud_scorer.features import FEATURE_SET_VERSION, FeatureEngine
 from fraud_scorer.metrics import ScorerMetrics
 from fraud_scorer.model import Model, load_model
 from fraud_scorer.pipeline import BatchResult, BatchScorer, Record
@@ -58,9 +58,15 @@ class ScorerService(KafkaProcess):
             ready_gauge=self.metrics.ready,
             dead_letter_topic=s.topics.dead_letter,
         )
-        self.model = model or load_model(s.model.path, digest=s.model.digest)
-        ruleset = compile_rules(s.rules, s.decision)
-        self.engine = FeatureEngine(s.features.history_hours, s.features.max_events_per_user)
+        f = s.features
+        self.features = feature_sets.from_settings(
+            f.definitions, f.history_hours, f.max_events_per_user
+        )
+        self.model = model or load_model(
+            s.model.path, digest=s.model.digest, features=self.features
+        )
+        ruleset = compile_rules(s.rules, s.decision, self.features)
+        self.engine = self.features.make_engine()
         self.scorer = BatchScorer(
             model=self.model,
             ruleset=ruleset,
@@ -75,16 +81,19 @@ class ScorerService(KafkaProcess):
             dead_letters=s.output.dead_letters,
             slice_=s.slice,
             on_model_error=s.model.on_error,
+            feature_names=self.features.names,
         )
         self.rebuilder = StateRebuilder(
             kafka=s.kafka,
-            history_hours=s.features.history_hours,
+            history_hours=self.features.history_hours,
             max_messages=s.state.replay_max_messages,
             replay=self.scorer.replay,
             alive=self.beat,
         )
-        self.reloader = RulesReloader(config_path, s.reload_interval_s) if config_path else None
-        self.metrics.set_model(self.model.version, FEATURE_SET_VERSION)
+        self.reloader = (
+            RulesReloader(config_path, s.reload_interval_s, self.features) if config_path else None
+        )
+        self.metrics.set_model(self.model.version, self.features.version)
         self.metrics.set_rules(ruleset.version)
         self._rebuilding = False
         self._model_failures = 0

@@ -378,3 +378,57 @@ def test_hostile_rules_never_stall_or_stop_a_running_scorer(
     wait_until(lambda: topic_size(bootstrap, TOPICS["decisions"]) >= 420, 60, "still scoring")
     assert scorer.proc is not None and scorer.proc.poll() is None
     assert scorer.stop() == 0
+
+
+def test_a_declared_feature_set_is_served_exactly_as_training_computed_it(
+    cluster: MockCluster, tmp_path: Path, small_stream: pd.DataFrame
+) -> None:
+    """A model trained with `definitions`, a real scorer configured with the same definitions
+    (as the operator renders spec.features): every decision's features are what training's
+    replay of the same rows computed, rules use the declared names, and the model's feature-set
+    version is reported."""
+    from fraud_scorer.feature_defs import parse_feature_set
+    from fraud_training.data import scorer_features
+    from fraud_training.synth import SynthConfig, generate
+    from fraud_training.train import train_and_export
+
+    declared = {
+        "historyHours": 72,
+        "features": [
+            {"name": "amount", "kind": "field", "field": "amount"},
+            {"name": "hour_of_day", "kind": "hour_of_day"},
+            {"name": "tx_count_24h", "kind": "window", "agg": "count", "window": "24h"},
+            {"name": "amount_max_7d", "kind": "window", "agg": "max", "of": "amount",
+             "window": "7d"},
+            {"name": "amount_zscore", "kind": "window", "agg": "zscore", "of": "amount"},
+            {"name": "devices_24h", "kind": "window", "agg": "distinct", "of": "device_id",
+             "window": "24h"},
+        ],
+    }  # fmt: skip
+    defs = parse_feature_set(declared)
+    frame = generate(SynthConfig(users=2000, days=4.0, seed=21, fraud_users_share=0.05))
+    report = train_and_export(frame, tmp_path / "model", version="declared-1", definitions=defs)
+    head = small_stream.iloc[:1500]
+    expected = scorer_features(head, definitions=defs)  # training's point-in-time replay
+    rules = [{"name": "many-devices", "expression": "features.devices_24h >= 2.0"}]
+    scorer = ScorerProcess(
+        tmp_path,
+        cluster.bootstrap_servers,
+        report.model_dir,
+        rules=rules,
+        features={"definitions": declared},
+    ).start()
+    produce(cluster.bootstrap_servers, TOPICS["input"], stream(head))
+    wait_until(
+        lambda: topic_size(cluster.bootstrap_servers, TOPICS["decisions"]) >= 1500, 60, "all"
+    )
+    decided = decisions_by_id(cluster.bootstrap_servers)
+    ids = head["transaction_id"].tolist()
+    for i, tid in enumerate(ids):
+        (d,) = decided[tid]
+        got = [d["features"][name] for name in defs.names]  # type: ignore[index]
+        assert got == pytest.approx(expected.x[i].tolist(), rel=1e-6, abs=1e-6), tid
+        hit = "many-devices" in d["reasons"]  # type: ignore[operator]
+        assert hit == (expected.x[i][defs.names.index("devices_24h")] >= 2)
+    assert scorer.metric("fraud_model_info", feature_set=defs.version) == 1
+    assert scorer.stop() == 0

@@ -373,3 +373,33 @@ def test_fields_alerts_may_carry_reach_the_scorer_config(tmp_path: Path) -> None
     path = tmp_path / "scorer.yaml"
     path.write_text(builders.config_map(d)["data"][builders.CONFIG_FILE])
     assert load_settings(path).output.carry_fields == ("billing", "order_id")
+
+
+def test_declared_features_reach_the_scorer_config_and_the_preflight() -> None:
+    """spec.features goes into the scorer's config (parsed there by the scorer's own settings)
+    and to the preflight Job, which loads the model against the same set."""
+    import json
+
+    from fraud_scorer.config import ScorerSettings
+    from fraud_scorer.feature_defs import parse_feature_set
+
+    declared = {
+        "historyHours": 72,
+        "features": [{"name": "amount", "kind": "field", "field": "amount"}],
+    }
+    d = make_detector(features=declared)
+    config = builders.scorer_config(d)
+    settings = ScorerSettings.model_validate(config)
+    assert settings.features.definitions == parse_feature_set(declared)
+    assert "features" not in builders.scorer_config(make_detector())  # v1: unchanged configs
+    from fraud_operator.spec import ModelRef
+
+    model = ModelRef(version="m2", uri="https://m/2/", digest="sha256:" + "a" * 64)
+    args = builders.preflight_job(d, model)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert json.loads(args[args.index("--features") + 1]) == declared
+    restart = builders.RESTART_ANNOTATION
+    hashes = {
+        builders.deployment(x)["spec"]["template"]["metadata"]["annotations"][restart]
+        for x in (d, make_detector())
+    }
+    assert len(hashes) == 2  # a feature-set change restarts the scorers (the model depends on it)

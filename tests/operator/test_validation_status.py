@@ -310,3 +310,36 @@ def test_status_rules_version_is_the_one_scorers_report() -> None:
         DecisionSettings(review_at=0.7, block_at=0.9),
     )
     assert rules_version_of(spec) == compiled.version
+
+
+DECLARED = {
+    "historyHours": 72,
+    "features": [
+        {"name": "amount", "kind": "field", "field": "amount"},
+        {"name": "devices_24h", "kind": "window", "agg": "distinct", "of": "device_id",
+         "window": "24h"},
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("features", "rules", "reasons", "needle"),
+    [
+        (DECLARED, [{"name": "d", "expression": "features.devices_24h > 2"}], [], ""),
+        (None, [{"name": "d", "expression": "features.devices_24h > 2"}], ["RuleCompileError"],
+         "unknown feature 'devices_24h'"),
+        (DECLARED, [{"name": "v", "expression": "features.tx_count_1h > 2"}],
+         ["RuleCompileError"], "unknown feature 'tx_count_1h'"),
+        ({"features": [{"name": "x", "kind": "window", "agg": "sum", "of": "merchant"}]}, [],
+         ["InvalidFeatures"], "'merchant' is not one of the contract's numeric fields"),
+        ({"features": [{"name": "m", "kind": "window", "agg": "count", "entity": "merchant"}]},
+         [], ["FeaturesUnsupported"], "per merchant need the entity stage"),
+    ],
+    ids=["declared", "v1-lacks-it", "declared-lacks-v1", "invalid", "entity"],
+)  # fmt: skip
+def test_declared_features_are_checked_and_rules_compile_against_them(
+    features: dict[str, Any] | None, rules: list[dict[str, str]], reasons: list[str], needle: str
+) -> None:
+    problems = validate(_spec(features=features, rules=rules), "shop", {}, None)
+    assert [p.reason for p in problems] == reasons
+    assert all(needle in p.message for p in problems)

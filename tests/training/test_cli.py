@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from fraud_scorer.model import artifact_digest, load_model
 from fraud_training.cli import app
 from typer.testing import CliRunner
@@ -77,3 +78,62 @@ def test_errors_are_clear_and_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(tmp_path)])
     assert result.exit_code == 2
     assert "run `fraud-train fit" in flat(result.output)
+
+
+FEATURE_FILE = """\
+history_hours: 72
+features:
+  - {name: amount, kind: field, field: amount}
+  - {name: hour_of_day, kind: hour_of_day}
+  - {name: tx_count_24h, kind: window, agg: count, window: 24h}
+  - {name: amount_max_7d, kind: window, agg: max, of: amount, window: 7d}
+  - {name: amount_zscore, kind: window, agg: zscore, of: amount}
+  - {name: devices_24h, kind: window, agg: distinct, of: device_id, window: 24h}
+  - {name: merchant_new, kind: window, agg: new_value, of: merchant}
+"""
+
+
+def test_a_declared_feature_set_trains_a_model_only_that_set_loads(tmp_path: Path) -> None:
+    """`fit --features FILE` computes the file's features with the scorer's engine; the
+    manifest records the definitions; a scorer computing them loads the model, one computing
+    v1 refuses it, and rules compile against the declared names."""
+    import yaml
+    from fraud_scorer import feature_sets
+    from fraud_scorer.config import RuleSpec
+    from fraud_scorer.feature_defs import parse_feature_set
+    from fraud_scorer.model import ModelError
+    from fraud_scorer.rules import RuleCompileError, compile_rules
+
+    data, work, model = tmp_path / "tx.parquet", tmp_path / "fit", tmp_path / "model"
+    features = tmp_path / "features.yaml"
+    features.write_text(FEATURE_FILE)
+    assert (
+        runner.invoke(app, ["generate", str(data), "--users", "1500", "--days", "6"]).exit_code == 0
+    )
+    result = runner.invoke(app, ["fit", str(data), "--out", str(work), "--features", str(features)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", str(work), "--out", str(model), "--version", "d1"])
+    assert result.exit_code == 0, result.output
+    defs = parse_feature_set(yaml.safe_load(FEATURE_FILE))
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["feature_set_version"] == defs.version and defs.version.startswith("fs-")
+    assert parse_feature_set(manifest["feature_definitions"]) == defs
+    assert manifest["feature_types"][-2:] == ["int", "bool"]
+    declared = feature_sets.declared(defs)
+    assert load_model(model, features=declared).version == "d1"
+    with pytest.raises(ModelError, match=f"trained on feature set '{defs.version}'"):
+        load_model(model)  # a scorer computing v1
+    # The operator's preflight Job loads it the same way, given the set the scorers compute.
+    from fraud_scorer.preflight import main as preflight
+
+    pinned = ["--uri", model.as_uri(), "--digest", artifact_digest(model)]
+    assert preflight([*pinned, "--features", json.dumps(manifest["feature_definitions"])]) == 0
+    assert preflight(pinned) == 2
+    rule = [RuleSpec(name="spree", expression="features.devices_24h > 2 && features.merchant_new")]
+    assert compile_rules(rule, features=declared).rules[0].name == "spree"
+    with pytest.raises(RuleCompileError, match="unknown feature 'devices_24h'"):
+        compile_rules(rule)  # v1 has no such feature
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("features: [{name: m, kind: window, agg: count, entity: merchant}]")
+    result = runner.invoke(app, ["fit", str(data), "--out", str(work), "--features", str(bad)])
+    assert result.exit_code == 2 and "need the entity stage" in flat(result.output)

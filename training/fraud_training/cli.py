@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import joblib
 import typer
+import yaml
 from fraud_scorer.model import MANIFEST_FILE, artifact_digest
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -100,7 +101,7 @@ def generate(
     )
 
 
-def _features_with_progress(frame: Any) -> Any:
+def _features_with_progress(frame: Any, definitions: Any = None) -> Any:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -109,7 +110,9 @@ def _features_with_progress(frame: Any) -> Any:
     )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("replaying through the scorer's features", total=len(frame))
-        data = scorer_features(frame, progress=lambda n: progress.update(task, completed=n))
+        data = scorer_features(
+            frame, definitions=definitions, progress=lambda n: progress.update(task, completed=n)
+        )
         progress.update(task, completed=len(frame))
     return data
 
@@ -146,6 +149,10 @@ def fit(
         bool, typer.Option(help="choose hyper-parameters on the two previous periods")
     ] = False,
     seed: int = 7,
+    features: Annotated[
+        Path | None,
+        typer.Option(help="a feature-set file (docs/features.md); default: the shipped v1 set"),
+    ] = None,
 ) -> None:
     """Fit a model on labelled transactions (time-ordered split with a delay period)."""
     try:
@@ -154,7 +161,8 @@ def fit(
     except DataError as exc:
         raise _fail(str(exc)) from exc
     console.print(f"{len(frame):,} transactions, {frame['label'].mean():.3%} fraud")
-    dataset = _features_with_progress(frame)
+    definitions = _feature_file(features) if features is not None else None
+    dataset = _features_with_progress(frame, definitions)
     try:
         with console.status(f"fitting {model.value}..."):
             result = train(
@@ -175,6 +183,22 @@ def fit(
     )
     console.print(f"review threshold {result.review_at:.4f}, block {result.block_at:.4f}")
     console.print(f"saved to [bold]{out / BUNDLE}[/bold]")
+
+
+def _feature_file(path: Path) -> Any:
+    """A feature-set file (YAML or JSON), checked; exits 2 with what is wrong."""
+    from fraud_scorer.feature_defs import parse_feature_set, unsupported
+    from pydantic import ValidationError
+
+    try:
+        defs = parse_feature_set(yaml.safe_load(path.read_text()))
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror}") from exc
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise _fail(f"{path} is not a valid feature set: {exc}") from exc
+    if (why := unsupported(defs)) is not None:
+        raise _fail(f"{path}: {why}")
+    return defs
 
 
 def _load(workdir: Path) -> TrainResult:

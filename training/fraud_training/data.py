@@ -20,8 +20,9 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from fraud_scorer import feature_sets
 from fraud_scorer.contract import Transaction, TransactionDecoder
-from fraud_scorer.features import FEATURE_NAMES, FeatureEngine
+from fraud_scorer.feature_defs import FeatureSetDef
 
 REQUIRED: Final = (
     "transaction_id",
@@ -209,30 +210,43 @@ class Dataset:
     y: npt.NDArray[np.int8]
     ts: npt.NDArray[np.float64]  # epoch seconds
     card: npt.NDArray[np.object_]  # the card / user each row belongs to
-    feature_names: tuple[str, ...] = FEATURE_NAMES
+    feature_names: tuple[str, ...] = feature_sets.V1.names
+    feature_set: str = feature_sets.V1.version
+    # The declared set the rows were computed with (None: the shipped v1 engine), for the
+    # model's manifest.
+    definitions: FeatureSetDef | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def take(self, mask: npt.NDArray[np.bool_]) -> Dataset:
         return Dataset(
-            self.x[mask], self.y[mask], self.ts[mask], self.card[mask], self.feature_names
+            self.x[mask],
+            self.y[mask],
+            self.ts[mask],
+            self.card[mask],
+            self.feature_names,
+            self.feature_set,
+            self.definitions,
         )
 
 
 def scorer_features(
     frame: pd.DataFrame,
     *,
+    definitions: FeatureSetDef | None = None,
     history_hours: float = 168.0,
     max_events_per_user: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> Dataset:
     """Replay ``frame`` (time-ordered) as wire messages through the scorer's decoder and
-    feature engine; ``progress`` is called with the rows done every 10,000 rows."""
+    feature engine (of ``definitions``, else the shipped v1 set); ``progress`` is called with
+    the rows done every 10,000 rows."""
     payloads = to_payloads(frame)
     return features_from_payloads(
         payloads,
         frame["label"].to_numpy(np.int8),
+        definitions=definitions,
         history_hours=history_hours,
         max_events_per_user=max_events_per_user,
         progress=progress,
@@ -243,13 +257,15 @@ def features_from_payloads(
     payloads: Sequence[bytes],
     labels: npt.NDArray[np.int8],
     *,
+    definitions: FeatureSetDef | None = None,
     history_hours: float = 168.0,
     max_events_per_user: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> Dataset:
     decoder = TransactionDecoder(_MAX_MESSAGE_BYTES)
-    engine = FeatureEngine(history_hours, max_events_per_user)
-    x = np.empty((len(payloads), len(FEATURE_NAMES)), dtype=np.float32)
+    features = feature_sets.from_settings(definitions, history_hours, max_events_per_user)
+    engine = features.make_engine()
+    x = np.empty((len(payloads), len(features.names)), dtype=np.float32)
     ts = np.empty(len(payloads))
     cards: list[str] = []
     for i, raw in enumerate(payloads):
@@ -262,4 +278,12 @@ def features_from_payloads(
         cards.append(tx.user_id)
         if progress is not None and i % 10_000 == 9_999:
             progress(i + 1)
-    return Dataset(x, np.asarray(labels, np.int8), ts, np.array(cards, dtype=object))
+    return Dataset(
+        x,
+        np.asarray(labels, np.int8),
+        ts,
+        np.array(cards, dtype=object),
+        features.names,
+        features.version,
+        definitions,
+    )

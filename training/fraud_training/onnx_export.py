@@ -23,7 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 import onnxruntime as ort
-from fraud_scorer.features import FEATURE_SET_VERSION, FEATURES
+from fraud_scorer import feature_sets
+from fraud_scorer.feature_defs import parse_feature_set
 from fraud_scorer.model import MANIFEST_FILE, MODEL_FILE, load_model, sha256_file
 from onnx import TensorProto, helper
 from sklearn.ensemble._iforest import _average_path_length
@@ -186,7 +187,13 @@ def export(
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / MODEL_FILE
     onnx_path.write_bytes(model.SerializeToString())
-    types = {f.name: f.cel_type for f in FEATURES}
+    definitions = fitted.extra.get("feature_definitions")
+    features = (
+        feature_sets.declared(parse_feature_set(definitions))
+        if definitions is not None
+        else feature_sets.V1
+    )
+    types = features.cel_types
     manifest = {
         "version": version,
         "sha256": sha256_file(onnx_path),
@@ -204,8 +211,12 @@ def export(
         "parity": {"rows": len(rows), "max_abs_diff": worst, "tolerance": PARITY_TOLERANCE},
         "metrics": metrics,
         "data": data,
+        # The declared set the model was trained on: what a scorer's features.definitions (a
+        # FraudDetector's spec.features) must be for it to load (absent: the shipped v1).
+        **({"feature_definitions": definitions} if definitions is not None else {}),
     }
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    if fitted.feature_set == FEATURE_SET_VERSION:
-        load_model(out_dir)  # the scorer's own verification: hash, features, warm-up
+    if fitted.feature_set == features.version:
+        # the scorer's own verification: hash, feature set, warm-up
+        load_model(out_dir, features=features)
     return manifest

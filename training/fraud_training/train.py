@@ -18,7 +18,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from fraud_scorer.features import FEATURE_SET_VERSION
+from fraud_scorer.feature_defs import FeatureSetDef
 
 from fraud_training import metrics as m
 from fraud_training.data import Dataset, scorer_features, validate
@@ -152,7 +152,6 @@ def train(
     data: Dataset,
     *,
     kind: ModelKind = "lightgbm",
-    feature_set: str = FEATURE_SET_VERSION,
     split: SplitSpec = SplitSpec(),
     target: Target = Target(),
     params: dict[str, Any] | None = None,
@@ -177,10 +176,12 @@ def train(
         train_set.x,
         labels,
         feature_names=data.feature_names,
-        feature_set=feature_set,
+        feature_set=data.feature_set,
         params=params,
         seed=seed,
     )
+    if data.definitions is not None:
+        fitted.extra["feature_definitions"] = data.definitions.model_dump(mode="json")
     scores = fitted.score(test_set.x)
     review_at = target.threshold(test_set.y, scores)
     block_at = max(m.threshold_for_alert_rate(scores, target.block_rate), review_at)
@@ -234,11 +235,13 @@ def train_and_export(
     kind: ModelKind = "lightgbm",
     split: SplitSpec | None = None,
     target: Target = Target(),
+    definitions: FeatureSetDef | None = None,
 ) -> TrainReport:
-    """Validate a labelled frame, compute scorer features, train, export a verified artifact.
-    Without a ``split``, the last 30% of the time span is the test period (no delay)."""
+    """Validate a labelled frame, compute scorer features (of ``definitions``, else v1), train,
+    export a verified artifact. Without a ``split``, the last 30% of the time span is the test
+    period (no delay)."""
     frame = validate(frame)
-    data = scorer_features(frame)
+    data = scorer_features(frame, definitions=definitions)
     if split is None:
         span_days = float(data.ts.max() - data.ts.min()) / _DAY_S
         split = SplitSpec(test_days=span_days * 0.3, delay_days=0.0)

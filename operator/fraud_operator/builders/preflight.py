@@ -3,6 +3,7 @@ scorer would before it gets any traffic."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fraud_operator.builders.names import labels, preflight_name
@@ -45,7 +46,12 @@ def preflight_job(d: Detector, model: ModelRef) -> dict[str, Any]:
                                 "image": d.spec.scorer.image,
                                 "imagePullPolicy": d.spec.scorer.image_pull_policy,
                                 "command": ["python", "-m", "fraud_scorer.preflight"],
-                                "args": fetch_args(model),
+                                "args": fetch_args(model)
+                                + (
+                                    ["--features", json.dumps(d.spec.features, sort_keys=True)]
+                                    if d.spec.features is not None
+                                    else []
+                                ),
                                 "resources": resources,
                                 "securityContext": CONTAINER_SECURITY,
                                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108

@@ -59,6 +59,8 @@ def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
         # The fallback only when not the default: existing detectors' pods do not restart.
         "model": {"path": MODEL_DIR, "digest": plan.model_of(d).digest}
         | ({"on_error": "review"} if spec.scorer.on_model_error == "review" else {}),
+        # Only when declared: existing detectors' configs (and pods) stay as they were.
+        **({"features": {"definitions": spec.features}} if spec.features is not None else {}),
         "rules": [r.model_dump() for r in spec.rules],
         "decision": spec.decision.model_dump(),
         "slice": {"start": plan.start, "end": plan.end},
