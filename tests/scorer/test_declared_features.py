@@ -42,21 +42,19 @@ def test_v1_in_the_format_is_the_v1_set() -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_v1_declared_computes_the_hand_written_values(seed: int) -> None:
-    """Within 1e-9 on the synthetic stream, events in order and, for late events, shuffled
-    within each hour."""
+def test_v1_declared_computes_the_hand_written_values_bit_for_bit(seed: int) -> None:
+    """Identical rows on the synthetic stream, events in order and, for late events, shuffled
+    within each hour (the issue asks for 1e-9; amounts in integer cents give equality)."""
     txs = transactions(seed)
     rng = random.Random(seed)
     late = sorted(txs, key=lambda t: (t.timestamp.timestamp() // 3600, rng.random()))
     for stream in (txs, late):
         hand, declared = FeatureEngine(), DeclaredFeatureEngine(V1_DEFINITIONS)
-        worst = 0.0
+        differ = 0
         for tx in stream:
             ts = tx.timestamp.timestamp()
-            a, b = hand.compute(0, tx, ts), declared.compute(0, tx, ts)
-            for x, y in zip(a, b, strict=True):
-                worst = max(worst, abs(x - y) / max(1.0, abs(x)))
-        assert worst <= 1e-9, worst
+            differ += hand.compute(0, tx, ts) != declared.compute(0, tx, ts)
+        assert differ == 0
         assert declared.user_count() == hand.user_count()
 
 
