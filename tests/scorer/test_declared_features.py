@@ -123,3 +123,24 @@ def test_other_entities_wait_for_the_entity_stage() -> None:
     assert defs.entities() == ("merchant",)
     with pytest.raises(UnsupportedFeatureSet, match="per merchant need the entity stage"):
         DeclaredFeatureEngine(defs)
+
+
+def test_the_example_feature_files() -> None:
+    """examples/features/: v1.yaml is the shipped set (version v1); every file is valid and
+    computable by this scorer."""
+    from pathlib import Path
+
+    import yaml
+
+    folder = Path(__file__).resolve().parents[2] / "examples/features"
+    files = sorted(folder.glob("*.yaml"))
+    assert [f.name for f in files] == ["v1.yaml", "velocity.yaml"]
+    for path in files:
+        defs = parse_feature_set(yaml.safe_load(path.read_text()))
+        engine = DeclaredFeatureEngine(defs)
+        tx = transactions(4, users=5, days=1.0)[0]
+        assert len(engine.compute(0, tx, tx.timestamp.timestamp())) == len(defs.names)
+        if path.name == "v1.yaml":
+            assert defs.version == "v1" and defs.names == V1_DEFINITIONS.names
+        else:
+            assert defs.version.startswith("fs-")
