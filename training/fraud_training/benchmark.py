@@ -1,6 +1,12 @@
 """The handbook benchmark: simulate its data, compute its 15 features, follow its protocol, and
 compare our models with its published rows.
 
+The handbook's features include terminal risk from labels known after a delay, which a deployed
+scorer cannot compute yet, so those rows are not what a deployed detector achieves. Beside
+them, the **deployable** row trains on the features the scorer's own engine computes from the
+same transactions in our contract (customer -> ``user_id``, terminal -> ``merchant``): the
+shipped v1 set, or a declared one (``docs/features.md``).
+
 Each model family's hyper-parameters are chosen on earlier periods (the whole protocol shifted
 back one and two weeks), as the handbook's prequential model selection does; the test week
 never influences a choice.
@@ -16,9 +22,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from fraud_scorer.feature_defs import FeatureSetDef
 
 from fraud_training import handbook as hb
 from fraud_training import metrics as m
+from fraud_training.data import scorer_features
 from fraud_training.models import Fitted, ModelKind, fit
 from fraud_training.report import Row
 from fraud_training.train import Fold, select_params
@@ -66,7 +74,11 @@ def run(
     kinds: tuple[ModelKind, ...] = ("random-forest", "lightgbm", "isolation-forest"),
     seed: int = 0,
     progress: Callable[[str], None] = lambda _: None,
+    deployable: bool = False,
+    features: FeatureSetDef | None = None,
 ) -> BenchmarkResult:
+    """With ``deployable``, add the deployable row: a random forest on the features the scorer
+    computes (``features``, else the shipped v1 set)."""
     progress("simulating the handbook's transactions")
     tx = hb.simulate(cfg)
     progress("computing the 15 handbook features")
@@ -101,6 +113,10 @@ def run(
                 extra={"params": params, "selection": [asdict(t) for t in trials]},
             )
         )
+    if deployable:
+        row, model = _deployable(tx, features, seed, progress)
+        rows.append(row)
+        fitted["deployable"] = model
     data = {
         "transactions": len(tx),
         "frauds": int(tx["TX_FRAUD"].sum()),
@@ -125,6 +141,71 @@ def run(
     return BenchmarkResult(rows, fitted, data)
 
 
+def as_contract(tx: pd.DataFrame) -> pd.DataFrame:
+    """The handbook's transactions in our contract: a customer is a user (one device, one
+    place), a terminal a merchant; labels as ``label``."""
+    customer = tx["CUSTOMER_ID"].astype(str)
+    return pd.DataFrame(
+        {
+            "transaction_id": "h" + tx["TRANSACTION_ID"].astype(str),
+            "user_id": "c" + customer,
+            "amount": tx["TX_AMOUNT"].astype(float),
+            "currency": "EUR",
+            "timestamp": tx["TX_DATETIME"].dt.tz_localize("UTC"),
+            "merchant": "t" + tx["TERMINAL_ID"].astype(str),
+            "merchant_category": "retail",
+            "channel": "pos",
+            "location": "FR",
+            "device_id": "d" + customer,
+            "label": tx["TX_FRAUD"].astype(np.int8),
+        },
+        index=tx.index,
+    )
+
+
+def _deployable(
+    tx: pd.DataFrame,
+    definitions: FeatureSetDef | None,
+    seed: int,
+    progress: Callable[[str], None],
+) -> tuple[Row, Fitted]:
+    """A random forest on what the scorer computes, under the same protocol."""
+    progress("computing the scorer's features (the deployable row)")
+    data = scorer_features(as_contract(tx), definitions=definitions)
+    feats = pd.DataFrame(data.x, index=tx.index, columns=list(data.feature_names))
+    train, test = _periods(tx, feats, 0)
+    folds = [
+        Fold(f_train.x, f_train.y, f_test.x, f_test.y)
+        for f_train, f_test in (_periods(tx, feats, w) for w in (1, 2))
+    ]
+    params, trials = select_params(
+        "random-forest", folds, feature_names=data.feature_names, seed=seed, progress=progress
+    )
+    selection = [asdict(t) for t in trials]
+    progress("deployable: fitting on the training week")
+    labels = train.y
+    model = fit(
+        "random-forest",
+        train.x,
+        labels,
+        feature_names=data.feature_names,
+        feature_set=data.feature_set,
+        params=params,
+        seed=seed,
+    )
+    scores = model.score(test.x)
+    threshold = m.threshold_for_alert_rate(scores, 0.01)
+    metrics = m.evaluate(test.y, scores, day=test.day, card=test.card, threshold=threshold)
+    name = f"random forest (deployable: the scorer's {data.feature_set} features)"
+    extra = {
+        "params": params,
+        "selection": selection,
+        "deployable": True,
+        "feature_set": data.feature_set,
+    }
+    return Row(name, metrics, labels=test.y, scores=scores, extra=extra), model
+
+
 def _fit(kind: ModelKind, period: Period, params: dict[str, Any], seed: int) -> Fitted:
     labels = None if kind == "isolation-forest" else period.y
     return fit(
@@ -139,8 +220,14 @@ def _fit(kind: ModelKind, period: Period, params: dict[str, Any], seed: int) -> 
 
 
 def best(result: BenchmarkResult) -> Row:
-    ours = [r for r in result.rows if not r.published]
+    """Our best row on the handbook's features."""
+    ours = [r for r in result.rows if not r.published and not r.extra.get("deployable")]
     return max(ours, key=lambda r: r.metrics["average_precision"])
+
+
+def deployable_row(result: BenchmarkResult) -> Row | None:
+    """The row trained on what the scorer computes, if the run made one."""
+    return next((r for r in result.rows if r.extra.get("deployable")), None)
 
 
 def summary(result: BenchmarkResult) -> dict[str, Any]:
