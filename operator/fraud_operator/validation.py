@@ -70,17 +70,15 @@ def feature_set_of(spec: FraudDetectorSpec) -> FeatureSet | Problem:
     return feature_sets.declared(defs)
 
 
-def check_features(spec: FraudDetectorSpec) -> Problem | None:
-    found = feature_set_of(spec)
-    return found if isinstance(found, Problem) else None
-
-
-def check_rules(spec: FraudDetectorSpec) -> Problem | None:
+def check_rules(
+    spec: FraudDetectorSpec, features: FeatureSet | Problem | None = None
+) -> Problem | None:
     """Compile the rules with the scorer's own compiler, against the features the scorers
-    will compute: what passes here loads there."""
-    features = feature_set_of(spec)
+    will compute (``features``: :func:`feature_set_of`, found once per pass): what passes
+    here loads there."""
+    features = feature_set_of(spec) if features is None else features
     if isinstance(features, Problem):
-        return None  # reported by check_features
+        return None  # reported as the features' own problem
     try:
         compile_rules(*_scorer_rules(spec), features)
     except RuleCompileError as exc:
@@ -195,9 +193,10 @@ def validate(
     partitions: int | None,
     allowed_images: tuple[str, ...] = DEFAULT_ALLOWED_IMAGES,
 ) -> list[Problem]:
+    features = feature_set_of(spec)
     checks = (
-        check_features(spec),
-        check_rules(spec),
+        features if isinstance(features, Problem) else None,
+        check_rules(spec, features),
         check_transport(spec),
         check_images(spec, allowed_images),
         check_model(spec),

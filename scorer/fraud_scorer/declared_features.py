@@ -28,9 +28,7 @@ from fraud_scorer.feature_defs import (
     unsupported,
     window_seconds,
 )
-from fraud_scorer.features import _MIN_TRAVEL_HOURS, _place, haversine_km
-
-_EXPIRY_MARGIN_S = 3600.0
+from fraud_scorer.features import _MIN_TRAVEL_HOURS, EntityStates, _place, haversine_km
 
 
 class UnsupportedFeatureSet(ValueError):
@@ -92,7 +90,7 @@ def _speed(ts: float, lat: float, lon: float, last: Any) -> float:
     return 0.0 if math.isnan(speed) else speed
 
 
-class DeclaredFeatureEngine:
+class DeclaredFeatureEngine(EntityStates[_Entity]):
     """Computes a :class:`FeatureSetDef` per event; see the module's docstring.
 
     The definitions are compiled into one Python function (``self.source``): a single pass over
@@ -102,13 +100,11 @@ class DeclaredFeatureEngine:
     def __init__(self, defs: FeatureSetDef) -> None:
         if (why := unsupported(defs)) is not None:
             raise UnsupportedFeatureSet(why)
+        super().__init__(defs.history_hours * 3600.0)
         self.defs = defs
-        self.horizon_s = defs.history_hours * 3600.0
         self.max_events = defs.max_events_per_entity
         kept = sorted({f.of for f in defs.features if isinstance(f, WindowFeature) and f.of})
         self.source, self._row, self._event = _compile(defs, kept, self.horizon_s)
-        self.partitions: dict[int, dict[str, _Entity]] = {}
-        self.watermark = -math.inf
 
     def compute(self, partition: int, tx: Transaction, ts: float) -> list[float]:
         entities = self.partitions.get(partition)
@@ -130,22 +126,6 @@ class DeclaredFeatureEngine:
         if len(events) > self.max_events:
             del events[: len(events) - self.max_events]
         return row
-
-    def drop_partition(self, partition: int) -> None:
-        self.partitions.pop(partition, None)
-
-    def expire_idle(self) -> int:
-        cutoff = self.watermark - self.horizon_s - _EXPIRY_MARGIN_S
-        dropped = 0
-        for entities in self.partitions.values():
-            stale = [k for k, st in entities.items() if st.events[-1][0] <= cutoff]
-            for k in stale:
-                del entities[k]
-            dropped += len(stale)
-        return dropped
-
-    def user_count(self) -> int:
-        return sum(len(e) for e in self.partitions.values())
 
 
 def _access(field: str) -> str:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fraud_scorer.contract import Transaction
-from fraud_scorer.declared_features import DeclaredFeatureEngine
-from fraud_scorer.feature_defs import V1_DEFINITIONS, CelType, FeatureSetDef
+from fraud_scorer.declared_features import DeclaredFeatureEngine, UnsupportedFeatureSet
+from fraud_scorer.feature_defs import V1_DEFINITIONS, CelType, FeatureSetDef, unsupported
 from fraud_scorer.features import FEATURE_SET_VERSION, FEATURES, FeatureEngine
 
 
@@ -60,10 +60,11 @@ V1: FeatureSet = v1()
 
 def declared(defs: FeatureSetDef) -> FeatureSet:
     """A declared set; raises :class:`~fraud_scorer.declared_features.UnsupportedFeatureSet`
-    when it uses what this scorer cannot compute yet."""
+    when it uses what this scorer cannot compute yet (now, not at the engine's first use)."""
+    if (why := unsupported(defs)) is not None:
+        raise UnsupportedFeatureSet(why)
     if defs.version == FEATURE_SET_VERSION:  # v1, with v1's horizon (it is in the hash)
         return v1(defs.history_hours, defs.max_events_per_entity)
-    DeclaredFeatureEngine(defs)  # refuses unsupported definitions now, not at first use
     return FeatureSet(
         version=defs.version,
         names=defs.names,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 from fraud_scorer.contract import Transaction
 from fraud_scorer.geo import COUNTRY_CENTROIDS
@@ -113,18 +113,51 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * _EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
-class FeatureEngine:
+class _Events(Protocol):
+    events: list[Any]  # oldest first; each event's first item is its time (epoch seconds)
+
+
+S = TypeVar("S", bound=_Events)
+
+
+class EntityStates(Generic[S]):
+    """What every feature engine keeps: per partition, per entity key, a state whose events
+    are bounded by the horizon; and the newest event time seen (the watermark)."""
+
+    def __init__(self, horizon_s: float) -> None:
+        self.horizon_s = horizon_s
+        self.partitions: dict[int, dict[str, S]] = {}
+        self.watermark = -math.inf
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget a revoked partition's entities: its new owner rebuilds them by replay."""
+        self.partitions.pop(partition, None)
+
+    def expire_idle(self) -> int:
+        """Drop entities with no event inside the horizon (plus a margin for late events)."""
+        cutoff = self.watermark - self.horizon_s - _EXPIRY_MARGIN_S
+        dropped = 0
+        for entities in self.partitions.values():
+            stale = [key for key, st in entities.items() if st.events[-1][_TS] <= cutoff]
+            for key in stale:
+                del entities[key]
+            dropped += len(stale)
+        return dropped
+
+    def user_count(self) -> int:
+        return sum(len(entities) for entities in self.partitions.values())
+
+
+class FeatureEngine(EntityStates[UserState]):
     """Per-partition, per-user state. ``compute`` returns the feature vector of one event
     (ordered as :data:`FEATURE_NAMES`) and then folds the event into the user's state."""
 
     def __init__(self, history_hours: float = 168.0, max_events_per_user: int = 64) -> None:
-        self.horizon_s = history_hours * 3600.0
+        super().__init__(history_hours * 3600.0)
         self.max_events = max_events_per_user
         self._no_history = [
             self.horizon_s if value is None else value for value in _FIRST_EVENT.values()
         ]
-        self.partitions: dict[int, dict[str, UserState]] = {}
-        self.watermark = -math.inf
 
     def compute(self, partition: int, tx: Transaction, ts: float) -> list[float]:
         users = self.partitions.get(partition)
@@ -212,24 +245,6 @@ class FeatureEngine:
             i += 1
         if i:
             self._drop_oldest(state, i)
-
-    def drop_partition(self, partition: int) -> None:
-        """Forget a revoked partition's users: its new owner rebuilds them by replay."""
-        self.partitions.pop(partition, None)
-
-    def expire_idle(self) -> int:
-        """Drop users with no event inside the horizon (plus a margin for late events)."""
-        cutoff = self.watermark - self.horizon_s - _EXPIRY_MARGIN_S
-        dropped = 0
-        for users in self.partitions.values():
-            stale = [uid for uid, st in users.items() if st.events[-1][_TS] <= cutoff]
-            for uid in stale:
-                del users[uid]
-            dropped += len(stale)
-        return dropped
-
-    def user_count(self) -> int:
-        return sum(len(users) for users in self.partitions.values())
 
 
 def as_mapping(row: list[float]) -> dict[str, float]:

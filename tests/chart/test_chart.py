@@ -19,6 +19,7 @@ from fraud_operator.metrics import OperatorMetrics
 from fraud_scorer.metrics import ScorerMetrics
 from fraud_sinks.metrics import SinkMetrics
 
+from tests.rbac import grants
 from tests.servers import prometheus_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,16 +118,6 @@ def test_secure_and_least_privilege_defaults() -> None:
     ]
 
 
-def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
-    return {
-        (g, r, v)
-        for rule in rules
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-        for v in rule["verbs"]
-    }
-
-
 def test_namespaced_mode_has_no_cluster_wide_right() -> None:
     """watchNamespaces: a Role and RoleBinding in each namespace, the same rights the
     ClusterRole gives in one namespace (the cluster-wide e2e run proves each one used), with
@@ -149,7 +140,7 @@ def test_namespaced_mode_has_no_cluster_wide_right() -> None:
     } | {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch", "create")}
     peering = {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch", "patch", "create")}
     for role in roles:
-        assert _grants(role["rules"]) == _grants(cluster_role["rules"]) - cluster_only | peering
+        assert grants(role["rules"]) == grants(cluster_role["rules"]) - cluster_only | peering
     args = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"][
         "containers"
     ][0]["args"]

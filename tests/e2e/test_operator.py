@@ -23,6 +23,7 @@ from fraud_training.synth import SynthConfig, generate
 
 from tests.e2e.cluster import Cluster, control_plane, wait_for
 from tests.integration.harness import ScorerProcess, steady_traffic
+from tests.rbac import grants
 from tests.servers import free_port, prometheus_server
 
 pytestmark = pytest.mark.e2e
@@ -191,17 +192,6 @@ def _get(url: str) -> str | None:
             return str(r.read().decode())
     except OSError:
         return None
-
-
-def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
-    """(API group, resource, verb) of every right a Role's or ClusterRole's rules give."""
-    return {
-        (group, resource, verb)
-        for rule in rules
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
 
 
 def detector(name: str, bootstrap: str, **changes: Any) -> dict[str, Any]:

@@ -83,36 +83,14 @@ def run(
     tx = hb.simulate(cfg)
     progress("computing the 15 handbook features")
     feats = hb.features(tx)
-    train, test = _periods(tx, feats, 0)
-    folds = [
-        Fold(f_train.x, f_train.y, f_test.x, f_test.y)
-        for f_train, f_test in (_periods(tx, feats, w) for w in (1, 2))
-    ]
+    protocol = _Protocol.of(tx, feats)
     rows = [Row(name, metrics, published=True) for name, metrics in hb.PUBLISHED.items()]
     fitted: dict[str, Fitted] = {}
     for kind in kinds:
-        params, trials = select_params(
-            kind,
-            folds,
-            feature_names=hb.FEATURES,
-            seed=seed,
-            progress=progress,
+        row, fitted[kind] = protocol.model_row(
+            kind, NAMES[kind], hb.FEATURES, hb.FEATURE_SET, seed, progress
         )
-        progress(f"{kind}: fitting on the training week")
-        model = _fit(kind, train, params, seed)
-        fitted[kind] = model
-        scores = model.score(test.x)
-        threshold = m.threshold_for_alert_rate(scores, 0.01)
-        metrics = m.evaluate(test.y, scores, day=test.day, card=test.card, threshold=threshold)
-        rows.append(
-            Row(
-                NAMES[kind],
-                metrics,
-                labels=test.y,
-                scores=scores,
-                extra={"params": params, "selection": [asdict(t) for t in trials]},
-            )
-        )
+        rows.append(row)
     if deployable:
         row, model = _deployable(tx, features, seed, progress)
         rows.append(row)
@@ -122,13 +100,16 @@ def run(
         "frauds": int(tx["TX_FRAUD"].sum()),
         "fraud_rate": float(tx["TX_FRAUD"].mean()),
         "by_scenario": {int(k): int(v) for k, v in tx["TX_FRAUD_SCENARIO"].value_counts().items()},
-        "train_rows": len(train.y),
-        "train_frauds": int(train.y.sum()),
-        "test_rows": len(test.y),
-        "test_frauds": int(test.y.sum()),
+        "train_rows": len(protocol.train.y),
+        "train_frauds": int(protocol.train.y.sum()),
+        "test_rows": len(protocol.test.y),
+        "test_frauds": int(protocol.test.y.sum()),
         # What a perfect ranking would get: CP@100 is capped by compromised cards per day.
         "card_precision_at_100_ceiling": m.card_precision_at_k(
-            test.day, test.card, test.y, test.y.astype(np.float64)
+            protocol.test.day,
+            protocol.test.card,
+            protocol.test.y,
+            protocol.test.y.astype(np.float64),
         ),
         "config": {
             "customers": cfg.customers,
@@ -173,50 +154,61 @@ def _deployable(
     progress("computing the scorer's features (the deployable row)")
     data = scorer_features(as_contract(tx), definitions=definitions)
     feats = pd.DataFrame(data.x, index=tx.index, columns=list(data.feature_names))
-    train, test = _periods(tx, feats, 0)
-    folds = [
-        Fold(f_train.x, f_train.y, f_test.x, f_test.y)
-        for f_train, f_test in (_periods(tx, feats, w) for w in (1, 2))
-    ]
-    params, trials = select_params(
-        "random-forest", folds, feature_names=data.feature_names, seed=seed, progress=progress
-    )
-    selection = [asdict(t) for t in trials]
-    progress("deployable: fitting on the training week")
-    labels = train.y
-    model = fit(
-        "random-forest",
-        train.x,
-        labels,
-        feature_names=data.feature_names,
-        feature_set=data.feature_set,
-        params=params,
-        seed=seed,
-    )
-    scores = model.score(test.x)
-    threshold = m.threshold_for_alert_rate(scores, 0.01)
-    metrics = m.evaluate(test.y, scores, day=test.day, card=test.card, threshold=threshold)
     name = f"random forest (deployable: the scorer's {data.feature_set} features)"
-    extra = {
-        "params": params,
-        "selection": selection,
-        "deployable": True,
-        "feature_set": data.feature_set,
-    }
-    return Row(name, metrics, labels=test.y, scores=scores, extra=extra), model
-
-
-def _fit(kind: ModelKind, period: Period, params: dict[str, Any], seed: int) -> Fitted:
-    labels = None if kind == "isolation-forest" else period.y
-    return fit(
-        kind,
-        period.x,
-        labels,
-        feature_names=hb.FEATURES,
-        feature_set=hb.FEATURE_SET,
-        params=params,
-        seed=seed,
+    row, model = _Protocol.of(tx, feats).model_row(
+        "random-forest", name, data.feature_names, data.feature_set, seed, progress
     )
+    row.extra.update(deployable=True, feature_set=data.feature_set)
+    return row, model
+
+
+@dataclass
+class _Protocol:
+    """The handbook's protocol on one feature table: the training and test weeks, and the two
+    earlier periods hyper-parameters are chosen on."""
+
+    train: Period
+    test: Period
+    folds: list[Fold]
+
+    @classmethod
+    def of(cls, tx: pd.DataFrame, feats: pd.DataFrame) -> _Protocol:
+        train, test = _periods(tx, feats, 0)
+        folds = [
+            Fold(f_train.x, f_train.y, f_test.x, f_test.y)
+            for f_train, f_test in (_periods(tx, feats, w) for w in (1, 2))
+        ]
+        return cls(train, test, folds)
+
+    def model_row(
+        self,
+        kind: ModelKind,
+        name: str,
+        feature_names: tuple[str, ...],
+        feature_set: str,
+        seed: int,
+        progress: Callable[[str], None],
+    ) -> tuple[Row, Fitted]:
+        """Choose hyper-parameters, fit on the training week, measure on the test week."""
+        params, trials = select_params(
+            kind, self.folds, feature_names=feature_names, seed=seed, progress=progress
+        )
+        progress(f"{name}: fitting on the training week")
+        model = fit(
+            kind,
+            self.train.x,
+            None if kind == "isolation-forest" else self.train.y,
+            feature_names=feature_names,
+            feature_set=feature_set,
+            params=params,
+            seed=seed,
+        )
+        test = self.test
+        scores = model.score(test.x)
+        threshold = m.threshold_for_alert_rate(scores, 0.01)
+        metrics = m.evaluate(test.y, scores, day=test.day, card=test.card, threshold=threshold)
+        extra = {"params": params, "selection": [asdict(t) for t in trials]}
+        return Row(name, metrics, labels=test.y, scores=scores, extra=extra), model
 
 
 def best(result: BenchmarkResult) -> Row:
