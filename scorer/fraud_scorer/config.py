@@ -25,7 +25,7 @@ from fraud_runtime.settings import (
 )
 from pydantic import Field, field_validator, model_validator
 
-from fraud_scorer.feature_defs import FeatureSetDef, unsupported
+from fraud_scorer.feature_defs import FeatureSetDef, needs_stage
 
 # The model artifact's digest: sha256 of its manifest.json (see fraud_scorer.model).
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
@@ -66,6 +66,8 @@ class TopicSettings(Frozen):
     decisions: str = "scored-transactions"
     alerts: str = "fraud-alerts"
     dead_letter: str = "transactions-dlq"
+    # The entity stage's compacted table (staged features only): the scorer reads it whole.
+    entity_features: str | None = None
 
 
 class RuleSpec(Frozen):
@@ -105,8 +107,6 @@ class FeatureSettings(Frozen):
                 "with features.definitions, set history_hours and max_events_per_entity in "
                 "the definitions, not here"
             )
-        if (why := unsupported(self.definitions)) is not None:
-            raise ValueError(why)
         return self
 
 
@@ -202,6 +202,17 @@ class ScorerSettings(EnvFirstSettings):
                 raise ValueError(f"rule name {rule.name!r} is used twice")
             seen.add(rule.name)
         return rules
+
+    @model_validator(mode="after")
+    def _table_for_staged(self) -> ScorerSettings:
+        defs = self.features.definitions
+        staged = needs_stage(defs) if defs is not None else None
+        if staged is not None and self.topics.entity_features is None:
+            raise ValueError(
+                f"features: {staged} come from the entity stage; set "
+                "topics.entity_features to its table (docs/features.md)"
+            )
+        return self
 
 
 def load_settings(path: Path | None, **overrides: Any) -> ScorerSettings:

@@ -6,9 +6,10 @@ the event in, and every value depends only on the entity's events inside a bound
 a replay after a restart or rebalance reproduces it. Given :data:`V1_DEFINITIONS` it computes
 the v1 engine's values (``tests/scorer/test_declared_features.py``).
 
-This step aggregates per ``user_id``, the input's partition key. Other entities (a merchant's
-or a device's events are spread over every partition) need the entity stage; a set that uses
-them is refused with :class:`UnsupportedFeatureSet` until it exists.
+This engine computes the features of the event and of its user (``user_id``, the input's
+partition key). Features of other entities and from labels come from the entity stage
+(:mod:`fraud_scorer.entity_features`); :attr:`DeclaredFeatureEngine.names` says which this
+engine computes.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ from typing import Any
 
 from fraud_scorer.contract import Transaction
 from fraud_scorer.feature_defs import (
+    DayOfWeek,
     FeatureSetDef,
     FieldFeature,
     HourOfDay,
     InFeature,
     TravelSpeed,
     WindowFeature,
-    unsupported,
     window_seconds,
 )
 from fraud_scorer.features import _MIN_TRAVEL_HOURS, EntityStates, _place, haversine_km
 
 
 class UnsupportedFeatureSet(ValueError):
-    """A definition this scorer cannot compute yet; the message says which and why."""
+    """A definition this scorer cannot compute as configured; the message says which and why."""
 
 
 def _number(value: Any) -> float | None:
@@ -98,10 +99,13 @@ class DeclaredFeatureEngine(EntityStates[_Entity]):
     instead of one pass per feature (measured: 2-3.5x slower; see docs/features.md)."""
 
     def __init__(self, defs: FeatureSetDef) -> None:
-        if (why := unsupported(defs)) is not None:
-            raise UnsupportedFeatureSet(why)
         super().__init__(defs.history_hours * 3600.0)
+        staged = {f.name for f in defs.staged()}
+        defs = defs.model_copy(
+            update={"features": tuple(f for f in defs.features if f.name not in staged)}
+        )
         self.defs = defs
+        self.names = defs.names
         self.max_events = defs.max_events_per_entity
         kept = sorted({f.of for f in defs.features if isinstance(f, WindowFeature) and f.of})
         self.source, self._row, self._event = _compile(defs, kept, self.horizon_s)
@@ -201,6 +205,8 @@ def _compile(
             results.append(read if f.field == "amount" else f"_field({read}, {f.default!r})")
         elif isinstance(f, HourOfDay):
             results.append("float(tx.timestamp.hour)")
+        elif isinstance(f, DayOfWeek):
+            results.append("float(tx.timestamp.weekday())")
         elif isinstance(f, InFeature):
             namespace[f"VALUES_{k}"] = frozenset(f.values)
             results.append(f"(1.0 if {_access(f.field)} in VALUES_{k} else 0.0)")

@@ -5,11 +5,18 @@ A feature set is a list of named definitions, each of one kind:
 
 - ``field``: a contract field or ``attributes.<key>`` of the event itself, with a default when
   the event lacks it;
-- ``hour_of_day``: the hour of the event's timestamp, in the timestamp's own offset;
+- ``hour_of_day`` and ``day_of_week`` (0 is Monday): of the event's timestamp, in its own
+  offset;
 - ``in``: whether a field's value is one of ``values``;
 - ``window``: an aggregation over the *previous* events of the same entity inside a sliding
   window (``1h``, ``24h``, ``7d``, or ``horizon``: the whole history kept);
-- ``travel_speed``: km/h implied by the previous event's place and this one's.
+- ``travel_speed``: km/h implied by the previous event's place and this one's;
+- ``label``: analysts' verdicts on an entity's transactions, over a window that ends ``delay``
+  before now (a terminal's fraud rate over ``[t - delay - window, t - delay]``).
+
+Windows per ``user_id`` (the input's partition key) are computed by the scorer itself. Windows
+per any other entity, and every label feature, are computed by the **entity stage**
+(:mod:`fraud_scorer.entity_features`), which publishes them to a table the scorers join.
 
 Its **version** is a hash of the canonical definitions (``fs-`` and 12 hex digits), so a model
 trained on one set is refused by a scorer computing another. The set the project shipped before
@@ -25,7 +32,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -90,6 +97,12 @@ class HourOfDay(_Def):
     kind: Literal["hour_of_day"]
 
 
+class DayOfWeek(_Def):
+    """0 (Monday) to 6 (Sunday), in the timestamp's own offset."""
+
+    kind: Literal["day_of_week"]
+
+
 class InFeature(_Def):
     kind: Literal["in"]
     field: str
@@ -120,19 +133,50 @@ _NEEDS_FIELD: Final = frozenset(Aggregation.__args__) - {"count", "time_since_la
 _NUMERIC_AGGS: Final = frozenset({"sum", "mean", "std", "zscore", "ratio_to_mean", "min", "max"})
 
 
+# Aggregations that compare this event with the entity's history: the scorer computes them
+# per user, but a joined entity table holds the history's summary, not the comparison.
+_PER_EVENT_AGGS: Final = frozenset(
+    {"zscore", "ratio_to_mean", "changed", "seen_before", "new_value"}
+)
+
+
+def _check_window(window: str, delay: str | None) -> None:
+    if window != "horizon" and not _DURATION.match(window):
+        raise ValueError(f"window {window!r}: use a duration like 1h, 24h, 7d or 'horizon'")
+    if delay is not None and not _DURATION.match(delay):
+        raise ValueError(f"delay {delay!r}: use a duration like 0s, 12h or 7d")
+
+
 class WindowFeature(_Def):
     kind: Literal["window"]
     agg: Aggregation
     of: str | None = None
     window: str = "horizon"
     entity: str = "user_id"
+    # The window ends this long before now (entity-stage features only).
+    delay: str | None = None
+
+    @property
+    def staged(self) -> bool:
+        """Computed by the entity stage (another entity than the partition key)."""
+        return self.entity != "user_id"
 
     @model_validator(mode="after")
     def _consistent(self) -> WindowFeature:
-        if self.window != "horizon" and not _DURATION.match(self.window):
+        _check_window(self.window, self.delay)
+        if self.staged and self.agg in _PER_EVENT_AGGS:
             raise ValueError(
-                f"window {self.window!r}: use a duration like 1h, 24h, 7d or 'horizon'"
+                f"aggregation {self.agg!r} per {self.entity} compares this event with the "
+                "entity's history, which the entity table summarises: use mean, std, min or "
+                "max per entity (the model combines them with the event's own value)"
             )
+        if self.delay is not None and not self.staged:
+            raise ValueError(
+                "delay applies to features of the entity stage (another entity than user_id, "
+                "or kind: label)"
+            )
+        if self.delay is not None and self.agg == "time_since_last":
+            raise ValueError("time_since_last takes no delay")
         if self.agg in _NEEDS_FIELD and self.of is None:
             raise ValueError(f"aggregation {self.agg!r} needs `of` (the field it aggregates)")
         if self.agg not in _NEEDS_FIELD and self.of is not None:
@@ -155,10 +199,31 @@ class TravelSpeed(_Def):
     kind: Literal["travel_speed"]
 
 
+class LabelFeature(_Def):
+    """Verdicts on the entity's transactions whose time is in ``[now - delay - window,
+    now - delay]``: ``fraud_count`` of them, or ``fraud_rate`` (frauds / transactions there;
+    0 without any). A verdict counts once it has arrived (training: at its ``labelled_at``, else
+    at the transaction's time), so choose a delay no shorter than your labelling latency."""
+
+    kind: Literal["label"]
+    agg: Literal["fraud_count", "fraud_rate"]
+    window: str
+    delay: str = "0s"
+    entity: str = "user_id"
+    staged: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LabelFeature:
+        _check_window(self.window, self.delay)
+        _field_ok(self.entity, numeric=False)
+        return self
+
+
 FeatureDef = Annotated[
-    FieldFeature | HourOfDay | InFeature | WindowFeature | TravelSpeed,
+    FieldFeature | HourOfDay | DayOfWeek | InFeature | WindowFeature | TravelSpeed | LabelFeature,
     Field(discriminator="kind"),
 ]
+StagedFeature = WindowFeature | LabelFeature
 
 
 class FeatureSetDef(BaseModel):
@@ -172,6 +237,8 @@ class FeatureSetDef(BaseModel):
     features: tuple[FeatureDef, ...] = Field(min_length=1, max_length=256)
     history_hours: float = Field(default=168.0, gt=0, le=24 * 90)
     max_events_per_entity: int = Field(default=64, ge=2, le=4096)
+    # The entity stage's bound per key (a busy merchant has many more events than a user).
+    stage_max_events_per_entity: int = Field(default=100_000, ge=2, le=10_000_000)
 
     @model_validator(mode="after")
     def _unique(self) -> FeatureSetDef:
@@ -190,19 +257,42 @@ class FeatureSetDef(BaseModel):
         for f in self.features:
             if isinstance(f, FieldFeature):
                 out[f.name] = f.type
-            elif isinstance(f, HourOfDay):
+            elif isinstance(f, HourOfDay | DayOfWeek):
                 out[f.name] = "int"
             elif isinstance(f, InFeature):
                 out[f.name] = "bool"
             elif isinstance(f, WindowFeature):
                 out[f.name] = f.cel_type
+            elif isinstance(f, LabelFeature):
+                out[f.name] = "int" if f.agg == "fraud_count" else "double"
             else:
                 out[f.name] = "double"
         return out
 
     def entities(self) -> tuple[str, ...]:
         """The entity keys the set aggregates over (``user_id`` is the partition key)."""
-        return tuple(sorted({f.entity for f in self.features if isinstance(f, WindowFeature)}))
+        return tuple(
+            sorted({f.entity for f in self.features if isinstance(f, WindowFeature | LabelFeature)})
+        )
+
+    def staged(self) -> tuple[StagedFeature, ...]:
+        """The features the entity stage computes, in the set's order."""
+        return tuple(
+            f for f in self.features if isinstance(f, WindowFeature | LabelFeature) and f.staged
+        )
+
+    def stage_entities(self) -> tuple[str, ...]:
+        return tuple(sorted({f.entity for f in self.staged()}))
+
+    def stage_horizon_s(self) -> float:
+        """How far back the stage keeps an entity's transactions: the longest window plus its
+        delay."""
+        horizon = self.history_hours * 3600.0
+        return max(
+            (window_seconds(f.window, horizon) + window_seconds(f.delay or "0s", horizon)
+             for f in self.staged()),
+            default=0.0,
+        )  # fmt: skip
 
     @property
     def version(self) -> str:
@@ -217,15 +307,19 @@ def _canonical_hash(defs: FeatureSetDef) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def unsupported(defs: FeatureSetDef) -> str | None:
-    """Why this version's scorer cannot compute ``defs`` yet (None when it can)."""
-    others = [e for e in defs.entities() if e != "user_id"]
-    if others:
-        return (
-            f"aggregations per {', '.join(others)} need the entity stage, which this version "
-            "does not run yet: aggregate per user_id"
-        )
-    return None
+def needs_stage(defs: FeatureSetDef) -> str | None:
+    """What in ``defs`` only the entity stage computes (None: the scorer alone can)."""
+    staged = defs.staged()
+    if not staged:
+        return None
+    labels = [f.name for f in staged if isinstance(f, LabelFeature)]
+    entities = sorted({f.entity for f in staged if isinstance(f, WindowFeature)})
+    what = []
+    if entities:
+        what.append(f"aggregations per {', '.join(entities)}")
+    if labels:
+        what.append(f"label features ({', '.join(labels)})")
+    return " and ".join(what)
 
 
 def parse_feature_set(raw: Any) -> FeatureSetDef:

@@ -16,13 +16,16 @@ from typing import Protocol
 
 from fraud_scorer.contract import Transaction
 from fraud_scorer.declared_features import DeclaredFeatureEngine, UnsupportedFeatureSet
-from fraud_scorer.feature_defs import V1_DEFINITIONS, CelType, FeatureSetDef, unsupported
+from fraud_scorer.entity_features import JoinedEngine, Lookup
+from fraud_scorer.feature_defs import V1_DEFINITIONS, CelType, FeatureSetDef, needs_stage
 from fraud_scorer.features import FEATURE_SET_VERSION, FEATURES, FeatureEngine
 
 
 class Engine(Protocol):
-    horizon_s: float
-    watermark: float
+    @property
+    def horizon_s(self) -> float: ...
+    @property
+    def watermark(self) -> float: ...
 
     def compute(self, partition: int, tx: Transaction, ts: float) -> list[float]: ...
     def drop_partition(self, partition: int) -> None: ...
@@ -36,11 +39,28 @@ class FeatureSet:
     names: tuple[str, ...]
     cel_types: Mapping[str, CelType]
     history_hours: float
-    make_engine: Callable[[], Engine] = field(compare=False)
+    # The engine of the event's and the user's features (all of them, unless ``staged``).
+    own_engine: Callable[[], Engine] = field(compare=False)
+    # The definitions, when some features come from the entity stage's table.
+    staged: FeatureSetDef | None = None
 
     @property
     def index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.names)}
+
+    def make_engine(self, table: Lookup | None = None) -> Engine:
+        """The set's engine; a set with staged features joins ``table`` (the entity stage's
+        output, or training's point-in-time replay of it)."""
+        if self.staged is None:
+            return self.own_engine()
+        if table is None:
+            raise UnsupportedFeatureSet(
+                f"{needs_stage(self.staged)} come from the entity stage: give the scorer its "
+                "table (topics.entity_features)"
+            )
+        own = self.own_engine()
+        assert isinstance(own, DeclaredFeatureEngine)  # staged sets are declared
+        return JoinedEngine(self.staged, own, own.names, table)
 
 
 def v1(history_hours: float = 168.0, max_events_per_user: int = 64) -> FeatureSet:
@@ -51,7 +71,7 @@ def v1(history_hours: float = 168.0, max_events_per_user: int = 64) -> FeatureSe
         names=tuple(f.name for f in FEATURES),
         cel_types={f.name: f.cel_type for f in FEATURES},
         history_hours=history_hours,
-        make_engine=lambda: FeatureEngine(history_hours, max_events_per_user),
+        own_engine=lambda: FeatureEngine(history_hours, max_events_per_user),
     )
 
 
@@ -59,10 +79,7 @@ V1: FeatureSet = v1()
 
 
 def declared(defs: FeatureSetDef) -> FeatureSet:
-    """A declared set; raises :class:`~fraud_scorer.declared_features.UnsupportedFeatureSet`
-    when it uses what this scorer cannot compute yet (now, not at the engine's first use)."""
-    if (why := unsupported(defs)) is not None:
-        raise UnsupportedFeatureSet(why)
+    """A declared set (its engine needs the entity table when some features are staged)."""
     if defs.version == FEATURE_SET_VERSION:  # v1, with v1's horizon (it is in the hash)
         return v1(defs.history_hours, defs.max_events_per_entity)
     return FeatureSet(
@@ -70,7 +87,8 @@ def declared(defs: FeatureSetDef) -> FeatureSet:
         names=defs.names,
         cel_types=defs.cel_types(),
         history_hours=defs.history_hours,
-        make_engine=lambda: DeclaredFeatureEngine(defs),
+        own_engine=lambda: DeclaredFeatureEngine(defs),
+        staged=defs if defs.staged() else None,
     )
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from confluent_kafka import Consumer, Message, TopicPartition
-from fraud_runtime.process import KafkaProcess, LoopSettings
+from fraud_runtime.process import KafkaProcess, LoopSettings, RetryBatch
 
 from fraud_scorer import feature_sets
 from fraud_scorer.config import ScorerSettings
+from fraud_scorer.entity_table import EntityTable, TableMetrics
 from fraud_scorer.metrics import ScorerMetrics
 from fraud_scorer.model import Model, load_model
 from fraud_scorer.pipeline import BatchResult, BatchScorer, Record
@@ -66,7 +67,14 @@ class ScorerService(KafkaProcess):
             s.model.path, digest=s.model.digest, features=self.features
         )
         ruleset = compile_rules(s.rules, s.decision, self.features)
-        self.engine = self.features.make_engine()
+        self.table: EntityTable | None = None
+        if self.features.staged is not None and s.topics.entity_features is not None:
+            self.table = EntityTable(
+                s.kafka,
+                s.topics.entity_features,
+                TableMetrics(self.metrics.registry, s.detector, s.track),
+            )
+        self.engine = self.features.make_engine(self.table.lookup if self.table else None)
         self.scorer = BatchScorer(
             model=self.model,
             ruleset=ruleset,
@@ -109,9 +117,19 @@ class ScorerService(KafkaProcess):
             model=self.model.version,
             rules=self.scorer.ruleset.version,
         )
+        if self.table is not None:
+            self.table.start()
+
+    def closing(self) -> None:
+        if self.table is not None:
+            self.table.stop()
 
     def busy(self) -> str | None:
-        return "rebuilding feature state" if self._rebuilding else None
+        if self._rebuilding:
+            return "rebuilding feature state"
+        if self.table is not None and not self.table.loaded.is_set():
+            return "reading the entity table"
+        return None
 
     def ready_detail(self) -> tuple[bool, str]:
         return True, f"ready: model {self.model.version}, rules {self.scorer.ruleset.version}"
@@ -124,6 +142,9 @@ class ScorerService(KafkaProcess):
             self.engine.expire_idle()
 
     def handle(self, records: list[Message]) -> None:
+        if self.table is not None and not self.table.loaded.is_set():
+            # Scoring before the table is read would use empty entity features: wait (alive).
+            raise RetryBatch(1.0)
         started = time.perf_counter()
         result = self.scorer.process(cast(list[Record], records))
         topics, produce = self.settings.topics, self.produce

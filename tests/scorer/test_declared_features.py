@@ -8,8 +8,9 @@ import random
 
 import msgspec
 import pytest
+from fraud_scorer import feature_sets
 from fraud_scorer.contract import Transaction, TransactionDecoder
-from fraud_scorer.declared_features import DeclaredFeatureEngine, UnsupportedFeatureSet
+from fraud_scorer.declared_features import DeclaredFeatureEngine
 from fraud_scorer.feature_defs import V1_DEFINITIONS, parse_feature_set
 from fraud_scorer.features import FEATURE_NAMES, FEATURES, FeatureEngine
 from fraud_training.data import to_payloads
@@ -116,15 +117,6 @@ def test_bad_definitions_say_what_is_wrong(definition: dict[str, object], messag
         parse_feature_set({"features": [{"name": "a", "kind": "hour_of_day"}] * 2})
 
 
-def test_other_entities_wait_for_the_entity_stage() -> None:
-    defs = parse_feature_set(
-        {"features": [{"name": "m", "kind": "window", "agg": "count", "entity": "merchant"}]}
-    )
-    assert defs.entities() == ("merchant",)
-    with pytest.raises(UnsupportedFeatureSet, match="per merchant need the entity stage"):
-        DeclaredFeatureEngine(defs)
-
-
 def test_the_example_feature_files() -> None:
     """examples/features/: v1.yaml is the shipped set (version v1); every file is valid and
     computable by this scorer."""
@@ -134,10 +126,10 @@ def test_the_example_feature_files() -> None:
 
     folder = Path(__file__).resolve().parents[2] / "examples/features"
     files = sorted(folder.glob("*.yaml"))
-    assert [f.name for f in files] == ["v1.yaml", "velocity.yaml"]
+    assert [f.name for f in files] == ["handbook.yaml", "v1.yaml", "velocity.yaml"]
     for path in files:
         defs = parse_feature_set(yaml.safe_load(path.read_text()))
-        engine = DeclaredFeatureEngine(defs)
+        engine = feature_sets.declared(defs).make_engine(lambda _entity, _key: None)
         tx = transactions(4, users=5, days=1.0)[0]
         assert len(engine.compute(0, tx, tx.timestamp.timestamp())) == len(defs.names)
         if path.name == "v1.yaml":

@@ -134,6 +134,6 @@ def test_a_declared_feature_set_trains_a_model_only_that_set_loads(tmp_path: Pat
     with pytest.raises(RuleCompileError, match="unknown feature 'devices_24h'"):
         compile_rules(rule)  # v1 has no such feature
     bad = tmp_path / "bad.yaml"
-    bad.write_text("features: [{name: m, kind: window, agg: count, entity: merchant}]")
+    bad.write_text("features: [{name: m, kind: window, agg: zscore, of: amount, entity: merchant}]")
     result = runner.invoke(app, ["fit", str(data), "--out", str(work), "--features", str(bad)])
-    assert result.exit_code == 2 and "need the entity stage" in flat(result.output)
+    assert result.exit_code == 2 and "use mean, std, min or max per entity" in flat(result.output)

@@ -187,7 +187,7 @@ def fit(
 
 def _feature_file(path: Path) -> Any:
     """A feature-set file (YAML or JSON), checked; exits 2 with what is wrong."""
-    from fraud_scorer.feature_defs import parse_feature_set, unsupported
+    from fraud_scorer.feature_defs import parse_feature_set
     from pydantic import ValidationError
 
     try:
@@ -196,8 +196,6 @@ def _feature_file(path: Path) -> Any:
         raise _fail(f"cannot read {path}: {exc.strerror}") from exc
     except (yaml.YAMLError, ValidationError) as exc:
         raise _fail(f"{path} is not a valid feature set: {exc}") from exc
-    if (why := unsupported(defs)) is not None:
-        raise _fail(f"{path}: {why}")
     return defs
 
 

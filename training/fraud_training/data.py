@@ -2,10 +2,14 @@
 scorer's wire format, and computing the scorer's features from it.
 
 A labelled frame has the transaction contract's columns (:data:`REQUIRED`, optionally ``lat``
-and ``lon``) plus an integer ``label`` (1 = fraud). Sources: CSV, Parquet, or a PostgreSQL table
-or query. Every row goes through the scorer's own decoder, so data the scorer would dead-letter
-is refused here with the row number and the reason, and features come from replaying the rows
-through the scorer's own :class:`~fraud_scorer.features.FeatureEngine`: serving and training
+and ``lon``) plus an integer ``label`` (1 = fraud), and optionally ``labelled_at`` (when the
+verdict became known; without it, at the transaction's time). Every other column becomes one of
+the transaction's ``attributes`` (a number, text or a boolean; empty cells are left out), as a
+producer would send it. Sources: CSV, Parquet, or a PostgreSQL table or query.
+
+Every row goes through the scorer's own decoder, so data the scorer would dead-letter is refused
+here with the row number and the reason. Features come from replaying the rows through the
+scorer's own engines (and the entity stage's aggregator, point-in-time): serving and training
 cannot disagree.
 """
 
@@ -22,6 +26,7 @@ import numpy.typing as npt
 import pandas as pd
 from fraud_scorer import feature_sets
 from fraud_scorer.contract import Transaction, TransactionDecoder
+from fraud_scorer.entity_features import LabelEvent, point_in_time_rows
 from fraud_scorer.feature_defs import FeatureSetDef
 
 REQUIRED: Final = (
@@ -37,6 +42,8 @@ REQUIRED: Final = (
     "device_id",
 )
 OPTIONAL: Final = ("lat", "lon")
+LABELLED_AT: Final = "labelled_at"
+_ATTRIBUTE_NAME: Final = r"^[A-Za-z0-9_.-]{1,64}$"
 _TEXT: Final = tuple(c for c in REQUIRED if c not in ("amount", "timestamp"))
 _MAX_MESSAGE_BYTES: Final = 1 << 20
 
@@ -110,8 +117,34 @@ def validate(frame: pd.DataFrame, *, label_column: str = "label") -> pd.DataFram
         out[col] = numbers.astype(float)
     out["timestamp"] = _timestamps(frame["timestamp"])
     out["label"] = _labels(frame[label_column], label_column)
+    if LABELLED_AT in frame.columns:
+        out[LABELLED_AT] = _timestamps(frame[LABELLED_AT].fillna(frame["timestamp"]))
+    for col in frame.columns:
+        if col in (*REQUIRED, *OPTIONAL, label_column, LABELLED_AT):
+            continue
+        name = str(col)
+        if not pd.Series([name]).str.match(_ATTRIBUTE_NAME).all():
+            raise DataError(
+                f"column {name!r} would be an attribute, but attribute names are 1-64 of "
+                "A-Z a-z 0-9 _ . -"
+            )
+        out[f"attributes.{name}"] = _attribute_values(frame[col])
     _check_with_scorer_decoder(out)
     return out.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def _attribute_values(values: pd.Series) -> pd.Series:
+    """An extra column as attribute values: numbers, booleans or text (None: left out)."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return values.astype(object)
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        numbers = values.astype(float)
+        return numbers.astype(object).where(np.isfinite(numbers), None)
+    return (
+        values.astype(object)
+        .where(values.notna(), None)
+        .map(lambda v: v if v is None or isinstance(v, bool | int | float) else str(v))
+    )
 
 
 def _timestamps(values: pd.Series) -> pd.Series:
@@ -184,6 +217,7 @@ class _Wire(msgspec.Struct, omit_defaults=True, gc=False):
     device_id: str
     lat: float | None = None
     lon: float | None = None
+    attributes: dict[str, str | float | bool] = {}
 
 
 def to_payloads(frame: pd.DataFrame) -> list[bytes]:
@@ -194,10 +228,20 @@ def to_payloads(frame: pd.DataFrame) -> list[bytes]:
         np.char.add(stamps, "Z").tolist() if c == "timestamp" else frame[c].astype(object).tolist()
         for c in REQUIRED
     ]
-    if "lat" in frame.columns and "lon" in frame.columns:
+    place = "lat" in frame.columns and "lon" in frame.columns
+    if place:
         for c in OPTIONAL:  # NaN (no place) becomes an omitted field
             values = frame[c].astype(float)
             columns.append(values.astype(object).where(values.notna(), None).tolist())
+    attributes = [c for c in frame.columns if str(c).startswith("attributes.")]
+    if attributes:
+        if not place:
+            columns += [[None] * len(frame)] * 2
+        names = [str(c).removeprefix("attributes.") for c in attributes]
+        cells = zip(*(frame[c].tolist() for c in attributes), strict=True)
+        columns.append(
+            [{k: v for k, v in zip(names, row, strict=True) if v is not None} for row in cells]
+        )
     encode = msgspec.json.Encoder().encode
     return [encode(_Wire(*row)) for row in zip(*columns, strict=True)]
 
@@ -243,9 +287,13 @@ def scorer_features(
     feature engine (of ``definitions``, else the shipped v1 set); ``progress`` is called with
     the rows done every 10,000 rows."""
     payloads = to_payloads(frame)
+    labelled_at = None
+    if LABELLED_AT in frame.columns:
+        labelled_at = frame[LABELLED_AT].map(lambda t: t.timestamp()).to_numpy(float)
     return features_from_payloads(
         payloads,
         frame["label"].to_numpy(np.int8),
+        labelled_at=labelled_at,
         definitions=definitions,
         history_hours=history_hours,
         max_events_per_user=max_events_per_user,
@@ -257,27 +305,46 @@ def features_from_payloads(
     payloads: Sequence[bytes],
     labels: npt.NDArray[np.int8],
     *,
+    labelled_at: npt.NDArray[np.float64] | None = None,
     definitions: FeatureSetDef | None = None,
     history_hours: float = 168.0,
     max_events_per_user: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> Dataset:
+    """Features of time-ordered wire messages. Staged features (other entities, labels) are
+    replayed point-in-time through the entity stage's own aggregator: each row sees the
+    transactions before it and the verdicts known by then (``labelled_at``, else the
+    transaction's time; a feature's ``delay`` keeps recent ones out)."""
     decoder = TransactionDecoder(_MAX_MESSAGE_BYTES)
     features = feature_sets.from_settings(definitions, history_hours, max_events_per_user)
-    engine = features.make_engine()
     x = np.empty((len(payloads), len(features.names)), dtype=np.float32)
     ts = np.empty(len(payloads))
     cards: list[str] = []
+    decoded: list[tuple[Transaction, float]] = []
     for i, raw in enumerate(payloads):
         tx = decoder.decode(raw)
         if not isinstance(tx, Transaction):
             raise DataError(f"row {i + 2} is not a valid transaction: {tx.reason}: {tx.detail}")
         t = tx.timestamp.timestamp()
-        x[i] = engine.compute(0, tx, t)
+        decoded.append((tx, t))
         ts[i] = t
         cards.append(tx.user_id)
-        if progress is not None and i % 10_000 == 9_999:
-            progress(i + 1)
+    if features.staged is not None:
+        known = ts if labelled_at is None else np.maximum(labelled_at, ts)
+        verdicts = (
+            LabelEvent(int(i), bool(labels[i]), float(known[i])) for i in range(len(labels))
+        )
+        rows = point_in_time_rows(
+            features.staged, decoded, verdicts, features.make_engine, progress
+        )
+        for i, row in enumerate(rows):
+            x[i] = row
+    else:
+        engine = features.make_engine()
+        for i, (tx, t) in enumerate(decoded):
+            x[i] = engine.compute(0, tx, t)
+            if progress is not None and i % 10_000 == 9_999:
+                progress(i + 1)
     return Dataset(
         x,
         np.asarray(labels, np.int8),
