@@ -37,6 +37,7 @@ bench: $(STAMP) postgres
 	$(PY) bench/run_bench.py $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 	$(PY) bench/training_bench.py
 	$(PY) bench/sinks_bench.py
+	$(PY) bench/entity_stage_bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

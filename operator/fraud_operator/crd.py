@@ -100,6 +100,14 @@ def _status_schema() -> dict[str, Any]:
             "canaryWeight": {"type": "integer"},
             "replicas": {"type": "integer"},
             "readyReplicas": {"type": "integer"},
+            "entityStage": {
+                "type": "object",
+                "description": "the entity stage's replicas, when the features need it",
+                "properties": {
+                    "replicas": {"type": "integer"},
+                    "readyReplicas": {"type": "integer"},
+                },
+            },
             "rulesVersion": {"type": "string"},
             "rulesVersionDesired": {"type": "string"},
             "conditions": {"type": "array", "items": condition},

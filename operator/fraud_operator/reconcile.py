@@ -109,7 +109,7 @@ class Reconciler:
         old_status = body.get("status") or {}
         previous = old_status.get("conditions") or []
         spec, problems = self._problems(body, namespace)
-        deployment = None
+        deployment = stage = None
         state = rollout.State.from_status(old_status)
         preflight_note = ""
         if spec is not None and not problems:
@@ -123,6 +123,10 @@ class Reconciler:
             deployment = self.kube.get(
                 "apps/v1", "Deployment", namespace, builders.scorer_name(detector)
             )
+            if builders.staged_features(detector) is not None:
+                stage = self.kube.get(
+                    "apps/v1", "Deployment", namespace, builders.stage_name(detector)
+                ) or {"spec": {"replicas": 0}}
         else:
             for p in problems:
                 self.metrics.invalid.labels(reason=p.reason).inc()
@@ -134,6 +138,7 @@ class Reconciler:
             rules_version=rules_version_of(spec) if spec is not None and not problems else None,
             previous=previous,
             now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            stage=stage,
         )
         status = merge_rollout(status, state, preflight_note, previous)
         if spec is not None and not problems:

@@ -72,7 +72,22 @@ class Topics(_Model):
         default=None,
         min_length=1,
         max_length=249,
-        description="analysts' labels, recorded by the postgres sink",
+        description="analysts' labels, recorded by the postgres sink and read by the entity "
+        "stage for label features",
+    )
+    by_entity: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=249,
+        description="the entity stage's repartition topic (default <name>-by-entity); "
+        "its partition count bounds the stage's replicas",
+    )
+    entity_features: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=249,
+        description="the entity stage's table, a compacted topic every scorer reads "
+        "(default <name>-entity-features)",
     )
 
 
@@ -247,6 +262,30 @@ class NetworkPolicy(_Model):
     )
 
 
+class EntityStage(_Model):
+    """The entity stage's workload, deployed when ``features`` aggregate per another entity
+    than the user or from labels (docs/features.md)."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(
+        default=4, ge=1, le=1000, description="no more than the by-entity topic's partitions"
+    )
+    target_cpu_utilization: int = Field(default=70, ge=1, le=100, description="HPA target, percent")
+    resources: Resources = Resources(
+        requests=ResourceList(cpu="250m", memory="512Mi"),
+        limits=ResourceList(cpu="1", memory="2Gi"),
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EntityStage:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"entityStage.minReplicas ({self.min_replicas}) is above "
+                f"entityStage.maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
 class Sinks(_Model):
     """Where decisions and alerts go besides Kafka. Each sink runs as its own Deployment (one
     pod) consuming the output topics, so the scorers never wait on HTTP or SQL."""
@@ -278,6 +317,7 @@ class FraudDetectorSpec(_Model):
     decision: Decision = Decision()
     scaling: Scaling = Scaling()
     scorer: Scorer = Scorer()
+    entity_stage: EntityStage = EntityStage()
     rollout: Rollout | None = None
     sinks: Sinks | None = None
     network_policy: NetworkPolicy = NetworkPolicy()

@@ -50,14 +50,21 @@ def build_status(
     rules_version: str | None,
     previous: Sequence[dict[str, Any]],
     now: str,
+    stage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole status: phase, replica counts and the five conditions."""
+    """The whole status: phase, replica counts and the five conditions. ``stage``: the entity
+    stage's Deployment when the features need one (the detector is not Ready without a ready
+    stage pod: its scorers would wait for the table)."""
 
     def cond(kind: str, ok: bool | None, reason: str, message: str) -> dict[str, Any]:
         return condition(
             kind, ok, reason, message, generation=generation, previous=previous, now=now
         )
 
+    stage_wanted = stage_ready = None
+    if stage is not None:
+        stage_wanted = int(stage.get("spec", {}).get("replicas") or 0)
+        stage_ready = int(stage.get("status", {}).get("readyReplicas") or 0)
     dep_status = (deployment or {}).get("status", {})
     wanted = int((deployment or {}).get("spec", {}).get("replicas") or 0)
     ready = int(dep_status.get("readyReplicas") or 0)
@@ -94,13 +101,14 @@ def build_status(
     else:
         rolling = updated < wanted or ready < wanted or wanted == 0
         all_ready = ready >= max(wanted, 1) and not rolling
+        reason = "ScorersReady" if all_ready else "ReplicasNotReady"
+        message = f"{ready}/{wanted} scorer replica(s) ready"
+        if stage_wanted is not None:
+            message += f", {stage_ready}/{stage_wanted} entity stage replica(s) ready"
+            if all_ready and not stage_ready:
+                all_ready, reason = False, "EntityStageNotReady"
         conditions += [
-            cond(
-                "Ready",
-                all_ready,
-                "ScorersReady" if all_ready else "ReplicasNotReady",
-                f"{ready}/{wanted} scorer replica(s) ready",
-            ),
+            cond("Ready", all_ready, reason, message),
             cond(
                 "Progressing",
                 rolling,
@@ -127,6 +135,8 @@ def build_status(
         "readyReplicas": ready,
         "conditions": conditions,
     }
+    if stage_wanted is not None:
+        status["entityStage"] = {"replicas": stage_wanted, "readyReplicas": stage_ready}
     if model_version is not None and not problems:
         status["stableVersion"] = model_version
     if rules_version is not None:

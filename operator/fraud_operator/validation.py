@@ -14,7 +14,7 @@ from typing import Any
 
 from fraud_scorer import feature_sets
 from fraud_scorer.config import DecisionSettings, RuleSpec, model_uri_problem, rules_version
-from fraud_scorer.feature_defs import needs_stage, parse_feature_set
+from fraud_scorer.feature_defs import LabelFeature, parse_feature_set
 from fraud_scorer.feature_sets import FeatureSet
 from fraud_scorer.rules import RuleCompileError, compile_rules
 from pydantic import ValidationError
@@ -65,13 +65,12 @@ def feature_set_of(spec: FraudDetectorSpec) -> FeatureSet | Problem:
             for err in exc.errors()
         ]
         return Problem("InvalidFeatures", "; ".join(parts[:5]))
-    if (staged := needs_stage(defs)) is not None:
-        # The entity stage runs as `python -m fraud_scorer.entity_stage` (docs/features.md);
-        # the operator does not deploy it yet, so a scorer would have no table to join.
+    labels = [f.name for f in defs.staged() if isinstance(f, LabelFeature)]
+    if labels and spec.topics.labels is None:
         return Problem(
-            "FeaturesUnsupported",
-            f"spec.features: {staged} need the entity stage, which this operator does not "
-            "deploy yet: aggregate per user_id",
+            "LabelsTopicMissing",
+            f"spec.features: {', '.join(labels)} count analysts' verdicts: set "
+            "spec.topics.labels to the topic they are published on",
         )
     return feature_sets.declared(defs)
 

@@ -536,6 +536,58 @@ def test_sinks_wait_for_their_secrets_then_run_and_go_when_removed(
     cluster.kubectl("delete", "frauddetector", f"--namespace={NS}", "alerting", "--wait=true")
 
 
+def test_staged_features_run_the_entity_stage_until_the_spec_drops_them(
+    cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
+) -> None:
+    """Features per merchant and from labels: the operator creates the entity stage (config,
+    Deployment, autoscaler, budget, policy), points the scorers at its table and reports it
+    in the status; a label feature without a labels topic is refused; back to per-user
+    features, the stage is pruned."""
+    features = {
+        "features": [
+            {"name": "amount", "kind": "field", "field": "amount"},
+            {"name": "merchant_tx_1h", "kind": "window", "agg": "count", "window": "1h",
+             "entity": "merchant"},
+            {"name": "merchant_risk_7d", "kind": "label", "agg": "fraud_rate", "window": "7d",
+             "delay": "7d", "entity": "merchant"},
+        ]
+    }  # fmt: skip
+    cluster.apply(detector("staged", kafka.bootstrap_servers, features=features))
+    refused = wait_for(
+        lambda: (c := condition(cluster, "staged", "Degraded")) and c["status"] == "True" and c,
+        30,
+        "Degraded without a labels topic",
+    )
+    assert refused["reason"] == "LabelsTopicMissing"
+    assert cluster.get("deployment", "staged-entity-stage", NS) is None
+    cluster.apply(
+        detector("staged", kafka.bootstrap_servers, features=features, topics__labels="verdicts")
+    )
+    stage = wait_for(lambda: cluster.get("deployment", "staged-entity-stage", NS), 60, "stage")
+    (container,) = stage["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-m", "fraud_scorer.entity_stage"]
+    for kind in ("hpa", "pdb", "networkpolicy", "configmap"):
+        name = "staged-entity-stage-config" if kind == "configmap" else "staged-entity-stage"
+        assert wait_for(lambda kind=kind, name=name: cluster.get(kind, name, NS), 30, kind)
+    scorer = cluster.get("configmap", "staged-scorer-config", NS)
+    assert scorer is not None
+    assert "entity_features: staged-entity-features" in scorer["data"]["scorer.yaml"]
+    status = wait_for(
+        lambda: (
+            (cluster.get("frauddetector", "staged", NS) or {}).get("status", {}).get("entityStage")
+        ),
+        30,
+        "the stage in the status",
+    )
+    assert "readyReplicas" in status
+    cluster.apply(detector("staged", kafka.bootstrap_servers, topics__labels="verdicts"))
+    wait_for(
+        lambda: cluster.get("deployment", "staged-entity-stage", NS) is None, 60, "stage pruned"
+    )
+    assert cluster.get("hpa", "staged-entity-stage", NS) is None
+    cluster.kubectl("delete", "frauddetector", f"--namespace={NS}", "staged", "--wait=true")
+
+
 def test_operator_identity_is_least_privilege(cluster: Cluster, operator: dict[str, Any]) -> None:
     def can(*args: str) -> str:
         return cluster.kubectl(

@@ -403,3 +403,62 @@ def test_declared_features_reach_the_scorer_config_and_the_preflight() -> None:
         for x in (d, make_detector())
     }
     assert len(hashes) == 2  # a feature-set change restarts the scorers (the model depends on it)
+
+
+STAGED = {
+    "features": [
+        {"name": "amount", "kind": "field", "field": "amount"},
+        {"name": "merchant_tx_1h", "kind": "window", "agg": "count", "window": "1h",
+         "entity": "merchant"},
+        {"name": "merchant_risk_7d", "kind": "label", "agg": "fraud_rate", "window": "7d",
+         "delay": "7d", "entity": "merchant"},
+    ],
+}  # fmt: skip
+
+
+def test_staged_features_bring_the_entity_stage_and_its_table(tmp_path: Path) -> None:
+    """Features per merchant or from labels: the operator runs the entity stage (config,
+    Deployment, autoscaler, disruption budget, NetworkPolicy), every scorer track reads its
+    table, and both configs load in the processes' own settings; without them, nothing of the
+    stage is rendered (and a pass prunes what an earlier spec had)."""
+    from fraud_scorer.entity_stage import load_settings as load_stage_settings
+
+    d = make_detector(
+        features=STAGED,
+        topics={"input": "tx", "decisions": "d", "alerts": "a", "deadLetter": "dlq",
+                "labels": "verdicts"},
+        entityStage={"maxReplicas": 8},
+    )  # fmt: skip
+    api = ApiVersions()
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in builders.stage_children(d, api)]
+    assert kinds == [
+        ("ConfigMap", "retail-entity-stage-config"),
+        ("Deployment", "retail-entity-stage"),
+        ("PodDisruptionBudget", "retail-entity-stage"),
+        ("HorizontalPodAutoscaler", "retail-entity-stage"),
+        ("NetworkPolicy", "retail-entity-stage"),
+    ]
+    assert all(o in builders.children(d, api) for o in builders.stage_children(d, api))
+    path = tmp_path / "stage.yaml"
+    path.write_text(builders.stage_children(d, api)[0]["data"][builders.STAGE_CONFIG_FILE])
+    stage = load_stage_settings(path)
+    assert (stage.topics.input, stage.topics.labels) == ("tx", "verdicts")
+    assert stage.topics.by_entity == "retail-by-entity"
+    assert stage.topics.entity_features == "retail-entity-features"
+    assert stage.kafka.group_id.endswith("-entity-stage")
+    assert stage.features.version == builders.staged_features(d).version  # type: ignore[union-attr]
+    pod = builders.stage_deployment(d)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "fraud_scorer.entity_stage"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    hpa = builders.stage_children(d, api)[3]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 8)
+    for plan in (TrackPlan(), TrackPlan(track="canary", start=0, end=10)):
+        scorer = tmp_path / f"{plan.track}.yaml"
+        scorer.write_text(builders.config_map(d, plan)["data"][builders.CONFIG_FILE])
+        assert load_settings(scorer).topics.entity_features == "retail-entity-features"
+    plain = make_detector()
+    assert builders.stage_children(plain, api) == []
+    assert "entity_features" not in builders.scorer_config(plain)["topics"]
+    assert not any("entity-stage" in o["metadata"]["name"] for o in builders.children(plain, api))

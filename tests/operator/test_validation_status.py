@@ -333,9 +333,12 @@ DECLARED = {
         ({"features": [{"name": "x", "kind": "window", "agg": "sum", "of": "merchant"}]}, [],
          ["InvalidFeatures"], "'merchant' is not one of the contract's numeric fields"),
         ({"features": [{"name": "m", "kind": "window", "agg": "count", "entity": "merchant"}]},
-         [], ["FeaturesUnsupported"], "per merchant need the entity stage"),
+         [{"name": "m", "expression": "features.m > 20"}], [], ""),
+        ({"features": [{"name": "r", "kind": "label", "agg": "fraud_rate", "window": "7d",
+                        "delay": "7d", "entity": "merchant"}]},
+         [], ["LabelsTopicMissing"], "r count analysts' verdicts: set spec.topics.labels"),
     ],
-    ids=["declared", "v1-lacks-it", "declared-lacks-v1", "invalid", "entity"],
+    ids=["declared", "v1-lacks-it", "declared-lacks-v1", "invalid", "entity", "labels"],
 )  # fmt: skip
 def test_declared_features_are_checked_and_rules_compile_against_them(
     features: dict[str, Any] | None, rules: list[dict[str, str]], reasons: list[str], needle: str

@@ -108,7 +108,9 @@ def test_split_removes_cards_known_to_be_compromised(small: pd.DataFrame) -> Non
 
 def test_benchmark_reaches_the_published_random_forest(tmp_path: Path) -> None:
     """The whole benchmark at the handbook's size (a few minutes on 2 cores), with the
-    deployable row: the same protocol on what the scorer itself computes."""
+    deployable row: the same protocol on what the scorer and the entity stage compute from
+    examples/features/handbook.yaml, replayed point-in-time (issue 15's figure: AP >= 0.65 and
+    CP@100 >= 0.28 on seed 0)."""
     result = benchmark.run(kinds=("random-forest", "lightgbm"), deployable=True)
     assert 1_650_000 < result.data["transactions"] < 1_900_000  # handbook: 1,754,155
     assert 0.0075 < result.data["fraud_rate"] < 0.0095  # handbook: 0.84%
@@ -117,12 +119,12 @@ def test_benchmark_reaches_the_published_random_forest(tmp_path: Path) -> None:
     assert top.metrics["average_precision"] >= baseline["average_precision"]
     assert top.metrics["card_precision_at_100"] >= baseline["card_precision_at_100"]
     deployable = benchmark.deployable_row(result)
-    assert deployable is not None and deployable.extra["feature_set"] == "v1"
+    assert deployable is not None
+    assert deployable.extra["feature_set"] == benchmark.handbook_features().version
     assert top is not deployable  # "best of ours" is on the handbook's features
-    # Honest: on user features alone it learns something, and stays below the handbook's rows
-    # (terminal risk from delayed labels needs the entity stage; docs/features.md).
     print(f"\ndeployable row: {deployable.metrics}")
-    assert 0.05 < deployable.metrics["average_precision"] < top.metrics["average_precision"]
+    assert deployable.metrics["average_precision"] >= 0.65
+    assert deployable.metrics["card_precision_at_100"] >= 0.28
     paths = report.write(tmp_path, title="t", rows=result.rows)
     document = json.loads(paths["json"].read_text())
     names = [r["name"] for r in document["rows"]]

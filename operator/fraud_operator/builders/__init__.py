@@ -9,6 +9,7 @@ are already as desired) (:mod:`.objects`). By concept:
 - :mod:`.scaling`: autoscaler (HPA or KEDA) and disruption budget;
 - :mod:`.monitoring`: metrics Services and ServiceMonitors;
 - :mod:`.sinks`: the sinks' Deployments and ConfigMaps;
+- :mod:`.entity_stage`: the entity stage's workload, when the features need it;
 - :mod:`.networking`: NetworkPolicies;
 - :mod:`.preflight`: the candidate model's preflight Job.
 
@@ -20,6 +21,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from fraud_operator.builders.entity_stage import (
+    STAGE_CONFIG_FILE,
+    STAGE_METRICS_PORT,
+    stage_children,
+    stage_config,
+    stage_deployment,
+    staged_features,
+)
 from fraud_operator.builders.monitoring import (
     SINK_METRICS_PORT,
     service,
@@ -40,6 +49,7 @@ from fraud_operator.builders.names import (
     sink_labels,
     sink_name,
     sink_selector,
+    stage_name,
 )
 from fraud_operator.builders.networking import kafka_ports, network_policy, sink_network_policy
 from fraud_operator.builders.objects import (
@@ -101,6 +111,8 @@ __all__ = [
     "SINK_KINDS",
     "SINK_METRICS_PORT",
     "STABLE",
+    "STAGE_CONFIG_FILE",
+    "STAGE_METRICS_PORT",
     "USERS_ANNOTATION",
     "WEBHOOK_URL_ENV",
     "ApiVersions",
@@ -142,6 +154,11 @@ __all__ = [
     "sink_selector",
     "sink_service",
     "sink_service_monitor",
+    "stage_children",
+    "stage_config",
+    "stage_deployment",
+    "stage_name",
+    "staged_features",
     "track_children",
     "trigger_authentication",
     "uses_keda",
@@ -173,7 +190,7 @@ def children(
         out += [auth] if auth else []
     if api.service_monitor:
         out.append(service_monitor(d))
-    return out + sink_children(d, api)
+    return out + stage_children(d, api) + sink_children(d, api)
 
 
 def prunable_kinds(api: ApiVersions) -> list[tuple[str, str]]:

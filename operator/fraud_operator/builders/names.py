@@ -26,6 +26,7 @@ SINK: Final = f"{GROUP}/sink"
 
 SCORER_APP: Final = "fraud-scorer"
 SINK_APP: Final = "fraud-sink"
+STAGE_APP: Final = "fraud-entity-stage"
 
 # -- names -------------------------------------------------------------------------------------
 
@@ -76,6 +77,27 @@ def sinks_policy_name(d: Detector) -> str:
     return f"{d.name}-sinks"
 
 
+def stage_name(d: Detector) -> str:
+    """The entity stage's Deployment, its autoscaler and disruption budget."""
+    return f"{d.name}-entity-stage"
+
+
+def stage_config_name(d: Detector) -> str:
+    return f"{stage_name(d)}-config"
+
+
+def stage_group(d: Detector) -> str:
+    return f"{d.consumer_group}-entity-stage"
+
+
+def by_entity_topic(d: Detector) -> str:
+    return d.spec.topics.by_entity or f"{d.name}-by-entity"
+
+
+def entity_table_topic(d: Detector) -> str:
+    return d.spec.topics.entity_features or f"{d.name}-entity-features"
+
+
 def preflight_name(d: Detector, model: ModelRef) -> str:
     """One Job per candidate artifact digest."""
     return f"{d.name}-preflight-{model.digest.removeprefix('sha256:')[:10]}"
@@ -117,6 +139,10 @@ def labels(d: Detector, track: str | None = "stable") -> dict[str, str]:
 def sink_labels(d: Detector, kind: str | None) -> dict[str, str]:
     """A sink child's labels (``kind=None``: shared by every sink)."""
     return _labels(d, SINK_APP, "sink", {SINK: kind} if kind is not None else {})
+
+
+def stage_labels(d: Detector) -> dict[str, str]:
+    return _labels(d, STAGE_APP, "entity-stage", {})
 
 
 def selector(d: Detector, track: str = "stable") -> dict[str, str]:

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from fraud_scorer.feature_defs import FeatureSetDef, needs_stage, parse_feature_set
+
 from fraud_operator.builders.names import labels
 from fraud_operator.spec import GROUP, KIND, VERSION, FraudDetectorSpec, ModelRef
 
@@ -37,6 +39,14 @@ class Detector:
     @property
     def consumer_group(self) -> str:
         return self.spec.consumer_group or f"fraud-scorer-{self.namespace}-{self.name}"
+
+
+def staged_features(d: Detector) -> FeatureSetDef | None:
+    """The detector's feature set when the entity stage computes part of it, else None."""
+    if d.spec.features is None:
+        return None
+    defs = parse_feature_set(d.spec.features)  # validated before any builder runs
+    return defs if needs_stage(defs) is not None else None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from fraud_operator.builders.names import (
     INSTANCE,
     TRACK,
     config_name,
+    entity_table_topic,
     group_of,
     labels,
     scorer_name,
@@ -33,6 +34,7 @@ from fraud_operator.builders.objects import (
     kafka_env,
     pod_volumes,
     scorer_object,
+    staged_features,
 )
 from fraud_operator.spec import GROUP, ModelRef
 
@@ -55,6 +57,8 @@ def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
             "decisions": shadow_topic(d) if track == "shadow" else spec.topics.decisions,
             "alerts": spec.topics.alerts,
             "dead_letter": spec.topics.dead_letter,
+            # Only when the stage runs: existing detectors' configs (and pods) stay as they were.
+            **({"entity_features": entity_table_topic(d)} if staged_features(d) else {}),
         },
         # The fallback only when not the default: existing detectors' pods do not restart.
         "model": {"path": MODEL_DIR, "digest": plan.model_of(d).digest}
