@@ -1,11 +1,17 @@
 """``make demo``: the whole pipeline on one machine, with nothing but this package installed.
 
-1. trains a small LightGBM model on synthetic labelled transactions and exports it to ONNX;
+1. trains a small LightGBM model on synthetic labelled transactions and exports it to ONNX, on
+   the demo's feature set (``demo_features.yaml``: v1 plus features per merchant and device);
 2. starts an in-process Kafka-protocol broker (librdkafka's mock cluster);
-3. starts the real scorer (``python -m fraud_scorer``) as a separate process;
+3. starts the real entity stage (``python -m fraud_scorer.entity_stage``), which computes the
+   merchant and device features, and the real scorer (``python -m fraud_scorer``), which joins
+   them, as separate processes;
 4. streams synthetic traffic with injected fraud (and some malformed messages) at a fixed rate
    while reading decisions and dead letters back, with live progress;
-5. stops the scorer with SIGTERM and prints a report, also written to build/demo-report.json.
+5. stops both with SIGTERM and prints a report, also written to build/demo-report.json.
+
+Compromised merchants are injected ten times as often as the generator's default, so that their
+recall is measured on dozens of transactions rather than a handful.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from confluent_kafka import Consumer, Producer
+from fraud_scorer.feature_defs import parse_feature_set
 from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
 from fraud_training.train import train_and_export
@@ -48,6 +55,8 @@ TOPICS = {
     "alerts": "fraud-alerts",
     "dead_letter": "transactions-dlq",
 }
+STAGE_TOPICS = {"by_entity": "transactions-by-entity", "entity_features": "entity-features"}
+FEATURES_FILE = Path(__file__).with_name("demo_features.yaml")
 DEMO_RULES = [
     {"name": "high-amount", "expression": "tx.amount > 1500.0", "action": "review"},
     {
@@ -70,6 +79,12 @@ DEMO_RULES = [
         "name": "card-testing",
         "expression": "features.tx_count_1h >= 4 && tx.amount < 5.0 && features.card_not_present",
         "action": "block",
+    },
+    {
+        # From the entity stage: a device other cardholders used today, new to this one.
+        "name": "shared-terminal",
+        "expression": "features.device_users_24h >= 1 && !features.device_seen_before",
+        "action": "review",
     },
 ]
 _MALFORMED = (
@@ -232,6 +247,13 @@ def _print_report(console: Console, report: dict[str, Any], path: Path) -> None:
         "recall by scenario",
         ", ".join(f"{k}: {v}" for k, v in report["recall_by_scenario"].items()),
     )
+    stage = report.get("entity_stage") or {}
+    if stage:
+        t.add_row(
+            "entity stage",
+            f"{stage['folded']:,} events folded, {stage['published']:,} rows published, "
+            f"mean delay to the table {stage['mean_publish_delay_ms']} ms",
+        )
     t.add_row("scorer exit code", str(report["scorer_exit_code"]))
     console.print(t)
     console.print(f"report written to [bold]{path}[/bold]")
@@ -243,9 +265,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     build.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
+    features = yaml.safe_load(FEATURES_FILE.read_text())
     with console.status("training a model on synthetic transactions..."):
-        history = generate(SynthConfig(users=args.train_users, days=7.0, seed=7))
-        trained = train_and_export(history, build / "demo-model", version="demo-1")
+        history = generate(SynthConfig(users=args.train_users, days=7.0, seed=7, **_injected(args)))
+        trained = train_and_export(
+            history, build / "demo-model", version="demo-1", definitions=parse_feature_set(features)
+        )
     console.print(
         f"[green]model trained[/green] on {len(history):,} transactions: "
         f"AUC {trained.metrics['roc_auc']:.3f}, AP {trained.metrics['average_precision']:.3f}"
@@ -254,7 +279,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     traffic = generate(
         SynthConfig(
-            users=args.users, days=2.0, seed=11, start=SynthConfig().start + timedelta(days=7)
+            users=args.users,
+            days=2.0,
+            seed=11,
+            start=SynthConfig().start + timedelta(days=7),
+            **_injected(args),
         )
     )
     traffic = traffic.iloc[: args.transactions]
@@ -270,6 +299,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with MockCluster() as cluster:
         for name, parts in (("input", 8), ("decisions", 16), ("alerts", 4), ("dead_letter", 4)):
             cluster.create_topic(TOPICS[name], parts)
+        for topic in STAGE_TOPICS.values():
+            cluster.create_topic(topic, 8)
         console.print(f"[green]mock Kafka cluster[/green] on {cluster.bootstrap_servers}")
         port = free_port()
         config = {
@@ -278,8 +309,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "bootstrap_servers": cluster.bootstrap_servers,
                 "group_id": "fraud-scorer-demo",
             },
-            "topics": TOPICS,
+            "topics": {**TOPICS, "entity_features": STAGE_TOPICS["entity_features"]},
             "model": {"path": str(trained.model_dir)},
+            "features": {"definitions": features},
             "rules": DEMO_RULES,
             "decision": {
                 "review_at": round(trained.review_at, 6),
@@ -290,7 +322,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config_path = build / "demo-scorer.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         log_path = build / "demo-scorer.log"
-        with log_path.open("wb") as log_file:
+        stage_port = free_port()
+        stage_config = {
+            "detector": "demo",
+            "kafka": {
+                "bootstrap_servers": cluster.bootstrap_servers,
+                "group_id": "fraud-entity-stage-demo",
+            },
+            "topics": {"input": TOPICS["input"], **STAGE_TOPICS},
+            "features": features,
+            "metrics": {"host": "127.0.0.1", "port": stage_port},
+        }
+        stage_path = build / "demo-entity-stage.yaml"
+        stage_path.write_text(yaml.safe_dump(stage_config, sort_keys=False))
+        with log_path.open("wb") as log_file, (build / "demo-entity-stage.log").open("wb") as sl:
+            stage = subprocess.Popen(
+                [sys.executable, "-m", "fraud_scorer.entity_stage", "--config", str(stage_path)],
+                stdout=sl,
+                stderr=subprocess.STDOUT,
+            )
             scorer = subprocess.Popen(
                 [sys.executable, "-m", "fraud_scorer", "--config", str(config_path)],
                 stdout=log_file,
@@ -298,6 +348,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 env={**os.environ},
             )
             try:
+                wait_http_ok(f"http://127.0.0.1:{stage_port}/readyz", stage)
+                console.print(
+                    f"[green]entity stage running[/green] (pid {stage.pid}, merchant and device "
+                    f"features, metrics http://127.0.0.1:{stage_port}/metrics)"
+                )
                 wait_http_ok(f"http://127.0.0.1:{port}/readyz", scorer)
                 console.print(
                     f"[green]scorer running[/green] (pid {scorer.pid}, metrics "
@@ -314,18 +369,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _stream(cluster.bootstrap_servers, traffic, payloads, args, tally, console)
                 stop.set()
                 collector.join(10)
+                stage_figures = _stage_figures(stage_port)
             finally:
-                scorer.send_signal(signal.SIGTERM)
-                try:
-                    exit_code = scorer.wait(60)
-                except subprocess.TimeoutExpired:
-                    scorer.kill()
-                    exit_code = scorer.wait()
+                exit_code = _stop(scorer)
+                stage_exit = _stop(stage)
     report = _report(tally, args, trained.metrics, exit_code, time.monotonic() - started)
+    report["entity_stage"] = {**stage_figures, "exit_code": stage_exit}
+    report["feature_set"] = parse_feature_set(features).version
     path = build / "demo-report.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     _print_report(console, report, path)
     return report
+
+
+def _injected(args: argparse.Namespace) -> dict[str, Any]:
+    return {"compromised_merchants_per_day_per_10k_users": args.compromised_merchants}
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def _stage_figures(port: int) -> dict[str, Any]:
+    """What the stage did, from its own metrics: events folded, rows published, and the
+    delay from a transaction's arrival to its table row (the mean)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+
+    def total(name: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and line[len(name)] in "{ "
+        )
+
+    count = total("fraud_entity_stage_publish_delay_seconds_count")
+    delay = total("fraud_entity_stage_publish_delay_seconds_sum") / count if count else None
+    return {
+        "folded": int(total("fraud_entity_stage_folded_total")),
+        "published": int(total("fraud_entity_stage_published_total")),
+        "mean_publish_delay_ms": round(delay * 1000, 1) if delay is not None else None,
+    }
 
 
 def _stream(
@@ -383,10 +474,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=25_000)
     parser.add_argument("--train-users", type=int, default=10_000)
     parser.add_argument("--malformed-share", type=float, default=0.002)
+    parser.add_argument(
+        "--compromised-merchants",
+        type=float,
+        default=6.0,
+        help="compromised merchants per day per 10,000 users (the generator's default is 0.6)",
+    )
     parser.add_argument("--build-dir", default="build")
     args = parser.parse_args(argv)
     report = run(args)
-    ok = report["lost"] == 0 and report["scorer_exit_code"] == 0
+    ok = (
+        report["lost"] == 0
+        and report["scorer_exit_code"] == 0
+        and report["entity_stage"]["exit_code"] == 0
+    )
     return 0 if ok else 1
 
 

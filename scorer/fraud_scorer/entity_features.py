@@ -252,15 +252,16 @@ class EntityAggregator:
     def key_count(self) -> int:
         return sum(len(keys) for keys in self.keys.values())
 
-    def expire_idle(self, watermark: float) -> int:
-        """Forget keys with nothing inside the horizon (their values are the defaults)."""
-        dropped = 0
+    def expire_idle(self, watermark: float) -> list[tuple[str, str]]:
+        """Forget keys idle for longer than the horizon: a join already reads them as
+        defaults (:class:`JoinedEngine`). Returns them (the stage deletes their table rows)."""
+        dropped = []
         cutoff = watermark - self.plan.horizon_s
-        for keys in self.keys.values():
-            stale = [k for k, s in keys.items() if s.as_of <= cutoff]
+        for entity, keys in self.keys.items():
+            stale = [k for k, s in keys.items() if s.as_of < cutoff]
             for k in stale:
                 del keys[k]
-            dropped += len(stale)
+            dropped += [(entity, k) for k in stale]
         return dropped
 
     def _state(self, entity: str, key: str) -> _Key:
@@ -316,7 +317,10 @@ Lookup = Callable[[str, str], EntityValues | None]
 class JoinedEngine:
     """A feature engine for a set with staged features: the scorer's own per-user engine
     computes the rest, and each staged value comes from the entity table (``lookup``), as
-    published by the stage; a key the table lacks takes the defaults (no events)."""
+    published by the stage. A staged value is as of the key's newest event (its windows end
+    there, not at this transaction: ``time_since_last`` says how long ago that was), and
+    training reads it the same way. A key the table lacks, or idle for longer than the
+    horizon, takes the defaults (no events)."""
 
     def __init__(
         self,
@@ -364,7 +368,11 @@ class JoinedEngine:
         for entity, slots in self.plan.slots.items():
             key = entity_value(tx, entity)
             found = self.lookup(entity, key) if key is not None else None
-            if found is None or found.set_version != self.plan.version:
+            if (
+                found is None
+                or found.set_version != self.plan.version
+                or ts - found.as_of > self.plan.horizon_s  # idle: as if never seen
+            ):
                 for s in slots:
                     row[s.index] = 0.0
                 for _, i in self._since_last[entity]:

@@ -185,8 +185,11 @@ class EntityStage(KafkaProcess):
         now = time.monotonic()
         if now > self._next_expiry:
             self._next_expiry = now + _EXPIRY_EVERY_S
+            topic = self.settings.topics.entity_features
             for aggregator in self.aggregates.values():
-                aggregator.expire_idle(self._watermark)
+                for entity, key in aggregator.expire_idle(self._watermark):
+                    # A tombstone: compaction drops the row, and scorers forget the key.
+                    self.produce(topic, table_key(entity, key).encode(), None)
             self.metrics.keys.labels(self.settings.detector).set(self._key_count())
 
     def handle(self, records: list[Message]) -> None:

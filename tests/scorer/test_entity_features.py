@@ -208,3 +208,24 @@ def test_training_replays_the_stage_point_in_time() -> None:
             1 for t2, ts2, _ in stream[:i] if t2.user_id == tx.user_id and ts2 > ts - _DAY
         )
     assert math.isclose(rows[0][0], stream[0][0].amount)
+
+
+def test_a_key_idle_past_the_horizon_reads_as_never_seen_and_is_forgotten() -> None:
+    """Values are as of the key's newest event; once that is older than the horizon, the join
+    reads the defaults (in training as in serving), and the stage drops the key."""
+    plan = StagePlan.of(DEFS)
+    agg = EntityAggregator(plan)
+    t0 = 1.7e9
+    old = _tx(1, t0, "a", "m", 10.0, None)
+    agg.add_transaction(old, t0)
+    engine = feature_sets.declared(DEFS).make_engine(agg.values)
+    names = DEFS.names
+    row = engine.compute(0, _tx(2, t0 + 60, "b", "m", 1.0, None), t0 + 60)
+    soon = dict(zip(names, row, strict=True))
+    assert soon["m_tx_1h"] == 1 and soon["m_since_last"] == 60
+    later = t0 + plan.horizon_s + 1
+    row = engine.compute(0, _tx(3, later, "c", "m", 1.0, None), later)
+    gone = dict(zip(names, row, strict=True))
+    assert gone["m_tx_1h"] == 0 and gone["m_since_last"] == DEFS.history_hours * 3600
+    assert agg.expire_idle(later) == [("merchant", "m"), ("device_id", old.device_id)]
+    assert agg.values("merchant", "m") is None

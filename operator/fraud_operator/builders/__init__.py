@@ -27,7 +27,6 @@ from fraud_operator.builders.entity_stage import (
     stage_children,
     stage_config,
     stage_deployment,
-    staged_features,
 )
 from fraud_operator.builders.monitoring import (
     SINK_METRICS_PORT,
@@ -65,6 +64,7 @@ from fraud_operator.builders.objects import (
     TrackPlan,
     content_hash,
     owner_reference,
+    staged_features,
 )
 from fraud_operator.builders.preflight import preflight_job
 from fraud_operator.builders.scaling import (
