@@ -3,13 +3,15 @@
     fraud-cases open --limit 20                     # open cases, newest first
     fraud-cases label tx-123 tx-456 --fraud         # recorded as your database login
     fraud-cases label --file verdicts.csv           # transaction_id,is_fraud[,at]
-    fraud-cases label tx-789 --legit --by bob --kafka broker:9092 --topic fraud-labels
+    fraud-cases label tx-789 --legit --by bob --kafka broker:9092 --topic fraud-labels [--dsn]
     fraud-cases migrate                             # with the schema owner's DSN
 
 Labels go straight into the case store (``--dsn`` or ``FRAUD_CASES_DSN``, your own login in
 role ``fraud_analyst``): the database records the login as the author, whatever is typed. Or
 onto the labels topic (``--kafka``) for the case-store sink to record: a Kafka message carries
-no authenticated author, so ``--by`` is kept as a claim beside the sink's login. A label for a
+no authenticated author, so ``--by`` is kept as a claim beside the sink's login. With a DSN as
+well, each message carries the case's transaction, which the entity stage needs to count the
+verdict in label features (a terminal's fraud rate: docs/features.md). A label for a
 case not written yet is kept and applied when it arrives. ``fraud-train fit postgresql://... --table
 training_examples`` then trains on the verdicts.
 """
@@ -113,8 +115,19 @@ def label_cmd(
     if not labels:
         raise typer.BadParameter("give transaction ids (with --fraud or --legit) or --file")
     if kafka:
-        _publish(labels, kafka, topic)
-        console.print(f"published {len(labels)} label(s) to {topic}")
+        found: dict[str, Any] = {}
+        if dsn:
+            with _connect(dsn) as conn:
+                found = _transactions(conn, [lab.transaction_id for lab in labels])
+        _publish(labels, kafka, topic, found)
+        console.print(
+            f"published {len(labels)} label(s) to {topic}, {len(found)} with their transaction"
+        )
+        if len(found) < len(labels):
+            console.print(
+                "labels without their transaction (no case, or no --dsn) are recorded by the "
+                "case store but not counted in label features"
+            )
         return
     with _connect(dsn) as conn:
         result = CaseStore(conn).label(labels)
@@ -144,7 +157,17 @@ def _labels_from(ids: list[str], fraud: bool | None, by: str, file: Path | None)
     return labels
 
 
-def _publish(labels: list[Label], bootstrap: str, topic: str) -> None:
+def _transactions(conn: Any, ids: list[str]) -> dict[str, Any]:
+    """The cases' transactions (as the scorer received them), by id."""
+    rows = conn.execute(
+        "SELECT transaction_id, transaction FROM cases "
+        "WHERE transaction_id = ANY(%s) AND transaction IS NOT NULL",
+        (ids,),
+    ).fetchall()
+    return dict(rows)
+
+
+def _publish(labels: list[Label], bootstrap: str, topic: str, transactions: dict[str, Any]) -> None:
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
@@ -155,6 +178,8 @@ def _publish(labels: list[Label], bootstrap: str, topic: str) -> None:
             "by": lab.by,
             "at": lab.at.isoformat(),
         }
+        if lab.transaction_id in transactions:
+            body["transaction"] = transactions[lab.transaction_id]
         producer.produce(topic, json.dumps(body).encode(), lab.transaction_id.encode())
     if producer.flush(30):
         console.print("[red]the broker did not acknowledge every label[/red]")

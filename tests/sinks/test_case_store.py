@@ -217,6 +217,31 @@ def test_fraud_cases_cli_lists_open_cases_and_labels_them(conn: Any) -> None:
     assert typed.exit_code == 2 and "records your database login" in typed.output
     nobody = runner.invoke(app, ["label", alerted[1], "--fraud", "--kafka", "127.0.0.1:9"])
     assert nobody.exit_code == 2 and "who decided" in nobody.output
+    # On the labels topic, with the case's transaction: what the entity stage needs.
+    from fraud_devtools.mock_cluster import MockCluster
+    from fraud_scorer.entity_stage import LabelMessage
+
+    from tests.integration.harness import read_topic
+
+    with MockCluster() as kafka:
+        kafka.create_topic("verdicts", 1)
+        args = ["--by", "bob", "--kafka", kafka.bootstrap_servers, "--topic", "verdicts"]
+        sent = runner.invoke(app, ["label", alerted[2], "unknown-tx", "--fraud", *args])
+        assert sent.exit_code == 0, sent.output
+        assert "2 label(s) to verdicts, 1 with their transaction" in " ".join(sent.output.split())
+        messages = [
+            msgspec.json.decode(r.value or b"", type=LabelMessage)
+            for r in read_topic(kafka.bootstrap_servers, "verdicts", partitions=1)
+        ]
+    by_id = {m.transaction_id: m for m in messages}
+    assert by_id[alerted[2]].transaction is not None
+    assert by_id[alerted[2]].transaction.transaction_id == alerted[2]  # type: ignore[union-attr]
+    assert by_id["unknown-tx"].transaction is None
+    # Training counts a verdict from when it was given (point-in-time label features).
+    known = conn.execute(
+        "SELECT labelled_at FROM training_examples WHERE transaction_id = %s", (alerted[0],)
+    ).fetchone()
+    assert known is not None and known[0] is not None
     unreachable = CliRunner(env={"FRAUD_CASES_DSN": "postgresql://x@127.0.0.1:9/none"}).invoke(
         app, ["open"]
     )

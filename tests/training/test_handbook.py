@@ -131,3 +131,29 @@ def test_benchmark_reaches_the_published_random_forest(tmp_path: Path) -> None:
     assert set(hb.PUBLISHED) <= set(names) and top.name in names
     assert paths["pr_curve"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| *random forest (handbook baseline)* (published) |" in paths["markdown"].read_text()
+
+
+def test_fit_takes_handbook_shaped_data_with_the_handbook_feature_file(tmp_path: Path) -> None:
+    """A CSV in the handbook's shape, converted to our contract (customer -> user_id, terminal
+    -> merchant), trains with `--features examples/features/handbook.yaml` under the handbook's
+    split; the manifest records the set, terminal features and all."""
+    from fraud_training.cli import app
+    from typer.testing import CliRunner
+
+    tx = hb.simulate(hb.HandbookConfig(customers=400, terminals=800, days=60, seed=3))
+    csv = tmp_path / "handbook.csv"
+    benchmark.as_contract(tx).to_csv(csv, index=False)
+    features = Path(__file__).resolve().parents[2] / "examples/features/handbook.yaml"
+    runner = CliRunner()
+    work, model = tmp_path / "fit", tmp_path / "model"
+    result = runner.invoke(
+        app,
+        ["fit", str(csv), "--out", str(work), "--features", str(features), "--test-days", "7",
+         "--delay-days", "7", "--train-days", "21"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", str(work), "--out", str(model), "--version", "hb-1"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["feature_set_version"] == benchmark.handbook_features().version
+    assert "terminal_risk_7d" in manifest["feature_names"]
