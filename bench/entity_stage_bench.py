@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -27,14 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from fraud_devtools.local import free_port
 from fraud_devtools.mock_cluster import MockCluster
 from fraud_devtools.producer import send_paced
 from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
-from run_bench import LOAD_CPU, SCORER_CPU, _fill, _in_subprocess, _raw_passthrough, pin
+from run_bench import LOAD_CPU, _fill, _in_subprocess, _raw_passthrough, pin, start_stage
 
 FEATURES: dict[str, Any] = {
     "history_hours": 168,
@@ -53,34 +50,9 @@ FEATURES: dict[str, Any] = {
 
 
 def _start_stage(build: Path, bootstrap: str, topic: str, group: str) -> tuple[Any, int]:
-    port = free_port()
-    cfg = {
-        "detector": "bench",
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": group},
-        "topics": {"input": topic, "by_entity": f"{group}-by-entity",
-                   "entity_features": f"{group}-table"},
-        "features": FEATURES,
-        "metrics": {"host": "127.0.0.1", "port": port},
-    }  # fmt: skip
-    path = build / f"bench-{group}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    log = (build / f"bench-{group}.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fraud_scorer.entity_stage", "--config", str(path)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=lambda: pin(SCORER_CPU),  # noqa: PLW1509
+    return start_stage(
+        build, bootstrap, topic, group, FEATURES, f"{group}-by-entity", f"{group}-table"
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the stage did not become ready: {log.name}")
 
 
 def _metric(port: int, name: str) -> float:

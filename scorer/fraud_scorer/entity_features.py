@@ -22,6 +22,8 @@ import math
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from operator import attrgetter
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -249,6 +251,10 @@ class EntityAggregator:
             last[1] if last else "",
         )
 
+    def getter(self, entity: str) -> Callable[[str], EntityValues | None]:
+        """:data:`Lookup` over this aggregator: what training's replay joins."""
+        return partial(self.values, entity)
+
     def key_count(self) -> int:
         return sum(len(keys) for keys in self.keys.values())
 
@@ -311,7 +317,19 @@ class UserEngine(Protocol):
     def user_count(self) -> int: ...
 
 
-Lookup = Callable[[str, str], EntityValues | None]
+# The entity table as a join reads it: for an entity, a function from a key to its row (a dict's
+# ``get`` in a scorer, the aggregator's ``values`` in training's replay).
+Lookup = Callable[[str], Callable[[str], EntityValues | None]]
+
+
+def _key_reader(entity: str) -> Callable[[Transaction], str | None]:
+    """The transaction's key for ``entity``, read without re-parsing the name per row (text
+    contract fields are the common case: an attribute getter, "" read as no key)."""
+    if entity in ("user_id", "currency", "merchant", "merchant_category", "channel",
+                  "location", "device_id"):  # fmt: skip
+        read = attrgetter(entity)
+        return lambda tx: read(tx) or None
+    return lambda tx: entity_value(tx, entity)
 
 
 class JoinedEngine:
@@ -330,17 +348,24 @@ class JoinedEngine:
         lookup: Lookup,
     ) -> None:
         self.user = user_engine
-        self.plan = StagePlan.of(defs)
-        self.lookup = lookup
-        self.width = len(defs.features)
+        self.plan = p = StagePlan.of(defs)
+        # A row is built as the user engine's values, then each entity's values in plan order
+        # (one list extension per entity: measured 3x faster than placing every value by
+        # index), then put in the set's order by one permutation, when that is not already it.
         index = {f.name: i for i, f in enumerate(defs.features)}
-        self._user_slots = [(index[name], j) for j, name in enumerate(user_names)]
-        self._since_last = {
-            entity: [(k, s.index) for k, s in enumerate(slots)
-                     if isinstance(s.feature, WindowFeature) and s.feature.agg == "time_since_last"]
-            for entity, slots in self.plan.slots.items()
-        }  # fmt: skip
-        self.stale_reads = 0  # rows whose table entry was ahead of the transaction
+        built = [index[name] for name in user_names]
+        self._entities = []
+        for entity, slots in p.slots.items():
+            built += [s.index for s in slots]
+            since = tuple(k for k, s in enumerate(slots)
+                          if isinstance(s.feature, WindowFeature)
+                          and s.feature.agg == "time_since_last")  # fmt: skip
+            defaults = [p.history_s if k in since else 0.0 for k in range(len(slots))]
+            self._entities.append((_key_reader(entity), lookup(entity), defaults, since))
+        position = {i: k for k, i in enumerate(built)}
+        self._order = [position[i] for i in range(len(defs.features))]
+        if self._order == list(range(len(defs.features))):
+            self._order = []
 
     @property
     def horizon_s(self) -> float:
@@ -360,28 +385,24 @@ class JoinedEngine:
         return self.user.user_count()
 
     def compute(self, partition: int, tx: Transaction, ts: float) -> list[float]:
-        own = self.user.compute(partition, tx, ts)
-        row = [0.0] * self.width
-        for i, j in self._user_slots:
-            row[i] = own[j]
-        history = self.plan.history_s
-        for entity, slots in self.plan.slots.items():
-            key = entity_value(tx, entity)
-            found = self.lookup(entity, key) if key is not None else None
-            if (
-                found is None
-                or found.set_version != self.plan.version
-                or ts - found.as_of > self.plan.horizon_s  # idle: as if never seen
-            ):
-                for s in slots:
-                    row[s.index] = 0.0
-                for _, i in self._since_last[entity]:
-                    row[i] = history
-                continue
-            for s, value in zip(slots, found.values, strict=True):
-                row[s.index] = value
-            for _, i in self._since_last[entity]:
-                row[i] = max(ts - found.last_ts, 0.0) if found.last_tx else history
+        row = self.user.compute(partition, tx, ts)  # a new list per call: extended in place
+        horizon, history = self.plan.horizon_s, self.plan.history_s
+        for key_of, row_of, defaults, since in self._entities:
+            key = key_of(tx)
+            found = row_of(key) if key is not None else None
+            # The table holds only rows of this set (EntityTable drops others); an idle key
+            # reads as never seen.
+            if found is None or ts - found.as_of > horizon:
+                row += defaults
+            elif since:
+                values = list(found.values)
+                for k in since:
+                    values[k] = max(ts - found.last_ts, 0.0) if found.last_tx else history
+                row += values
+            else:
+                row += found.values
+        if self._order:
+            return [row[k] for k in self._order]
         return row
 
 
@@ -411,10 +432,9 @@ def point_in_time_rows(
     then (in time order; a verdict at the same time as a transaction comes after it)."""
     aggregator = EntityAggregator(StagePlan.of(defs))
 
-    def lookup(entity: str, key: str) -> EntityValues | None:
-        return aggregator.values(entity, key)
-
-    engine = make_engine(lookup)  # the scorer's engine, joined with this replay of the stage
+    engine = make_engine(
+        aggregator.getter
+    )  # the scorer's engine, joined with this replay of the stage
     timeline = [(ts, _TX, i) for i, (_, ts) in enumerate(transactions)]
     verdicts: dict[int, LabelEvent] = {}
     for label in labels:

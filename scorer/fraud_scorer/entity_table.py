@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -19,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from fraud_runtime.settings import KafkaSettings
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from fraud_scorer.entity_features import EntityValues, table_key
+from fraud_scorer.entity_features import SEP, EntityValues
 
 log = structlog.get_logger("fraud_scorer")
 _SOURCE: Final = "fe.source_ms"
@@ -47,18 +48,28 @@ class TableMetrics:
 
 
 class EntityTable:
-    """``lookup(entity, key)``: the newest row the stage published for the key, or None."""
+    """``getter(entity)(key)``: the newest row the stage published for the key, or None."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str, metrics: TableMetrics) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, topic: str, metrics: TableMetrics, set_version: str
+    ) -> None:
         self.kafka, self.topic, self.metrics = kafka, topic, metrics
-        self.rows: dict[str, EntityValues] = {}
+        # Rows of another feature set (a stage not yet restarted after a change) are ignored:
+        # their values mean something else.
+        self.set_version = set_version
+        # Per entity, key -> row: a join is one dict read (the reader thread replaces rows
+        # whole, so a reader sees the old row or the new one).
+        self.rows: dict[str, dict[str, EntityValues]] = {}
         self.loaded = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="entity-table", daemon=True)
         self.error: str | None = None
 
-    def lookup(self, entity: str, key: str) -> EntityValues | None:
-        return self.rows.get(table_key(entity, key))
+    def getter(self, entity: str) -> Callable[[str], EntityValues | None]:
+        return self.rows.setdefault(entity, {}).get
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
 
     def start(self) -> EntityTable:
         self._thread.start()
@@ -103,8 +114,8 @@ class EntityTable:
                         del ends[part]
                 if not ends and not self.loaded.is_set():
                     self.loaded.set()
-                    log.info("entity table loaded", rows=len(self.rows))
-                self.metrics.rows.set(len(self.rows))
+                    log.info("entity table loaded", rows=len(self))
+                self.metrics.rows.set(len(self))
         finally:
             consumer.close()
 
@@ -130,16 +141,21 @@ class EntityTable:
         return ends
 
     def _apply(self, msg, decode) -> None:  # type: ignore[no-untyped-def]
-        key = (msg.key() or b"").decode(errors="replace")
+        entity, _, key = (msg.key() or b"").decode(errors="replace").partition(SEP)
+        rows = self.rows.setdefault(entity, {})
         value = msg.value()
         if value is None:  # a tombstone: the stage forgot the key
-            self.rows.pop(key, None)
+            rows.pop(key, None)
             return
         try:
-            self.rows[key] = decode(value)
+            row = decode(value)
         except msgspec.DecodeError:
             self.metrics.invalid.inc()
             return
+        if row.set_version != self.set_version:
+            rows.pop(key, None)
+            return
+        rows[key] = row
         for name, raw in msg.headers() or []:
             if name == _SOURCE and self.loaded.is_set():
                 source = float(raw or 0) / 1000.0

@@ -53,6 +53,7 @@ _ATTRIBUTE = re.compile(r"^attributes\.[A-Za-z0-9_.-]{1,64}$")
 _DURATION = re.compile(r"^([0-9]+)(s|m|h|d)$")
 _UNIT_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+_STAGE_MAX_EVENTS: Final = 100_000
 
 
 def window_seconds(window: str, horizon_s: float) -> float:
@@ -238,7 +239,7 @@ class FeatureSetDef(BaseModel):
     history_hours: float = Field(default=168.0, gt=0, le=24 * 90)
     max_events_per_entity: int = Field(default=64, ge=2, le=4096)
     # The entity stage's bound per key (a busy merchant has many more events than a user).
-    stage_max_events_per_entity: int = Field(default=100_000, ge=2, le=10_000_000)
+    stage_max_events_per_entity: int = Field(default=_STAGE_MAX_EVENTS, ge=2, le=10_000_000)
 
     @model_validator(mode="after")
     def _unique(self) -> FeatureSetDef:
@@ -304,6 +305,13 @@ class FeatureSetDef(BaseModel):
 
 def _canonical_hash(defs: FeatureSetDef) -> str:
     body = defs.model_dump(mode="json", exclude={"features": {"__all__": {"doc"}}})
+    # Settings added after sets were first hashed count only when used, so that a set written
+    # before them keeps its version (and its models keep loading).
+    if body["stage_max_events_per_entity"] == _STAGE_MAX_EVENTS:
+        del body["stage_max_events_per_entity"]
+    for feature in body["features"]:
+        if feature.get("kind") == "window" and feature.get("delay") is None:
+            feature.pop("delay", None)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 

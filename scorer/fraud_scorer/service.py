@@ -73,8 +73,9 @@ class ScorerService(KafkaProcess):
                 s.kafka,
                 s.topics.entity_features,
                 TableMetrics(self.metrics.registry, s.detector, s.track),
+                self.features.version,
             )
-        self.engine = self.features.make_engine(self.table.lookup if self.table else None)
+        self.engine = self.features.make_engine(None if self.table is None else self.table.getter)
         self.scorer = BatchScorer(
             model=self.model,
             ruleset=ruleset,

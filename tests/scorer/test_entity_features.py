@@ -218,7 +218,7 @@ def test_a_key_idle_past_the_horizon_reads_as_never_seen_and_is_forgotten() -> N
     t0 = 1.7e9
     old = _tx(1, t0, "a", "m", 10.0, None)
     agg.add_transaction(old, t0)
-    engine = feature_sets.declared(DEFS).make_engine(agg.values)
+    engine = feature_sets.declared(DEFS).make_engine(agg.getter)
     names = DEFS.names
     row = engine.compute(0, _tx(2, t0 + 60, "b", "m", 1.0, None), t0 + 60)
     soon = dict(zip(names, row, strict=True))
@@ -229,3 +229,40 @@ def test_a_key_idle_past_the_horizon_reads_as_never_seen_and_is_forgotten() -> N
     assert gone["m_tx_1h"] == 0 and gone["m_since_last"] == DEFS.history_hours * 3600
     assert agg.expire_idle(later) == [("merchant", "m"), ("device_id", old.device_id)]
     assert agg.values("merchant", "m") is None
+
+
+def test_the_scorers_table_keeps_rows_of_its_own_set_and_forgets_tombstoned_keys() -> None:
+    """What a scorer's reader thread does with each record of the table topic."""
+    import msgspec
+    from fraud_runtime.settings import KafkaSettings
+    from fraud_scorer.entity_features import EntityValues
+    from fraud_scorer.entity_table import EntityTable, TableMetrics
+    from prometheus_client import CollectorRegistry
+
+    class Msg:
+        def __init__(self, key: str, value: bytes | None) -> None:
+            self._key, self._value = key.encode(), value
+
+        def key(self) -> bytes:
+            return self._key
+
+        def value(self) -> bytes | None:
+            return self._value
+
+        def headers(self) -> list[tuple[str, bytes]]:
+            return [("fe.source_ms", b"1")]
+
+    plan = StagePlan.of(DEFS)
+    table = EntityTable(KafkaSettings(), "t", TableMetrics(CollectorRegistry(), "d", "stable"),
+                        plan.version)  # fmt: skip
+    mine = EntityValues(plan.version, 1.0, 1.0, (1.0,) * 8, "t1")
+    other = EntityValues("fs-000000000000", 1.0, 1.0, (9.0,), "t2")
+    decode = msgspec.json.Decoder(EntityValues).decode
+    get = table.getter("merchant")
+    table._apply(Msg("merchant=m1", msgspec.json.encode(mine)), decode)
+    table._apply(Msg("merchant=m2", msgspec.json.encode(other)), decode)
+    table._apply(Msg("merchant=m=3", msgspec.json.encode(mine)), decode)  # "=" in a value
+    table._apply(Msg("merchant=m4", b"not json"), decode)
+    assert (get("m1"), get("m2"), get("m=3"), get("m4")) == (mine, None, mine, None)
+    table._apply(Msg("merchant=m1", None), decode)
+    assert get("m1") is None and len(table) == 1
