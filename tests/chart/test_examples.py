@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fraud_operator.spec import FraudDetectorSpec
-from fraud_operator.validation import check_rules
+from fraud_operator.validation import Problem, check_rules, feature_set_of
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -25,11 +25,12 @@ def test_example_detectors_are_valid(path: Path) -> None:
     assert len(detectors) == 1
     spec = FraudDetectorSpec.model_validate(detectors[0]["spec"])
     assert check_rules(spec) is None
+    assert not isinstance(feature_set_of(spec), Problem)
 
 
 def test_examples_cover_what_the_readme_promises() -> None:
     names = {p.stem for p in EXAMPLES}
-    assert {"minimal", "scram-tls", "canary", "sinks"} <= names
+    assert {"minimal", "scram-tls", "canary", "sinks", "entity-features"} <= names
     canary = next(d for d in yaml.safe_load_all((ROOT / "examples/canary.yaml").read_text()) if d)
     assert canary["spec"]["rollout"]["steps"]
 

@@ -840,16 +840,20 @@ def test_a_status_wiped_mid_canary_resumes_the_canary(
     cluster.kubectl("delete", "frauddetector", "wipe", f"--namespace={NS}")
 
 
-def test_examples_pass_the_api_servers_validation(cluster: Cluster) -> None:
-    """Server-side dry run: the real API server checks each example against the CRD schema."""
+def test_examples_pass_the_api_servers_validation(cluster: Cluster, tmp_path: Path) -> None:
+    """Server-side dry run: the real API server checks each example against the CRD schema
+    (Strimzi's KafkaTopics aside: Strimzi is not installed here)."""
     for path in sorted((ROOT / "examples").glob("*.yaml")):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        ours = tmp_path / path.name
+        ours.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] != "KafkaTopic"]))
         result = cluster.kubectl(
             "apply",
             "--dry-run=server",
             "--validate=false",
             f"--namespace={NS}",
             "-f",
-            str(path),
+            str(ours),
             check=False,
         )
         assert result.returncode == 0, f"{path.name}: {result.stderr}"
@@ -857,9 +861,8 @@ def test_examples_pass_the_api_servers_validation(cluster: Cluster) -> None:
 
 # Granted, and not exercised by this module's scenarios, each for a reason.
 UNEXERCISED = {
-    # HPA <-> KEDA swaps and KEDA objects: the KEDA test installs only the CRD, then
-    # reconciles once; the swap back deletes what the other kind left.
-    ("autoscaling", "horizontalpodautoscalers", "delete"),
+    # KEDA objects: the KEDA test installs only the CRD, then reconciles once; the swap back
+    # deletes what the other kind left. (HPAs are deleted when the entity stage is pruned.)
     ("keda.sh", "scaledobjects", "delete"),
     ("keda.sh", "triggerauthentications", "create"),
     ("keda.sh", "triggerauthentications", "patch"),
