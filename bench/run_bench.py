@@ -583,8 +583,8 @@ def _read_table(bootstrap: str) -> dict[str, Any]:
     from fraud_scorer.entity_features import EntityValues
 
     c = _consumer(bootstrap, "bench-table-reader")
-    ends = {p: c.get_watermark_offsets(TopicPartition(TABLE, p), timeout=10)[1] for p in range(8)}
-    c.assign([TopicPartition(TABLE, p, OFFSET_BEGINNING) for p in range(8)])
+    ends = {p: c.get_watermark_offsets(TopicPartition(TABLE, p), timeout=10)[1] for p in range(16)}
+    c.assign([TopicPartition(TABLE, p, OFFSET_BEGINNING) for p in range(16)])
     decode = msgspec.json.Decoder(EntityValues).decode
     rows: dict[str, Any] = {}
     todo = {p for p, end in ends.items() if end > 0}
@@ -709,8 +709,10 @@ def main() -> int:
             ("bench-load-decisions", 16),
             ("bench-alerts", 16),
             ("bench-dlq", 4),
-            (BY_ENTITY, 8),
-            (TABLE, 8),
+            # librdkafka's mock broker keeps at most 5 MB per partition: room for the stage's
+            # 400,000 routed records and table rows.
+            (BY_ENTITY, 16),
+            (TABLE, 16),
         ):
             cluster.create_topic(topic, parts)
         print(f"filling the input topic with {len(items):,} messages...", flush=True)

@@ -122,6 +122,10 @@ class StagePlan:
             fields,
         )
 
+    def fields_of(self, entity: str, tx: Transaction) -> tuple[Any, ...]:
+        """The values of the fields ``entity``'s features aggregate, from ``tx``."""
+        return tuple(_field(tx, f) for f in self.fields[entity])
+
     def default(self, entity: str) -> tuple[float, ...]:
         """Values of a key the stage has never seen: no events, no frauds."""
         return tuple(0.0 for _ in self.slots[entity])
@@ -169,26 +173,32 @@ class EntityAggregator:
         """Fold a transaction in (for every entity, or ``only`` one: the stage routes a copy
         per entity); returns the (entity, key)s whose values changed."""
         touched = []
-        for entity, fields in self.plan.fields.items():
+        for entity in self.plan.fields:
             if only is not None and entity != only:
                 continue
             key = entity_value(tx, entity)
-            if key is None:
-                continue
-            state = self._state(entity, key)
-            if tx.transaction_id in state.ids or ts <= state.as_of - self.plan.horizon_s:
-                continue  # a duplicate (at-least-once redelivery), or too old to matter
-            event = (ts, tx.transaction_id, *(_field(tx, f) for f in fields))
-            at = bisect_right(state.times, ts)
-            while at > 0 and state.times[at - 1] == ts and state.events[at - 1] > event:
-                at -= 1  # equal times: ordered by id, whatever the arrival order
-            state.events.insert(at, event)
-            state.times.insert(at, ts)
-            state.ids.add(tx.transaction_id)
-            state.as_of = max(state.as_of, ts)
-            self._evict(state)
-            touched.append((entity, key))
+            if key is not None and self.add(
+                entity, key, tx.transaction_id, ts, self.plan.fields_of(entity, tx)
+            ):
+                touched.append((entity, key))
         return touched
+
+    def add(self, entity: str, key: str, tx_id: str, ts: float, values: tuple[Any, ...]) -> bool:
+        """Fold one transaction into one key (``values``: of the entity's fields, as
+        :meth:`StagePlan.fields_of` reads them); False when it changes nothing."""
+        state = self._state(entity, key)
+        if tx_id in state.ids or ts <= state.as_of - self.plan.horizon_s:
+            return False  # a duplicate (at-least-once redelivery), or too old to matter
+        event = (ts, tx_id, *values)
+        at = bisect_right(state.times, ts)
+        while at > 0 and state.times[at - 1] == ts and state.events[at - 1][1] > tx_id:
+            at -= 1  # equal times: ordered by id, whatever the arrival order
+        state.events.insert(at, event)
+        state.times.insert(at, ts)
+        state.ids.add(tx_id)
+        state.as_of = max(state.as_of, ts)
+        self._evict(state)
+        return True
 
     def add_label(
         self, tx: Transaction, tx_ts: float, is_fraud: bool, at: float, only: str | None = None

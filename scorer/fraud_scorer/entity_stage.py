@@ -6,7 +6,9 @@ One process type, one consumer group, scaled by partitions, on the shared Kafka 
 1. **Route.** Transactions from the input topic (keyed by user) and verdicts from the labels
    topic are re-published to the ``by_entity`` topic, once per entity the feature set
    aggregates, keyed by ``<entity>=<value>``: every event of one merchant lands in one
-   partition of that topic, whichever user made it.
+   partition of that topic, whichever user made it. A transaction travels as what the entity's
+   features read of it (``[id, time, values...]``, about 60 bytes instead of the whole
+   message: a third of the broker traffic, and no second decode of the transaction).
 2. **Aggregate.** Records of the ``by_entity`` topic are folded into the partition's
    :class:`~fraud_scorer.entity_features.EntityAggregator`, and the new values of every key a
    batch touched are published to the compacted ``entity_features`` table, which every scorer
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fraud_scorer.config import BatchSettings, StateSettings
 from fraud_scorer.contract import Transaction, TransactionDecoder
-from fraud_scorer.entity_features import EntityAggregator, StagePlan, entity_value, table_key
+from fraud_scorer.entity_features import (
+    SEP,
+    EntityAggregator,
+    StagePlan,
+    entity_value,
+    table_key,
+)
 from fraud_scorer.feature_defs import FeatureSetDef
 from fraud_scorer.state_rebuild import StateRebuilder
 
@@ -154,6 +163,8 @@ class EntityStage(KafkaProcess):
         if not self.plan.slots:
             raise ValueError("features: the set has no feature for the entity stage")
         self.decoder = TransactionDecoder(s.batch.max_message_bytes)
+        self._encode = msgspec.json.Encoder().encode
+        self._decode_event = msgspec.json.Decoder(list[Any]).decode
         self.aggregates: dict[int, EntityAggregator] = {}
         self.rebuilder = StateRebuilder(
             kafka=s.kafka,
@@ -243,7 +254,13 @@ class EntityStage(KafkaProcess):
         if not isinstance(tx, Transaction):
             self._skip(f"transaction_{tx.reason}")
             return
-        self._route(tx, b"tx", msg.value(), msg)
+        ts, encode = tx.timestamp.timestamp(), self._encode
+        self._route(
+            tx,
+            b"tx",
+            lambda entity: encode((tx.transaction_id, ts, *self.plan.fields_of(entity, tx))),
+            msg,
+        )
 
     def _route_label(self, msg: Message) -> None:
         try:
@@ -256,9 +273,11 @@ class EntityStage(KafkaProcess):
             return
         at = label.at.timestamp() if label.at is not None else time.time()
         body = msgspec.json.encode(_Routed(label.is_fraud, at, label.transaction))
-        self._route(label.transaction, b"label", body, msg)
+        self._route(label.transaction, b"label", lambda _entity: body, msg)
 
-    def _route(self, tx: Transaction, kind: bytes, body: bytes | None, msg: Message) -> None:
+    def _route(
+        self, tx: Transaction, kind: bytes, body: Callable[[str], bytes], msg: Message
+    ) -> None:
         _, source_ms = msg.timestamp()
         source = str(source_ms).encode()
         for entity in self.plan.slots:
@@ -266,8 +285,8 @@ class EntityStage(KafkaProcess):
             if key is None:
                 continue
             headers = [(_KIND, kind), (_ENTITY, entity.encode()), (_SOURCE, source)]
-            self.produce(self.settings.topics.by_entity, table_key(entity, key).encode(), body,
-                         headers)  # fmt: skip
+            self.produce(self.settings.topics.by_entity, table_key(entity, key).encode(),
+                         body(entity), headers)  # fmt: skip
             self.metrics.routed.labels(self.settings.detector, kind.decode()).inc()
 
     def _skip(self, reason: str) -> None:
@@ -283,12 +302,17 @@ class EntityStage(KafkaProcess):
             self._skip("by_entity_unknown_entity")
             return False
         if kind == b"tx":
-            tx = self.decoder.decode(msg.value())
-            if not isinstance(tx, Transaction):
+            key = (msg.key() or b"").decode().partition(SEP)[2]
+            try:
+                tx_id, ts, *values = self._decode_event(msg.value() or b"")
+                if not isinstance(tx_id, str) or not isinstance(ts, int | float):
+                    raise TypeError(tx_id)
+            except (msgspec.DecodeError, ValueError, TypeError):
                 self._skip("by_entity_invalid")
                 return False
-            ts = tx.timestamp.timestamp()
-            changed = aggregator.add_transaction(tx, ts, only=entity)
+            changed = (
+                [(entity, key)] if aggregator.add(entity, key, tx_id, ts, tuple(values)) else []
+            )
         elif kind == b"label":
             try:
                 routed = msgspec.json.decode(msg.value() or b"", type=_Routed)
