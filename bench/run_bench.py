@@ -460,11 +460,14 @@ def _rss_with_users(model_dir: str, users: int, features: Any, out: Any) -> None
     for a staged set, the stage's table with a row per device (one per user here) and per
     merchant, as a scorer holds it."""
     pin(SCORER_CPU)
+    from fraud_runtime.settings import KafkaSettings
     from fraud_scorer.config import RuleSpec
-    from fraud_scorer.entity_features import EntityValues, StagePlan, table_key
+    from fraud_scorer.entity_features import EntityValues, StagePlan
+    from fraud_scorer.entity_table import EntityRows, EntityTable, TableMetrics
     from fraud_scorer.model import load_model
     from fraud_scorer.pipeline import BatchScorer
     from fraud_scorer.rules import compile_rules
+    from prometheus_client import CollectorRegistry
 
     class Rec:
         __slots__ = ("_v",)
@@ -495,7 +498,9 @@ def _rss_with_users(model_dir: str, users: int, features: Any, out: Any) -> None
 
     base = _vm_hwm_mib()
     feature_set = _feature_set(features)
-    table: dict[str, EntityValues] = {}
+    table = EntityTable(
+        KafkaSettings(), "t", TableMetrics(CollectorRegistry(), "b", "stable"), feature_set.version
+    )
     if feature_set.staged is not None:
         plan = StagePlan.of(feature_set.staged)
         for entity, slots in plan.slots.items():
@@ -504,15 +509,15 @@ def _rss_with_users(model_dir: str, users: int, features: Any, out: Any) -> None
                 if entity == "device_id"
                 else (f"m-{i}" for i in range(997))
             )
-            zeros = tuple(0.0 for _ in slots)
+            rows = table.rows.setdefault(entity, EntityRows())
             for i, key in enumerate(keys):
-                table[table_key(entity, key)] = EntityValues(
-                    plan.version, 1.79e9, 1.79e9, zeros, f"t{i}"
-                )
+                # As a scorer's table holds it: each row decoded from its own message.
+                values = tuple(float(i % 7) for _ in slots)
+                rows.put(key, EntityValues(plan.version, 1.79e9 + i, 1.79e9 + i, values).joined())
     scorer = BatchScorer(
         model=load_model(Path(model_dir), features=feature_set),
         ruleset=compile_rules([RuleSpec.model_validate(r) for r in RULES], features=feature_set),
-        engine=feature_set.make_engine(_lookup(table) if feature_set.staged else None),
+        engine=feature_set.make_engine(table.getter if feature_set.staged else None),
         detector="b",
         track="stable",
         max_message_bytes=65536,
@@ -591,7 +596,7 @@ def _read_table(bootstrap: str) -> dict[str, Any]:
     while todo:
         for m in c.consume(5000, 0.2):
             if m.error() is None:
-                rows[(m.key() or b"").decode()] = decode(m.value() or b"")
+                rows[(m.key() or b"").decode()] = decode(m.value() or b"").joined()
                 if (m.offset() or 0) + 1 >= ends[m.partition() or 0]:
                     todo.discard(m.partition() or 0)
     c.close()

@@ -15,12 +15,14 @@ from collections.abc import Callable
 from typing import Final
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from fraud_runtime.settings import KafkaSettings
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from fraud_scorer.entity_features import SEP, EntityValues
+from fraud_scorer.entity_features import SEP, EntityValues, JoinRow
 
 log = structlog.get_logger("fraud_scorer")
 _SOURCE: Final = "fe.source_ms"
@@ -47,6 +49,56 @@ class TableMetrics:
         ).labels(**labels)  # fmt: skip
 
 
+class EntityRows:
+    """One entity's rows: key -> a row of a float64 matrix (as_of, last_ts, values...).
+
+    A scorer holds the whole table, a row per device or card of the business. As a dict of
+    tuples of Python floats a row cost about 390 bytes (a million device rows: +375 MiB of peak
+    RSS in `make bench`); here the numbers cost 8 bytes each, and the key and its slot the
+    rest. Written by the reader thread only; a concurrent read sees the old row or the new one
+    (the matrix is replaced whole when it grows, after the copy)."""
+
+    def __init__(self) -> None:
+        self.slots: dict[str, int] = {}
+        self.matrix: npt.NDArray[np.float64] | None = None
+        self._free: list[int] = []
+        self._used = 0
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def get(self, key: str) -> JoinRow | None:
+        slot = self.slots.get(key)
+        if slot is None or self.matrix is None:
+            return None
+        return tuple(self.matrix[slot].tolist())
+
+    def put(self, key: str, row: JoinRow) -> None:
+        matrix = self.matrix
+        if matrix is None or matrix.shape[1] != len(row):  # the first row, or a new set
+            matrix = self.matrix = np.zeros((1024, len(row)))
+            self.slots, self._free, self._used = {}, [], 0
+        slot = self.slots.get(key)
+        if slot is None:
+            if self._free:
+                slot = self._free.pop()
+            else:
+                slot, self._used = self._used, self._used + 1
+                if slot >= len(matrix):
+                    grown = np.zeros((2 * len(matrix), matrix.shape[1]))
+                    grown[: len(matrix)] = matrix
+                    matrix = self.matrix = grown
+            matrix[slot] = row
+            self.slots[key] = slot
+        else:
+            matrix[slot] = row
+
+    def drop(self, key: str) -> None:
+        slot = self.slots.pop(key, None)
+        if slot is not None:
+            self._free.append(slot)
+
+
 class EntityTable:
     """``getter(entity)(key)``: the newest row the stage published for the key, or None."""
 
@@ -57,16 +109,20 @@ class EntityTable:
         # Rows of another feature set (a stage not yet restarted after a change) are ignored:
         # their values mean something else.
         self.set_version = set_version
-        # Per entity, key -> row: a join is one dict read (the reader thread replaces rows
-        # whole, so a reader sees the old row or the new one).
-        self.rows: dict[str, dict[str, EntityValues]] = {}
+        self.rows: dict[str, EntityRows] = {}
         self.loaded = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="entity-table", daemon=True)
         self.error: str | None = None
 
-    def getter(self, entity: str) -> Callable[[str], EntityValues | None]:
-        return self.rows.setdefault(entity, {}).get
+    def getter(self, entity: str) -> Callable[[str], JoinRow | None]:
+        return self._rows(entity).get
+
+    def _rows(self, entity: str) -> EntityRows:
+        rows = self.rows.get(entity)
+        if rows is None:
+            rows = self.rows[entity] = EntityRows()
+        return rows
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self.rows.values())
@@ -142,10 +198,10 @@ class EntityTable:
 
     def _apply(self, msg, decode) -> None:  # type: ignore[no-untyped-def]
         entity, _, key = (msg.key() or b"").decode(errors="replace").partition(SEP)
-        rows = self.rows.setdefault(entity, {})
+        rows = self._rows(entity)
         value = msg.value()
         if value is None:  # a tombstone: the stage forgot the key
-            rows.pop(key, None)
+            rows.drop(key)
             return
         try:
             row = decode(value)
@@ -153,9 +209,9 @@ class EntityTable:
             self.metrics.invalid.inc()
             return
         if row.set_version != self.set_version:
-            rows.pop(key, None)
+            rows.drop(key)
             return
-        rows[key] = row
+        rows.put(key, row.joined())
         for name, raw in msg.headers() or []:
             if name == _SOURCE and self.loaded.is_set():
                 source = float(raw or 0) / 1000.0
