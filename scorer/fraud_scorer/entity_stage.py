@@ -45,6 +45,7 @@ from fraud_runtime.settings import (
     load_settings_file,
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import Field
 
 from fraud_scorer.config import BatchSettings, StateSettings
 from fraud_scorer.contract import Transaction, TransactionDecoder
@@ -77,6 +78,10 @@ class EntityStageSettings(EnvFirstSettings):
     state: StateSettings = StateSettings()
     batch: BatchSettings = BatchSettings()
     metrics: MetricsSettings = MetricsSettings()
+    # An event dated further ahead of this process's clock is skipped: a key's windows are
+    # anchored at its newest event, so one transaction dated 9999 would blind a merchant's
+    # features for good (every later event would look too old).
+    max_clock_skew_s: float = Field(default=3600.0, gt=0)
 
 
 class LabelMessage(msgspec.Struct, forbid_unknown_fields=False):
@@ -255,6 +260,9 @@ class EntityStage(KafkaProcess):
             self._skip(f"transaction_{tx.reason}")
             return
         ts, encode = tx.timestamp.timestamp(), self._encode
+        if ts > time.time() + self.settings.max_clock_skew_s:
+            self._skip("transaction_in_future")
+            return
         self._route(
             tx,
             b"tx",
@@ -271,7 +279,12 @@ class EntityStage(KafkaProcess):
         if label.transaction is None:
             self._skip("label_without_transaction")
             return
-        at = label.at.timestamp() if label.at is not None else time.time()
+        now = time.time()
+        at = label.at.timestamp() if label.at is not None else now
+        limit = now + self.settings.max_clock_skew_s
+        if at > limit or label.transaction.timestamp.timestamp() > limit:
+            self._skip("label_in_future")
+            return
         body = msgspec.json.encode(_Routed(label.is_fraud, at, label.transaction))
         self._route(label.transaction, b"label", lambda _entity: body, msg)
 

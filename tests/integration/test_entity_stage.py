@@ -215,3 +215,74 @@ def test_the_stage_serves_what_training_computes_and_rebuilds_after_a_restart(
     # Replayed up to the committed offsets; anything after them is consumed again.
     assert 0 < again.metric("fraud_entity_stage_replayed_total") <= routed
     assert again.stop() == 0
+
+
+def test_hostile_messages_are_skipped_and_cannot_blind_a_key(
+    cluster: MockCluster, tmp_path: Path
+) -> None:
+    """A real stage process fed what it should refuse: a ~900 kB message, broken UTF-8, not
+    JSON, a transaction and a verdict dated 9999, a verdict without its transaction, and a
+    merchant name with CR/LF. Each is counted by reason and skipped, the process keeps going,
+    and the merchant the far-future transaction aimed at still gets its true table row from
+    the normal transactions that follow."""
+    bootstrap = cluster.bootstrap_servers
+    for topic in (LABELS, BY_ENTITY, TABLE):
+        cluster.create_topic(topic, 4)
+    stage = StageProcess(tmp_path, bootstrap, "stage-hostile").start()
+    base = json.loads(
+        '{"transaction_id":"x","user_id":"u1","amount":10.0,"currency":"EUR",'
+        '"timestamp":"2026-11-20T10:00:00Z","merchant":"victim","merchant_category":"c",'
+        '"channel":"pos","location":"DE","device_id":"d1"}'
+    )
+
+    def tx(i: int, **changes: Any) -> bytes:
+        return json.dumps({**base, "transaction_id": f"h{i}", **changes}).encode()
+
+    future = tx(0, timestamp="9999-12-31T23:59:59Z")
+    hostile = [
+        (b"u1", b'{"pad":"' + b"x" * 900_000 + b'"}'),
+        (b"u1", b"\xff\xfe\x00 not utf-8"),
+        (b"u1", b"not json"),
+        (b"u1", future),
+        (b"u2", tx(1, merchant="evil\r\nX-Injected: 1", user_id="u2", device_id="d2")),
+    ]
+    produce(bootstrap, TOPICS["input"], hostile)
+    labels = [
+        (b"l1", b"garbage"),
+        (b"l2", json.dumps({"transaction_id": "h9", "is_fraud": True, "by": "a"}).encode()),
+        (b"l3", json.dumps({"transaction_id": "h0", "is_fraud": True, "by": "a",
+                            "at": "9999-01-01T00:00:00Z",
+                            "transaction": json.loads(tx(0))}).encode()),
+    ]  # fmt: skip
+    produce(bootstrap, LABELS, labels)
+    normal = [(b"u1", tx(10 + i, timestamp=f"2026-11-20T10:0{i}:00Z")) for i in range(5)]
+    produce(bootstrap, TOPICS["input"], normal)
+
+    def skipped(reason: str) -> float:
+        return stage.metric("fraud_entity_stage_skipped_total", reason=reason)
+
+    wait_until(lambda: skipped("label_in_future") >= 1 and skipped("transaction_in_future") >= 1,
+               60, "hostile messages counted")  # fmt: skip
+    assert skipped("transaction_oversize") == 1
+    assert skipped("transaction_invalid_encoding") == 1
+    assert skipped("transaction_invalid_json") == 1
+    assert skipped("label_invalid") == 1 and skipped("label_without_transaction") == 1
+
+    def victim() -> EntityValues | None:
+        rows = {r.key: r.value for r in read_topic(bootstrap, TABLE)}
+        raw = rows.get(table_key("merchant", "victim").encode())
+        return None if raw is None else msgspec.json.decode(raw, type=EntityValues)
+
+    def caught_up() -> bool:
+        row = victim()
+        return row is not None and row.last_tx == "h14"
+
+    wait_until(caught_up, 60, "the victim merchant's row from the normal transactions")
+    row = victim()
+    assert row is not None
+    names = [s.feature.name for s in StagePlan.of(parse_feature_set(DECLARED)).slots["merchant"]]
+    values = dict(zip(names, row.values, strict=True))
+    assert values["merchant_tx_1h"] == 5  # all five normal ones, none dropped as "too old"
+    assert row.as_of == datetime(2026, 11, 20, 10, 4, tzinfo=UTC).timestamp()
+    assert stage.proc is not None and stage.proc.poll() is None  # still running
+    assert stage.stop() == 0
