@@ -282,6 +282,11 @@ def _start_scorer(
         env=env,
         preexec_fn=lambda: pin(SCORER_CPU),  # noqa: PLW1509
     )
+    return _ready(proc, port, "bench scorer")
+
+
+def _ready(proc: subprocess.Popen[bytes], port: int, what: str) -> tuple[Any, int]:
+    """``proc`` once its /readyz answers 200 (a minute at most; killed otherwise)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -290,7 +295,8 @@ def _start_scorer(
                     return proc, port
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError("bench scorer did not become ready")
+    proc.kill()
+    raise RuntimeError(f"{what} did not become ready")
 
 
 def _scorer_throughput(
@@ -634,16 +640,7 @@ def start_stage(
         stderr=subprocess.STDOUT,
         preexec_fn=lambda: pin(SCORER_CPU),  # noqa: PLW1509
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the stage did not become ready: {log.name}")
+    return _ready(proc, port, f"the stage ({log.name})")
 
 
 def _fill_table(build: Path, bootstrap: str, features: dict[str, Any], n: int) -> float:

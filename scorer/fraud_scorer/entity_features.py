@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import attrgetter
 from typing import Any, Final, Protocol
 
@@ -89,6 +89,7 @@ class _Slot:
     feature: StagedFeature
     window_s: float
     delay_s: float
+    column: int = -1  # where the aggregated field sits in a stored event (ts, id, fields...)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,11 @@ class StagePlan:
                                   if isinstance(s.feature, WindowFeature) and s.feature.of}))
             for entity, group in slots.items()
         }  # fmt: skip
+        for entity, group in slots.items():
+            for k, slot in enumerate(group):
+                of = getattr(slot.feature, "of", None)
+                if of is not None:
+                    group[k] = replace(slot, column=2 + fields[entity].index(of))
         return cls(
             defs.version,
             defs.stage_horizon_s(),
@@ -254,10 +260,10 @@ class EntityAggregator:
             elif agg == "time_since_last":
                 out.append(0.0)  # filled in at the join, from last_ts
             elif agg == "distinct":
-                k = 2 + self.plan.fields[entity].index(f.of)  # type: ignore[arg-type]
+                k = slot.column
                 out.append(float(len({e[k] for e in events[i:j] if e[k] is not None})))
             else:
-                k = 2 + self.plan.fields[entity].index(f.of)  # type: ignore[arg-type]
+                k = slot.column
                 xs = [x for e in events[i:j] if (x := _number(e[k])) is not None]
                 out.append(_numeric(agg, xs))
         last = events[-1] if events else None

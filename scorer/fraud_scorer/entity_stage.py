@@ -352,15 +352,17 @@ class EntityStage(KafkaProcess):
         topic, encode = self.settings.topics.entity_features, msgspec.json.encode
         now = time.time()
         delay = self.metrics.delay.labels(self.settings.detector)
+        published = 0
         for (partition, entity, key), source in touched.items():
             values = self.aggregates[partition].values(entity, key)
             if values is None:
                 continue
+            published += 1
             headers = [(_SOURCE, str(int(source * 1000)).encode())]
             self.produce(topic, table_key(entity, key).encode(), encode(values), headers)
             if source > 0:
                 delay.observe(max(now - source, 0.0))
-        self.metrics.published.labels(self.settings.detector).inc(len(touched))
+        self.metrics.published.labels(self.settings.detector).inc(published)
 
     def _replay(self, records: list[Any]) -> int:
         return sum(1 for msg in records if self._fold(msg, None))

@@ -38,6 +38,7 @@ from fraud_operator.builders.objects import (
     pod_volumes,
     staged_features,
 )
+from fraud_operator.builders.scaling import cpu_autoscaler_spec
 
 STAGE_METRICS_PORT: Final = 9104
 STAGE_CONFIG_FILE: Final = "entity-stage.yaml"
@@ -142,36 +143,13 @@ def stage_deployment(d: Detector) -> dict[str, Any]:
 
 def stage_autoscaler(d: Detector, api: ApiVersions) -> dict[str, Any]:
     s = d.spec.entity_stage
-    return owned(
-        d,
-        api.autoscaling,
-        "HorizontalPodAutoscaler",
-        stage_name(d),
-        {
-            "spec": {
-                "scaleTargetRef": {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": stage_name(d),
-                },
-                "minReplicas": s.min_replicas,
-                "maxReplicas": s.max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {
-                                "type": "Utilization",
-                                "averageUtilization": s.target_cpu_utilization,
-                            },
-                        },
-                    }
-                ],
-            }
-        },
-        stage_labels(d),
+    spec = cpu_autoscaler_spec(
+        stage_name(d), s.min_replicas, s.max_replicas, s.target_cpu_utilization
     )
+    return owned(
+        d, api.autoscaling, "HorizontalPodAutoscaler", stage_name(d), {"spec": spec},
+        stage_labels(d),
+    )  # fmt: skip
 
 
 def stage_disruption_budget(d: Detector, api: ApiVersions) -> dict[str, Any]:

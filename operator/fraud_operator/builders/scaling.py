@@ -14,41 +14,32 @@ def uses_keda(d: Detector, api: ApiVersions) -> bool:
     return api.keda and d.spec.scaling.lag_threshold is not None
 
 
+def cpu_autoscaler_spec(deployment: str, minimum: int, maximum: int, cpu: int) -> dict[str, Any]:
+    """A HorizontalPodAutoscaler's spec scaling ``deployment`` on CPU (``autoscaling/v2`` or
+    ``v2beta2``: same shape for resource metrics); the scorers' and the entity stage's."""
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+        "minReplicas": minimum,
+        "maxReplicas": maximum,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": cpu},
+                },
+            }
+        ],
+    }
+
+
 def horizontal_pod_autoscaler(
     d: Detector, api: ApiVersions, track: str = "stable"
 ) -> dict[str, Any]:
-    """CPU-based scaling (``autoscaling/v2`` or ``v2beta2``: same shape for resource metrics)."""
-    s = d.spec.scaling
-    return scorer_object(
-        d,
-        api.autoscaling,
-        "HorizontalPodAutoscaler",
-        scorer_name(d, track),
-        {
-            "spec": {
-                "scaleTargetRef": {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": scorer_name(d, track),
-                },
-                "minReplicas": s.min_replicas,
-                "maxReplicas": s.max_replicas,
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {
-                                "type": "Utilization",
-                                "averageUtilization": s.target_cpu_utilization,
-                            },
-                        },
-                    }
-                ],
-            }
-        },
-        track,
-    )
+    """CPU-based scaling of one scorer track."""
+    s, name = d.spec.scaling, scorer_name(d, track)
+    spec = cpu_autoscaler_spec(name, s.min_replicas, s.max_replicas, s.target_cpu_utilization)
+    return scorer_object(d, api.autoscaling, "HorizontalPodAutoscaler", name, {"spec": spec}, track)
 
 
 def scaled_object(d: Detector, track: str = "stable") -> dict[str, Any]:
