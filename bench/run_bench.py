@@ -523,7 +523,7 @@ def _rss_with_users(model_dir: str, users: int, features: Any, out: Any) -> None
     scorer = BatchScorer(
         model=load_model(Path(model_dir), features=feature_set),
         ruleset=compile_rules([RuleSpec.model_validate(r) for r in RULES], features=feature_set),
-        engine=feature_set.make_engine(table.getter if feature_set.staged else None),
+        engine=feature_set.make_engine(table.rows_of if feature_set.staged else None),
         detector="b",
         track="stable",
         max_message_bytes=65536,
@@ -585,7 +585,7 @@ def _lookup(table: dict[str, Any]) -> Any:
     for name, row in table.items():  # one stage run of this set: every row is of it
         entity, _, key = name.partition(SEP)
         by_entity.setdefault(entity, {})[key] = row
-    return lambda entity: by_entity.setdefault(entity, {}).get
+    return lambda entity: by_entity.setdefault(entity, {})
 
 
 def _read_table(bootstrap: str) -> dict[str, Any]:

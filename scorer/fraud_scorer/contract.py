@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Final
 
@@ -56,6 +57,27 @@ class Decision(msgspec.Struct, omit_defaults=True, gc=False):
     latency_ms: float
     features: dict[str, float] | None = None
     transaction: msgspec.Raw | None = None
+
+
+def features_type(names: Sequence[str]) -> type[msgspec.Struct]:
+    """A decision's ``features`` as a struct of these names, built positionally from a row:
+    the same JSON object on the wire as a dict, and with :func:`decision_type` encoded 2.7x
+    faster than a dict built per decision (docs/performance.md)."""
+    fields = [f"f{i}" for i in range(len(names))]
+    return msgspec.defstruct(
+        "Features",
+        [(f, float) for f in fields],
+        rename=dict(zip(fields, names, strict=True)),
+        gc=False,
+    )
+
+
+def decision_type(features: type[msgspec.Struct]) -> type[Decision]:
+    """:class:`Decision` whose ``features`` are of the ``features`` struct type."""
+    return msgspec.defstruct(  # type: ignore[return-value]
+        "Decision", [("features", features | None, None)], bases=(Decision,),
+        omit_defaults=True, gc=False,
+    )  # fmt: skip
 
 
 class Rejected(msgspec.Struct, frozen=True, gc=False):

@@ -275,14 +275,9 @@ class EntityAggregator:
             last[1] if last else "",
         )
 
-    def getter(self, entity: str) -> Callable[[str], JoinRow | None]:
+    def rows_of(self, entity: str) -> Rows:
         """:data:`Lookup` over this aggregator: what training's replay joins."""
-
-        def row(key: str) -> JoinRow | None:
-            found = self.values(entity, key)
-            return None if found is None else found.joined()
-
-        return row
+        return _AggregatedRows(self, entity)
 
     def key_count(self) -> int:
         return sum(len(keys) for keys in self.keys.values())
@@ -334,6 +329,16 @@ def _numeric(agg: str, xs: list[float]) -> float:
     raise AssertionError(f"aggregation {agg!r} is not staged")  # refused by the definitions
 
 
+@dataclass(frozen=True)
+class _AggregatedRows:
+    aggregator: EntityAggregator
+    entity: str
+
+    def get(self, key: str) -> JoinRow | None:
+        found = self.aggregator.values(self.entity, key)
+        return None if found is None else found.joined()
+
+
 class UserEngine(Protocol):
     @property
     def horizon_s(self) -> float: ...
@@ -346,9 +351,27 @@ class UserEngine(Protocol):
     def user_count(self) -> int: ...
 
 
-# The entity table as a join reads it: for an entity, a function from a key to its row (a dict's
-# ``get`` in a scorer, the aggregator's ``values`` in training's replay).
-Lookup = Callable[[str], Callable[[str], JoinRow | None]]
+class Rows(Protocol):
+    """One entity's rows of the table, as a join reads them (a scorer's
+    :class:`~fraud_scorer.entity_table.EntityRows`, or training's replay of the stage)."""
+
+    def get(self, key: str) -> JoinRow | None: ...
+
+
+# The entity table as a join reads it: an entity's rows.
+Lookup = Callable[[str], Rows]
+
+
+@dataclass(frozen=True)
+class EntityJoin:
+    """How one entity's values join a row: the transaction's key, the entity's rows, the
+    values of a key without a (fresh) row, and which of them are ``time_since_last``."""
+
+    entity: str
+    key_of: Callable[[Transaction], str | None]
+    rows: Rows
+    defaults: tuple[float, ...]
+    since: tuple[int, ...]
 
 
 def _key_reader(entity: str) -> Callable[[Transaction], str | None]:
@@ -367,7 +390,9 @@ class JoinedEngine:
     published by the stage. A staged value is as of the key's newest event (its windows end
     there, not at this transaction: ``time_since_last`` says how long ago that was), and
     training reads it the same way. A key the table lacks, or idle for longer than the
-    horizon, takes the defaults (no events)."""
+    horizon, takes the defaults (no events). :mod:`fraud_scorer.feature_batch` joins a whole
+    batch at once with the same values; :meth:`compute` is the row-by-row form (training's
+    point-in-time replay, state rebuild)."""
 
     def __init__(
         self,
@@ -383,18 +408,22 @@ class JoinedEngine:
         # index), then put in the set's order by one permutation, when that is not already it.
         index = {f.name: i for i, f in enumerate(defs.features)}
         built = [index[name] for name in user_names]
-        self._entities = []
+        self.joins: list[EntityJoin] = []
         for entity, slots in p.slots.items():
             built += [s.index for s in slots]
             since = tuple(k for k, s in enumerate(slots)
                           if isinstance(s.feature, WindowFeature)
                           and s.feature.agg == "time_since_last")  # fmt: skip
-            defaults = [p.history_s if k in since else 0.0 for k in range(len(slots))]
-            self._entities.append((_key_reader(entity), lookup(entity), defaults, since))
+            defaults = tuple(p.history_s if k in since else 0.0 for k in range(len(slots)))
+            self.joins.append(
+                EntityJoin(entity, _key_reader(entity), lookup(entity), defaults, since)
+            )
+        self._entities = [(j.key_of, j.rows.get, list(j.defaults), j.since) for j in self.joins]
         position = {i: k for k, i in enumerate(built)}
-        self._order = [position[i] for i in range(len(defs.features))]
-        if self._order == list(range(len(defs.features))):
-            self._order = []
+        # The permutation from the built row to the set's order (empty: already in order).
+        self.order = [position[i] for i in range(len(defs.features))]
+        if self.order == list(range(len(defs.features))):
+            self.order = []
 
     @property
     def horizon_s(self) -> float:
@@ -430,8 +459,8 @@ class JoinedEngine:
                 row += values
             else:
                 row += found[2:]
-        if self._order:
-            return [row[k] for k in self._order]
+        if self.order:
+            return [row[k] for k in self.order]
         return row
 
 
@@ -461,9 +490,7 @@ def point_in_time_rows(
     then (in time order; a verdict at the same time as a transaction comes after it)."""
     aggregator = EntityAggregator(StagePlan.of(defs))
 
-    engine = make_engine(
-        aggregator.getter
-    )  # the scorer's engine, joined with this replay of the stage
+    engine = make_engine(aggregator.rows_of)  # the scorer's engine, joined with this replay
     timeline = [(ts, _TX, i) for i, (_, ts) in enumerate(transactions)]
     verdicts: dict[int, LabelEvent] = {}
     for label in labels:

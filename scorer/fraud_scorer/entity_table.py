@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Final
 
 import msgspec
@@ -73,6 +73,19 @@ class EntityRows:
             return None
         return tuple(self.matrix[slot].tolist())
 
+    def gather(self, keys: Sequence[str | None], width: int) -> npt.NDArray[np.float64]:
+        """The rows of ``keys`` (``width`` columns each), a row of NaN where a key has none:
+        one dict read per key and one fancy index, for a whole batch."""
+        get = self.slots.get
+        slots = np.fromiter((get(k, -1) for k in keys), np.intp, len(keys))  # type: ignore[arg-type]
+        matrix = self.matrix  # read after the slots: it only grows before a slot is added
+        out = np.full((len(keys), width), np.nan)
+        if matrix is None or matrix.shape[1] != width:
+            return out
+        found = (slots >= 0) & (slots < len(matrix))
+        out[found] = matrix[slots[found]]
+        return out
+
     def put(self, key: str, row: JoinRow) -> None:
         matrix = self.matrix
         if matrix is None or matrix.shape[1] != len(row):  # the first row, or a new set
@@ -100,7 +113,7 @@ class EntityRows:
 
 
 class EntityTable:
-    """``getter(entity)(key)``: the newest row the stage published for the key, or None."""
+    """``rows_of(entity).get(key)``: the newest row the stage published for the key, or None."""
 
     def __init__(
         self, kafka: KafkaSettings, topic: str, metrics: TableMetrics, set_version: str
@@ -115,10 +128,7 @@ class EntityTable:
         self._thread = threading.Thread(target=self._run, name="entity-table", daemon=True)
         self.error: str | None = None
 
-    def getter(self, entity: str) -> Callable[[str], JoinRow | None]:
-        return self._rows(entity).get
-
-    def _rows(self, entity: str) -> EntityRows:
+    def rows_of(self, entity: str) -> EntityRows:
         rows = self.rows.get(entity)
         if rows is None:
             rows = self.rows[entity] = EntityRows()
@@ -201,7 +211,7 @@ class EntityTable:
 
     def _apply(self, msg, decode) -> None:  # type: ignore[no-untyped-def]
         entity, _, key = (msg.key() or b"").decode(errors="replace").partition(SEP)
-        rows = self._rows(entity)
+        rows = self.rows_of(entity)
         value = msg.value()
         if value is None:  # a tombstone: the stage forgot the key
             rows.drop(key)

@@ -100,10 +100,13 @@ class UserState:
         self.cents_sq_sum = 0
 
 
+_NO_PLACE: Final = (math.nan, math.nan)
+
+
 def _place(tx: Transaction) -> tuple[float, float]:
     if tx.lat is not None and tx.lon is not None:
         return tx.lat, tx.lon
-    return COUNTRY_CENTROIDS.get(tx.location, (math.nan, math.nan))
+    return COUNTRY_CENTROIDS.get(tx.location, _NO_PLACE)
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -168,14 +171,17 @@ class FeatureEngine(EntityStates[UserState]):
             state = users[tx.user_id] = UserState()
         self.watermark = max(self.watermark, ts)
         events = state.events
-        self._evict_before(state, ts - self.horizon_s)
+        if events and events[0][_TS] <= ts - self.horizon_s:  # checked inline: the hot path
+            self._evict_before(state, ts - self.horizon_s)
 
         amount = tx.amount
         cents = round(amount * 100.0)
         country = sys.intern(tx.location)
         category = sys.intern(tx.merchant_category)
         device = tx.device_id
-        lat, lon = _place(tx)
+        lat, lon = tx.lat, tx.lon
+        if lat is None or lon is None:
+            lat, lon = COUNTRY_CENTROIDS.get(country, _NO_PLACE)
         n = len(events)
         if n:
             last_ts, _, last_country, last_lat, last_lon, _, _ = events[-1]

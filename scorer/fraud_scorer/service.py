@@ -75,7 +75,7 @@ class ScorerService(KafkaProcess):
                 TableMetrics(self.metrics.registry, s.detector, s.track),
                 self.features.version,
             )
-        self.engine = self.features.make_engine(None if self.table is None else self.table.getter)
+        self.engine = self.features.make_engine(None if self.table is None else self.table.rows_of)
         self.scorer = BatchScorer(
             model=self.model,
             ruleset=ruleset,
@@ -148,13 +148,11 @@ class ScorerService(KafkaProcess):
             raise RetryBatch(1.0)
         started = time.perf_counter()
         result = self.scorer.process(cast(list[Record], records))
-        topics, produce = self.settings.topics, self.produce
-        for key, value in result.decisions:
-            produce(topics.decisions, key, value)
-        for key, value in result.alerts:
-            produce(topics.alerts, key, value)
+        topics = self.settings.topics
+        self.produce_all(topics.decisions, result.decisions)
+        self.produce_all(topics.alerts, result.alerts)
         for dl in result.dead_letters:
-            produce(topics.dead_letter, dl.key, dl.value, dl.headers)
+            self.produce(topics.dead_letter, dl.key, dl.value, dl.headers)
         self._observe(result, len(records), time.perf_counter() - started)
 
     def on_assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -129,7 +129,7 @@ def test_the_example_feature_files() -> None:
     assert [f.name for f in files] == ["handbook.yaml", "v1.yaml", "velocity.yaml"]
     for path in files:
         defs = parse_feature_set(yaml.safe_load(path.read_text()))
-        engine = feature_sets.declared(defs).make_engine(lambda _entity: lambda _key: None)
+        engine = feature_sets.declared(defs).make_engine(lambda _entity: {})
         tx = transactions(4, users=5, days=1.0)[0]
         assert len(engine.compute(0, tx, tx.timestamp.timestamp())) == len(defs.names)
         if path.name == "v1.yaml":

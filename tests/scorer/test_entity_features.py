@@ -218,7 +218,7 @@ def test_a_key_idle_past_the_horizon_reads_as_never_seen_and_is_forgotten() -> N
     t0 = 1.7e9
     old = _tx(1, t0, "a", "m", 10.0, None)
     agg.add_transaction(old, t0)
-    engine = feature_sets.declared(DEFS).make_engine(agg.getter)
+    engine = feature_sets.declared(DEFS).make_engine(agg.rows_of)
     names = DEFS.names
     row = engine.compute(0, _tx(2, t0 + 60, "b", "m", 1.0, None), t0 + 60)
     soon = dict(zip(names, row, strict=True))
@@ -258,7 +258,7 @@ def test_the_scorers_table_keeps_rows_of_its_own_set_and_forgets_tombstoned_keys
     mine = EntityValues(plan.version, 1.0, 1.0, (1.0,) * 8, "t1")
     other = EntityValues("fs-000000000000", 1.0, 1.0, (9.0,), "t2")
     decode = msgspec.json.Decoder(EntityValues).decode
-    get = table.getter("merchant")
+    get = table.rows_of("merchant").get
     table._apply(Msg("merchant=m1", msgspec.json.encode(mine)), decode)
     table._apply(Msg("merchant=m2", msgspec.json.encode(other)), decode)
     table._apply(Msg("merchant=m=3", msgspec.json.encode(mine)), decode)  # "=" in a value
