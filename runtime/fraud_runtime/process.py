@@ -23,6 +23,7 @@ side effects. The runtime owns everything around it:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import signal
 import threading
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -48,6 +49,21 @@ _FLUSH_S = 1.0
 _REVOKE_FLUSH_S = 10.0
 # Outputs pending this long make the process not ready (it stays alive, and catches up).
 _UNACKED_NOT_READY_S = 30.0
+
+
+# The cyclic collector's thresholds for a process that keeps long-lived state (users, entity
+# keys) and allocates per message. Python's default (700, 10, 10) runs a young collection every
+# 700 allocations, each one walking survivors again. Reference counting still frees every
+# acyclic object at once; only cycles wait. Measured on the scorer process in the bench's
+# setting: throughput +26% (+18% at 20,000; docs/performance.md).
+GC_THRESHOLDS: Final = (100_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Start-up objects (settings, model, rules) out of every collection, then fewer young
+    collections (:data:`GC_THRESHOLDS`)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class FatalError(RuntimeError):
@@ -192,6 +208,7 @@ class KafkaProcess:
 
     def run(self) -> None:
         self.starting()
+        tune_gc()
         m = self.metrics_settings
         self.health = HealthServer(self.registry, m.host, m.port, self.ready, self._beat).start()
         self.log.info("metrics listening", port=self.health.port)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Final
 
 import msgspec
@@ -76,8 +77,7 @@ class EntityRows:
     def gather(self, keys: Sequence[str | None], width: int) -> npt.NDArray[np.float64]:
         """The rows of ``keys`` (``width`` columns each), a row of NaN where a key has none:
         one dict read per key and one fancy index, for a whole batch."""
-        get = self.slots.get
-        slots = np.fromiter((get(k, -1) for k in keys), np.intp, len(keys))  # type: ignore[arg-type]
+        slots = np.fromiter(map(self.slots.get, keys, repeat(-1)), np.intp, len(keys))  # type: ignore[arg-type]
         matrix = self.matrix  # read after the slots: it only grows before a slot is added
         out = np.full((len(keys), width), np.nan)
         if matrix is None or matrix.shape[1] != width:

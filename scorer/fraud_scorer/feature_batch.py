@@ -71,7 +71,7 @@ def _join_values(
     history_s: float,
 ) -> npt.NDArray[np.float64]:
     key_of, width = join.key_of, 2 + len(join.defaults)
-    keys = [key_of(tx) for tx in txs]
+    keys = list(map(key_of, txs))
     if isinstance(join.rows, EntityRows):
         found = join.rows.gather(keys, width)
     else:  # training's replay or a test's table: row by row

@@ -212,8 +212,11 @@ class FeatureEngine(EntityStates[UserState]):
                 )
                 if math.isnan(speed):
                     speed = 0.0
-            # The order of _FIRST_EVENT (checked against FEATURES at import).
-            history = [
+            # FEATURES' order: the event's, then _FIRST_EVENT's (checked at import).
+            row = [
+                amount,
+                float(tx.timestamp.hour),  # hour_of_day
+                1.0 if tx.channel in _CARD_NOT_PRESENT else 0.0,  # card_not_present
                 float(n),  # history_count
                 float(c1h),  # tx_count_1h
                 float(c24h),  # tx_count_24h
@@ -227,9 +230,12 @@ class FeatureEngine(EntityStates[UserState]):
                 merchant_category_new,
             ]
         else:
-            history = self._no_history
-        row = [amount, float(tx.timestamp.hour), 1.0 if tx.channel in _CARD_NOT_PRESENT else 0.0]
-        row += history
+            row = [
+                amount,
+                float(tx.timestamp.hour),
+                1.0 if tx.channel in _CARD_NOT_PRESENT else 0.0,
+                *self._no_history,
+            ]
         events.append((ts, cents, country, lat, lon, device, category))
         state.cents_sum += cents
         state.cents_sq_sum += cents * cents

@@ -183,7 +183,8 @@ class BatchScorer:
             scores = np.zeros(len(rows), dtype=np.float32)  # published as 0, never judged
         now = self._time()
         out.latencies_s = now - np.asarray(kafka_ms) / 1000.0
-        self._decide(out, txs, rows, raws, times, scores, out.latencies_s.tolist(), now)
+        latency_ms = np.round(out.latencies_s * 1000.0, 3).tolist()
+        self._decide(out, txs, rows, raws, times, scores, latency_ms, now)
         return out
 
     def _decide(
@@ -194,7 +195,7 @@ class BatchScorer:
         raws: list[bytes],
         event_ts: list[float],
         scores: npt.NDArray[np.float32],
-        latencies: list[float],
+        latency_ms: list[float],
         now: float,
     ) -> None:
         rs = self.ruleset  # read once: a reload between batches never splits one
@@ -235,7 +236,7 @@ class BatchScorer:
             # Positional, in Decision's field order (keywords cost 1 us a decision).
             decision = make(
                 tx.transaction_id, tx.user_id, action, round(score, 6), reasons, model_version,
-                rules_version, detector, track, event_ts[i], now, round(latencies[i] * 1000.0, 3),
+                rules_version, detector, track, event_ts[i], now, latency_ms[i],
                 values(*row) if values is not None else None,
             )  # fmt: skip
             key = tx.transaction_id.encode()
