@@ -93,7 +93,7 @@ def test_operator_image(wheels: dict[str, Path], tmp_path: Path) -> None:
     assert not imports(bin_dir, "numpy") and not imports(bin_dir, "onnxruntime")
     assert not imports(bin_dir, "fraud_devtools")
     wanted = {"fraud-scorer": "scorer", "fraud-sink": "sinks", "fraud-cases": "sinks"}
-    for script, extra in {**wanted, "fraud-train": "training"}.items():
+    for script, extra in {**wanted, "fraud-train": "training", "fraud-rules": "rules"}.items():
         result = run(bin_dir, script, "--help")
         assert result.returncode == 2, (script, result.stdout, result.stderr)
         assert f"needs the '{extra}' extra" in result.stderr, (script, result.stderr)
@@ -105,3 +105,14 @@ def test_tools_image(wheels: dict[str, Path], tmp_path: Path) -> None:
     for script in ("fraud-train", "fraud-produce", "fraud-demo", "fraud-scorer"):
         result = run(bin_dir, script, "--help")
         assert result.returncode == 0, (script, result.stderr)
+
+
+def test_rules_check_installs_light(wheels: dict[str, Path], tmp_path: Path) -> None:
+    """``fraud-rules check`` in a CI or GitOps job: the base and the 'rules' extra only (no
+    numpy, onnxruntime or Kafka client), and it checks a FraudDetector manifest."""
+    bin_dir = install(tmp_path, f"{wheels['product']}[rules]")
+    result = run(bin_dir, "fraud-rules", "check", str(ROOT / "examples" / "minimal.yaml"))
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "FraudDetector default/minimal: 1 rule compiles" in result.stdout
+    for heavy in ("numpy", "onnxruntime", "confluent_kafka", "fraud_devtools"):
+        assert not imports(bin_dir, heavy), heavy

@@ -43,7 +43,7 @@ def parse_spec(raw: Mapping[str, Any]) -> FraudDetectorSpec | Problem:
         return Problem("InvalidSpec", "; ".join(parts))
 
 
-def _scorer_rules(spec: FraudDetectorSpec) -> tuple[tuple[RuleSpec, ...], DecisionSettings]:
+def scorer_rules(spec: FraudDetectorSpec) -> tuple[tuple[RuleSpec, ...], DecisionSettings]:
     rules = tuple(
         RuleSpec(name=r.name, expression=r.expression, action=r.action) for r in spec.rules
     )
@@ -85,7 +85,7 @@ def check_rules(
     if isinstance(features, Problem):
         return None  # reported as the features' own problem
     try:
-        compile_rules(*_scorer_rules(spec), features)
+        compile_rules(*scorer_rules(spec), features)
     except RuleCompileError as exc:
         return Problem("RuleCompileError", str(exc), "RulesValid")
     return None
@@ -132,7 +132,7 @@ def check_model(spec: FraudDetectorSpec) -> Problem | None:
 
 def rules_version_of(spec: FraudDetectorSpec) -> str:
     """The version the scorers report for these rules (``fraud_rules_info``, decisions)."""
-    return rules_version(*_scorer_rules(spec))
+    return rules_version(*scorer_rules(spec))
 
 
 def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:

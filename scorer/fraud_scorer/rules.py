@@ -63,8 +63,26 @@ _MACROS: Final = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _NUMERIC: Final = frozenset({"int", "double"})
 
 
+@dataclass(frozen=True)
+class RuleProblem:
+    """Why one rule does not compile: its name, the column of the expression where the
+    compiler stopped (1-based; 0 when the whole expression is at fault), and what to change."""
+
+    rule: str
+    column: int
+    message: str
+
+
 class RuleCompileError(ValueError):
-    """A rule that cannot be compiled; the message names the rule and what to change."""
+    """A rule that cannot be compiled; the message names the rule and what to change, and
+    ``problems`` says the same per rule (``fraud-rules check`` prints them)."""
+
+    def __init__(
+        self, message: str, *, column: int = 0, problems: Sequence[RuleProblem] = ()
+    ) -> None:
+        super().__init__(message)
+        self.column = column
+        self.problems = tuple(problems)
 
 
 @dataclass(frozen=True)
@@ -91,9 +109,14 @@ class _Compiler:
         if isinstance(node, lark.Token):
             raise RuleCompileError(f"unexpected token {node!s}")
         handler = getattr(self, f"_{node.data}", None)
-        if handler is None:
-            raise RuleCompileError(f"CEL construct '{node.data}' is not supported in rules")
-        result: _Expr = handler(node)
+        try:
+            if handler is None:
+                raise RuleCompileError(f"CEL construct '{node.data}' is not supported in rules")
+            result: _Expr = handler(node)
+        except RuleCompileError as exc:
+            if not exc.column:  # the innermost node that failed says where
+                exc.column = getattr(node.meta, "column", 0)
+            raise
         return result
 
     def _passthrough(self, node: Tree) -> _Expr:
@@ -543,7 +566,7 @@ def compile_expression(
     except celpy.CELParseError as exc:  # type: ignore[attr-defined]
         lines = str(exc).splitlines()
         column = lines[1].index("^") + 1 if len(lines) > 1 and "^" in lines[1] else 0
-        raise RuleCompileError(f"syntax error at column {column}") from exc
+        raise RuleCompileError(f"syntax error at column {column}", column=column) from exc
     except RecursionError as exc:
         raise RuleCompileError("expression nested too deeply") from exc
     if result.type not in ("bool", "dyn"):
@@ -583,17 +606,19 @@ def compile_rules(
     decision = decision or DecisionSettings()
     constants: dict[str, Any] = {}
     compiled: list[CompiledRule] = []
-    problems: list[str] = []
+    problems: list[RuleProblem] = []
+    messages: list[str] = []
     for spec in specs:
         try:
             code = compile_expression(spec.expression, constants, features)
         except RuleCompileError as exc:
             shown = spec.expression[:117] + ("..." if len(spec.expression) > 117 else "")
-            problems.append(f"rule '{spec.name}' ({shown!r}): {exc}")
+            messages.append(f"rule '{spec.name}' ({shown!r}): {exc}")
+            problems.append(RuleProblem(spec.name, exc.column, str(exc)))
             continue
         compiled.append(CompiledRule(spec.name, spec.expression, spec.action, code))
     if problems:
-        raise RuleCompileError("; ".join(problems))
+        raise RuleCompileError("; ".join(messages), problems=problems)
     lines = ["def _evaluate(tx, f, errors):", "    hits = 0"]
     for i, rule in enumerate(compiled):
         lines += [

@@ -1,0 +1,1 @@
+"""Rules as a product, offline: ``fraud-rules check`` (and, next, backtests)."""
