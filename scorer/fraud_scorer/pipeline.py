@@ -30,6 +30,7 @@ from fraud_scorer.contract import (
     features_type,
     user_bucket,
 )
+from fraud_scorer.entity_features import JoinedEngine
 from fraud_scorer.feature_batch import batch_features
 from fraud_scorer.feature_sets import V1, Engine
 from fraud_scorer.model import Model
@@ -129,8 +130,11 @@ class BatchScorer:
         self._time = clock
 
     def replay(self, records: list[Record]) -> int:
-        """Fold already-decided records into feature state (state rebuild); returns count."""
-        decode, compute = self.decoder.decode, self.engine.compute
+        """Fold already-decided records into feature state (state rebuild); returns count.
+        Only the per-user state is rebuilt: a joined engine's table values are not needed."""
+        engine = self.engine
+        fold = engine.user.compute if isinstance(engine, JoinedEngine) else engine.compute
+        decode, compute = self.decoder.decode, fold
         n = 0
         for msg in records:
             tx = decode(msg.value(), _content_type(msg.headers()))

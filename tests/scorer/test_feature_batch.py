@@ -84,3 +84,35 @@ def test_the_table_gathers_nan_rows_for_keys_it_lacks() -> None:
     assert got[0].tolist() == [1.0, 2.0, 3.0] == got[3].tolist()
     assert np.isnan(got[1:3]).all()
     assert np.isnan(rows.gather(["a"], 4)).all()  # rows of another width (another set)
+
+
+def test_a_state_rebuild_through_a_joined_engine_folds_the_users_state() -> None:
+    """``BatchScorer.replay`` folds only the per-user state of a joined engine (the table's
+    values are not needed to rebuild it): the rows after a replay are those of a scorer that
+    never stopped."""
+    import msgspec
+    from fraud_scorer.pipeline import BatchScorer
+    from fraud_scorer.rules import compile_rules
+
+    from tests.records import Msg
+
+    stream = _stream(200)
+    txs, times = [tx for tx, _, _ in stream], [ts for _, ts, _ in stream]
+    records = [Msg(msgspec.json.encode(tx), _offset=i) for i, tx in enumerate(txs)]
+    features = feature_sets.declared(DEFS)
+
+    def scorer() -> BatchScorer:
+        return BatchScorer(
+            model=None,  # type: ignore[arg-type]  # replay never scores
+            ruleset=compile_rules([], features=features),
+            engine=features.make_engine(lambda _entity: {}),
+            detector="d",
+            track="stable",
+            max_message_bytes=65536,
+            feature_names=features.names,
+        )
+
+    whole, rebuilt = scorer(), scorer()
+    expected = batch_features(whole.engine, [0] * 200, txs, times).rows[150:]
+    assert rebuilt.replay(records[:150]) == 150  # type: ignore[arg-type]
+    assert batch_features(rebuilt.engine, [0] * 50, txs[150:], times[150:]).rows == expected
