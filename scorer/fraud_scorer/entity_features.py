@@ -418,7 +418,6 @@ class JoinedEngine:
             self.joins.append(
                 EntityJoin(entity, _key_reader(entity), lookup(entity), defaults, since)
             )
-        self._entities = [(j.key_of, j.rows.get, list(j.defaults), j.since) for j in self.joins]
         position = {i: k for k, i in enumerate(built)}
         # The permutation from the built row to the set's order (empty: already in order).
         self.order = [position[i] for i in range(len(defs.features))]
@@ -445,13 +444,13 @@ class JoinedEngine:
     def compute(self, partition: int, tx: Transaction, ts: float) -> list[float]:
         row = self.user.compute(partition, tx, ts)  # a new list per call: extended in place
         horizon, history = self.plan.horizon_s, self.plan.history_s
-        for key_of, row_of, defaults, since in self._entities:
-            key = key_of(tx)
-            found = row_of(key) if key is not None else None
+        for join in self.joins:
+            key, since = join.key_of(tx), join.since
+            found = join.rows.get(key) if key is not None else None
             # The table holds only rows of this set (EntityTable drops others); an idle key
             # reads as never seen.
             if found is None or ts - found[0] > horizon:
-                row += defaults
+                row += join.defaults
             elif since:
                 values = list(found[2:])
                 for k in since:

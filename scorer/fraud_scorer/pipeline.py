@@ -110,7 +110,6 @@ class BatchScorer:
         feature_names: tuple[str, ...] = V1.names,
     ) -> None:
         self.model = model
-        self.feature_names = feature_names
         self.on_model_error = on_model_error
         self.ruleset = ruleset
         self.engine = engine
@@ -132,9 +131,8 @@ class BatchScorer:
     def replay(self, records: list[Record]) -> int:
         """Fold already-decided records into feature state (state rebuild); returns count.
         Only the per-user state is rebuilt: a joined engine's table values are not needed."""
-        engine = self.engine
-        fold = engine.user.compute if isinstance(engine, JoinedEngine) else engine.compute
-        decode, compute = self.decoder.decode, fold
+        engine, decode = self.engine, self.decoder.decode
+        compute = engine.user.compute if isinstance(engine, JoinedEngine) else engine.compute
         n = 0
         for msg in records:
             tx = decode(msg.value(), _content_type(msg.headers()))
