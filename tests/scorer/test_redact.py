@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import structlog
 from fraud_runtime.logs import configure_logging
-from fraud_runtime.redact import luhn_ok, mask_pans
+from fraud_runtime.redact import luhn_ok, mask_pans, may_hold_pans
 from fraud_scorer.config import DecisionSettings
 from fraud_scorer.features import FeatureEngine
 from fraud_scorer.model import load_model
@@ -34,6 +34,23 @@ PAN = "4111111111111111"  # a Luhn-valid test Visa number
 )
 def test_mask_pans(text: str, masked: str) -> None:
     assert mask_pans(text) == masked
+
+
+@pytest.mark.parametrize(
+    ("data", "may"),
+    [
+        (b'{"merchant": "shop 4111 1111-1111 1111"}', True),
+        (b'{"n": 4111111111111111}', True),  # a card number sent as a number
+        (b'{"m": "\\u0034111111111111111"}', True),  # a digit spelt as an escape
+        ('{"m": "\u0664\u0661"}'.encode(), True),  # other scripts' digits: not ASCII
+        (b'{"id": "tx-21-000000000", "t": "2026-11-02T00:00:01Z", "x": 1234.56}', False),
+        (b'{"id": "123456789012"}', False),  # 12 digits: too short for a card number
+    ],
+)
+def test_may_hold_pans_never_misses_a_card_number(data: bytes, may: bool) -> None:
+    assert may_hold_pans(data) is may
+    if not may:  # the quick check says no: the slow walk finds nothing to mask either
+        assert mask_pans(data.decode()) == data.decode()
 
 
 def test_luhn() -> None:
