@@ -8,7 +8,9 @@
    them, as separate processes;
 4. streams synthetic traffic with injected fraud (and some malformed messages) at a fixed rate
    while reading decisions and dead letters back, with live progress;
-5. stops both with SIGTERM and prints a report, also written to build/demo-report.json.
+5. stops both with SIGTERM and prints a report, also written to build/demo-report.json; the
+   labelled traffic it sent is kept as build/demo-history.parquet, so ``fraud-rules backtest``
+   can replay it (docs/rules.md).
 
 Compromised merchants are injected ten times as often as the generator's default, so that their
 recall is measured on dozens of transactions rather than a handful.
@@ -37,7 +39,7 @@ import pandas as pd
 import yaml
 from confluent_kafka import Consumer, Producer
 from fraud_scorer.feature_defs import parse_feature_set
-from fraud_training.data import to_payloads
+from fraud_training.data import OPTIONAL, REQUIRED, to_payloads
 from fraud_training.synth import SynthConfig, generate
 from fraud_training.train import train_and_export
 from rich.console import Console
@@ -57,6 +59,7 @@ TOPICS = {
 }
 STAGE_TOPICS = {"by_entity": "transactions-by-entity", "entity_features": "entity-features"}
 FEATURES_FILE = Path(__file__).with_name("demo_features.yaml")
+HISTORY_FILE = "demo-history.parquet"
 DEMO_RULES = [
     {"name": "high-amount", "expression": "tx.amount > 1500.0", "action": "review"},
     {
@@ -125,8 +128,14 @@ class _Tally:
 
 
 def _collector(
-    bootstrap: str, labels: dict[str, tuple[int, str]], tally: _Tally, stop: threading.Event
+    bootstrap: str,
+    labels: dict[str, tuple[int, str]],
+    tally: _Tally,
+    stop: threading.Event,
+    keep: Path | None = None,
 ) -> None:
+    """Tally the decisions (each transaction once) and dead letters; ``keep``: also write every
+    counted decision as it came, one JSON per line."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -138,6 +147,7 @@ def _collector(
     consumer.subscribe([TOPICS["decisions"], TOPICS["dead_letter"]])
     decode = msgspec.json.Decoder(_DecisionView).decode
     seen: set[str] = set()
+    kept = keep.open("wb") if keep is not None else None
     try:
         while not stop.is_set():
             for msg in consumer.consume(1000, 0.05):
@@ -152,6 +162,8 @@ def _collector(
                 if d.transaction_id in seen:  # at-least-once: count each transaction once
                     continue
                 seen.add(d.transaction_id)
+                if kept is not None:
+                    kept.write((msg.value() or b"") + b"\n")
                 label, scenario = labels.get(d.transaction_id, (0, "genuine"))
                 alert = d.action != "allow"
                 with tally.lock:
@@ -171,6 +183,8 @@ def _collector(
                     tally.fn += (not alert) and label == 1
     finally:
         consumer.close()
+        if kept is not None:
+            kept.close()
 
 
 def _progress(tally: _Tally, target: int, rate: int) -> Panel:
@@ -288,6 +302,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     traffic = traffic.iloc[: args.transactions]
     payloads = to_payloads(traffic)
+    # What was sent, with its labels: the history a backtest of the demo's rules replays.
+    traffic[[*REQUIRED, *OPTIONAL, "label"]].to_parquet(build / HISTORY_FILE, index=False)
     labels = dict(
         zip(
             traffic["transaction_id"],
@@ -362,7 +378,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stop = threading.Event()
                 collector = threading.Thread(
                     target=_collector,
-                    args=(cluster.bootstrap_servers, labels, tally, stop),
+                    args=(cluster.bootstrap_servers, labels, tally, stop, args.keep_decisions),
                     daemon=True,
                 )
                 collector.start()
@@ -481,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
         help="compromised merchants per day per 10,000 users (the generator's default is 0.6)",
     )
     parser.add_argument("--build-dir", default="build")
+    parser.add_argument(
+        "--keep-decisions",
+        type=Path,
+        help="also write every decision to this file, one JSON per line",
+    )
     args = parser.parse_args(argv)
     report = run(args)
     ok = (

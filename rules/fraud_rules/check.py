@@ -11,7 +11,7 @@ list of rules. Other documents of a multi-document file (Secrets, KafkaTopics) a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fraud_operator.spec import FraudDetectorSpec
@@ -19,7 +19,7 @@ from fraud_operator.validation import feature_set_of, parse_spec, scorer_rules
 from fraud_scorer import feature_sets
 from fraud_scorer.config import DecisionSettings, FeatureSettings, RuleSpec
 from fraud_scorer.feature_sets import FeatureSet
-from fraud_scorer.rules import RuleCompileError, compile_rules
+from fraud_scorer.rules import RuleCompileError, RuleSet, compile_rules
 from pydantic import TypeAdapter, ValidationError
 
 T = TypeVar("T")
@@ -46,6 +46,10 @@ class Checked:
     rules: int
     version: str | None
     findings: tuple[Finding, ...]
+    # What a scorer would run (when it compiles): the rules with their thresholds, and the
+    # features they were compiled against.
+    ruleset: RuleSet | None = field(default=None, compare=False)
+    features: FeatureSet | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -141,7 +145,9 @@ def _compile(
             for p in exc.problems
         ] or [Finding(prefix, str(exc))]
         return Checked(what, len(rules), None, (*twice, *found))
-    return Checked(what, len(rules), None if twice else ruleset.version, tuple(twice))
+    if twice:
+        return Checked(what, len(rules), None, tuple(twice))
+    return Checked(what, len(rules), ruleset.version, (), ruleset, features)
 
 
 def _split(message: str) -> tuple[Finding, ...]:

@@ -210,10 +210,9 @@ def test_alerts_without_card_numbers_carry_the_transaction_as_it_came(model_dir:
     del plain["card_number"]
     as_it_came = msgspec.json.encode(plain).replace(b",", b", ")
     extra = msgspec.json.encode({**plain, "transaction_id": "t2", "secret": "x"})
-    escaped = (
-        msgspec.json.encode({**plain, "transaction_id": "t3", "merchant": "shop PAN"})
-        .replace(b"PAN", b"".join(b"\\u%04x" % ord(c) for c in "4111111111111111"))
-    )
+    escaped = msgspec.json.encode(
+        {**plain, "transaction_id": "t3", "merchant": "shop PAN"}
+    ).replace(b"PAN", b"".join(b"\\u%04x" % ord(c) for c in "4111111111111111"))
     result = scorer.process([Msg(as_it_came), Msg(extra), Msg(escaped)])
     carried = [msgspec.json.decode(v)["transaction"] for _, v in result.alerts]
     assert b'"transaction":' + as_it_came in result.alerts[0][1]

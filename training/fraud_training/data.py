@@ -311,15 +311,48 @@ def features_from_payloads(
     max_events_per_user: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> Dataset:
+    """Features of time-ordered wire messages (:func:`replay_features`), as float32 for the
+    models."""
+    features = feature_sets.from_settings(definitions, history_hours, max_events_per_user)
+    replayed = replay_features(
+        payloads, labels, features, labelled_at=labelled_at, progress=progress
+    )
+    return Dataset(
+        replayed.rows.astype(np.float32),
+        np.asarray(labels, np.int8),
+        replayed.ts,
+        np.array([tx.user_id for tx in replayed.transactions], dtype=object),
+        features.names,
+        features.version,
+        definitions,
+    )
+
+
+@dataclass
+class Replayed:
+    """Wire messages decoded, and each one's features as a scorer computes them (float64, the
+    set's order: the values its rules read)."""
+
+    transactions: list[Transaction]
+    ts: npt.NDArray[np.float64]  # epoch seconds
+    rows: npt.NDArray[np.float64]
+
+
+def replay_features(
+    payloads: Sequence[bytes],
+    labels: npt.NDArray[np.int8],
+    features: feature_sets.FeatureSet,
+    *,
+    labelled_at: npt.NDArray[np.float64] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Replayed:
     """Features of time-ordered wire messages. Staged features (other entities, labels) are
     replayed point-in-time through the entity stage's own aggregator: each row sees the
     transactions before it and the verdicts known by then (``labelled_at``, else the
     transaction's time; a feature's ``delay`` keeps recent ones out)."""
     decoder = TransactionDecoder(_MAX_MESSAGE_BYTES)
-    features = feature_sets.from_settings(definitions, history_hours, max_events_per_user)
-    x = np.empty((len(payloads), len(features.names)), dtype=np.float32)
+    rows = np.empty((len(payloads), len(features.names)), dtype=np.float64)
     ts = np.empty(len(payloads))
-    cards: list[str] = []
     decoded: list[tuple[Transaction, float]] = []
     for i, raw in enumerate(payloads):
         tx = decoder.decode(raw)
@@ -328,29 +361,20 @@ def features_from_payloads(
         t = tx.timestamp.timestamp()
         decoded.append((tx, t))
         ts[i] = t
-        cards.append(tx.user_id)
     if features.staged is not None:
         known = ts if labelled_at is None else np.maximum(labelled_at, ts)
         verdicts = (
             LabelEvent(int(i), bool(labels[i]), float(known[i])) for i in range(len(labels))
         )
-        rows = point_in_time_rows(
+        staged = point_in_time_rows(
             features.staged, decoded, verdicts, features.make_engine, progress
         )
-        for i, row in enumerate(rows):
-            x[i] = row
+        for i, row in enumerate(staged):
+            rows[i] = row
     else:
         engine = features.make_engine()
         for i, (tx, t) in enumerate(decoded):
-            x[i] = engine.compute(0, tx, t)
+            rows[i] = engine.compute(0, tx, t)
             if progress is not None and i % 10_000 == 9_999:
                 progress(i + 1)
-    return Dataset(
-        x,
-        np.asarray(labels, np.int8),
-        ts,
-        np.array(cards, dtype=object),
-        features.names,
-        features.version,
-        definitions,
-    )
+    return Replayed([tx for tx, _ in decoded], ts, rows)
