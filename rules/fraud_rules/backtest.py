@@ -3,12 +3,13 @@
 The features of every transaction are computed once, point-in-time, by training's replay
 (:func:`fraud_training.data.replay_features`: the scorer's engines, and the entity stage's
 aggregator for staged features, each row seeing only what came before it and the verdicts known
-by then). Each rule set is then decided by :meth:`BatchScorer.process
-<fraud_scorer.pipeline.BatchScorer.process>` itself, over the original messages and those rows:
-the compiled rules, the model, the thresholds and the way they combine into an action are the
-scorer's, so what a backtest says a rule would do is what a scorer with these rules does, with
-an entity stage that is never behind (a live scorer's staged values lag by the stage's freshness,
-docs/features.md).
+by then). Each rule set is then decided over those rows by the scorer's own parts: the compiled
+rules, the model, and :func:`fraud_scorer.pipeline.judge`, which turns matches and a score into
+an action in every scorer. What a backtest says a rule would do is what a scorer with these
+rules does (``tests/rules/test_backtest.py`` holds them equal to ``BatchScorer.process`` row for
+row), with an entity stage that is never behind (a live scorer's staged values lag by the
+stage's freshness, docs/features.md). No message is encoded or decoded twice: the decisions'
+JSON is the only part of the scorer's work a backtest skips.
 
 Everything below :func:`decide` is arithmetic on what it returns: per rule and overall alerts,
 alert rate, precision, recall, fraud amount caught and overlap, and the difference between two
@@ -18,6 +19,7 @@ rule sets decided on the same rows.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,75 +31,12 @@ import pandas as pd
 from fraud_scorer.contract import Transaction
 from fraud_scorer.feature_sets import FeatureSet
 from fraud_scorer.model import Model
-from fraud_scorer.pipeline import BatchScorer
+from fraud_scorer.pipeline import judge
 from fraud_scorer.rules import RuleSet
 from fraud_training.data import LABELLED_AT, replay_features, to_payloads
 
 _BATCH = 5000
 MODEL = "model"  # the reason a model-driven decision carries
-
-
-class _Outcome(msgspec.Struct):
-    """The part of a decision a backtest reads."""
-
-    action: str
-    reasons: list[str]
-
-
-class _Message:
-    """A history row as the pipeline reads a consumed Kafka message."""
-
-    __slots__ = ("_ms", "_offset", "_value")
-
-    def __init__(self, value: bytes, offset: int, ms: int) -> None:
-        self._value, self._offset, self._ms = value, offset, ms
-
-    def value(self) -> bytes:
-        return self._value
-
-    def key(self) -> None:
-        return None
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def topic(self) -> str:
-        return "history"
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ms)
-
-    def headers(self) -> None:
-        return None
-
-
-class _Replayed:
-    """The engine a backtest gives the pipeline: it hands back, in order, the rows the replay
-    already computed (point-in-time), instead of computing them again."""
-
-    horizon_s = 0.0
-    watermark = 0.0
-
-    def __init__(self) -> None:
-        self._rows: Any = iter(())
-
-    def load(self, rows: list[list[float]]) -> None:
-        self._rows = iter(rows)
-
-    def compute(self, partition: int, tx: Any, ts: float) -> list[float]:
-        return next(self._rows)  # type: ignore[no-any-return]
-
-    def drop_partition(self, partition: int) -> None:
-        pass
-
-    def expire_idle(self) -> int:
-        return 0
-
-    def user_count(self) -> int:
-        return 0
 
 
 class RulesOnly:
@@ -118,7 +57,7 @@ class History:
     labels: npt.NDArray[np.int8]  # 1 = fraud
     amounts: npt.NDArray[np.float64]
     ts: npt.NDArray[np.float64]  # epoch seconds
-    rows: npt.NDArray[np.float64]  # features, the set's order
+    rows: list[list[float]]  # features (float64), the set's order: what the rules read
     features: FeatureSet
     replay_seconds: float = 0.0
 
@@ -135,15 +74,17 @@ def history_of(frame: pd.DataFrame, features: FeatureSet) -> History:
         labelled_at = frame[LABELLED_AT].map(lambda t: t.timestamp()).to_numpy(float)
     started = time.perf_counter()
     replayed = replay_features(payloads, labels, features, labelled_at=labelled_at)
+    rows = list(replayed.rows)
+    seconds = time.perf_counter() - started
     return History(
         payloads=payloads,
         transactions=replayed.transactions,
         labels=labels,
         amounts=frame["amount"].to_numpy(np.float64),
         ts=replayed.ts,
-        rows=replayed.rows,
+        rows=rows,
         features=features,
-        replay_seconds=time.perf_counter() - started,
+        replay_seconds=seconds,
     )
 
 
@@ -165,44 +106,29 @@ class Decided:
 def decide(
     history: History, ruleset: RuleSet, model: Model | RulesOnly, batch: int = _BATCH
 ) -> Decided:
-    """Every row of ``history`` decided by the scorer's pipeline with ``ruleset`` and
-    ``model``."""
-    engine = _Replayed()
-    scorer = BatchScorer(
-        model=model,  # type: ignore[arg-type]
-        ruleset=ruleset,
-        engine=engine,
-        detector="backtest",
-        track="backtest",
-        max_message_bytes=1 << 20,
-        include_features=False,
-        alerts=False,
-        feature_names=history.features.names,
-    )
-    read = msgspec.json.Decoder(_Outcome).decode
+    """Every row of ``history`` decided with ``ruleset`` and ``model`` by the scorer's own
+    :func:`~fraud_scorer.pipeline.judge`, in batches as a scorer would score them."""
     column = {rule.name: i for i, rule in enumerate(ruleset.rules)}
     n = len(history)
-    actions = np.empty(n, dtype="<U6")
+    actions: list[str] = []
     hits = np.zeros((n, len(ruleset.rules)), dtype=bool)
     by_model = np.zeros(n, dtype=bool)
-    ms = (history.ts * 1000).astype(np.int64).tolist()
+    errors, counted = [0] * len(ruleset.rules), Counter[str]()
     started = time.perf_counter()
     for start in range(0, n, batch):
-        end = min(start + batch, n)
-        engine.load(history.rows[start:end].tolist())
-        messages = [_Message(history.payloads[i], i, ms[i]) for i in range(start, end)]
-        result = scorer.process(messages)  # type: ignore[arg-type]
-        if len(result.decisions) != end - start:  # history is validated: never happens
-            raise RuntimeError(f"rows {start}-{end}: {len(result.dead_letters)} not decided")
-        for i, (_, value) in enumerate(result.decisions, start):
-            outcome = read(value)
-            actions[i] = outcome.action
-            for reason in outcome.reasons:
+        rows = history.rows[start : start + batch]
+        scores = model.score(np.array(rows, dtype=np.float32)).tolist()
+        txs = history.transactions[start : start + batch]
+        done, reasons = judge(ruleset, txs, rows, scores, errors, counted)
+        actions += done
+        for i, why in enumerate(reasons, start):
+            for reason in why:
                 if reason == MODEL:
                     by_model[i] = True
                 else:
                     hits[i, column[reason]] = True
-    return Decided(ruleset, actions, hits, by_model, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return Decided(ruleset, np.array(actions, dtype="<U6"), hits, by_model, seconds)
 
 
 # -- figures -----------------------------------------------------------------------------------

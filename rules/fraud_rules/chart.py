@@ -29,11 +29,11 @@ def draw(report: Report, path: Path) -> None:
     if report.against is not None:
         d = report.against
         title += (
-            f"\nagainst the current rules: +{d.new_catches} caught, -{d.lost_catches} lost, "
+            f"\nagainst the current rules: {d.new_catches} more caught, {d.lost_catches} lost, "
             f"+{d.extra_false_positives} false positives"
         )
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
     ax.margins(x=0.15)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

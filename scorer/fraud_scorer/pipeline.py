@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -201,43 +201,22 @@ class BatchScorer:
         now: float,
     ) -> None:
         rs = self.ruleset  # read once: a reload between batches never splits one
-        evaluate, errors = rs.evaluate, [0] * len(rs.rules)
-        block_mask = rs.block_mask()
-        review_at, block_at = rs.decision.review_at, rs.decision.block_at
+        errors = [0] * len(rs.rules)
         encode, decisions, alerts = self._encode, out.decisions, out.alerts
-        actions, hits = out.actions, out.rule_hits
         model_version, rules_version = self.model.version, rs.version
         detector, track = self.detector, self.track
         make, values = self._decision, self._features if self.include_features else None
-        # The model failed on this batch: every decision says so, the score is 0, and the
-        # action comes from the rules alone (or is at least review, if so configured).
-        failed = out.model_error is not None
-        floor = "review" if failed and self.on_model_error == "review" else "allow"
-        for i, score in enumerate(scores.tolist()):
-            tx, row = txs[i], rows[i]
-            mask = evaluate(tx, row, errors)
-            if mask:
-                reasons = rs.names_of(mask)
-                hits.update(reasons)
-                action = "block" if mask & block_mask else "review"
-            else:
-                reasons = []
-                action = "allow"
-            if failed:
-                reasons.append("model_error")
-                if action == "allow":
-                    action = floor
-            elif score >= block_at:
-                action = "block"
-                reasons.append("model")
-            elif score >= review_at:
-                if action == "allow":
-                    action = "review"
-                reasons.append("model")
-            actions[action] += 1
+        score_list = scores.tolist()
+        actions, reasons = judge(
+            rs, txs, rows, score_list, errors, out.rule_hits,
+            model_failed=out.model_error is not None, on_model_error=self.on_model_error,
+        )  # fmt: skip
+        out.actions.update(actions)
+        for i, score in enumerate(score_list):
+            tx, row, action = txs[i], rows[i], actions[i]
             # Positional, in Decision's field order (keywords cost 1 us a decision).
             decision = make(
-                tx.transaction_id, tx.user_id, action, round(score, 6), reasons, model_version,
+                tx.transaction_id, tx.user_id, action, round(score, 6), reasons[i], model_version,
                 rules_version, detector, track, event_ts[i], now, latency_ms[i],
                 values(*row) if values is not None else None,
             )  # fmt: skip
@@ -272,6 +251,53 @@ class BatchScorer:
             headers.append((f"original.{name}", value or b""))
         value, headers = bounded(msg.value(), headers)
         return DeadLetter(msg.key(), value, headers, rejected.reason)
+
+
+def judge(
+    rs: RuleSet,
+    txs: Sequence[Transaction],
+    rows: Sequence[Sequence[float]],
+    scores: Sequence[float],
+    errors: list[int],
+    hits: Counter[str],
+    *,
+    model_failed: bool = False,
+    on_model_error: ModelFallback = "rules_only",
+) -> tuple[list[str], list[list[str]]]:
+    """Each transaction's action and reasons, as every scorer (and ``fraud-rules backtest``)
+    decides them: the rules that matched, in order (``block`` if any of them blocks, else
+    ``review``), then the model's score against the thresholds (reason ``model``). When the model
+    failed on the batch, the reason is ``model_error`` and the action comes from the rules alone
+    (at least ``review`` if ``on_model_error`` says so). ``errors[i]`` counts rule ``i``'s
+    evaluation failures; ``hits`` the matches per rule name."""
+    evaluate, names_of, block_mask = rs.evaluate, rs.names_of, rs.block_mask()
+    review_at, block_at = rs.decision.review_at, rs.decision.block_at
+    floor = "review" if model_failed and on_model_error == "review" else "allow"
+    actions: list[str] = []
+    reasons: list[list[str]] = []
+    for tx, row, score in zip(txs, rows, scores, strict=True):
+        mask = evaluate(tx, row, errors)
+        if mask:
+            why = names_of(mask)
+            hits.update(why)
+            action = "block" if mask & block_mask else "review"
+        else:
+            why = []
+            action = "allow"
+        if model_failed:
+            why.append("model_error")
+            if action == "allow":
+                action = floor
+        elif score >= block_at:
+            action = "block"
+            why.append("model")
+        elif score >= review_at:
+            if action == "allow":
+                action = "review"
+            why.append("model")
+        actions.append(action)
+        reasons.append(why)
+    return actions, reasons
 
 
 def _masked(value: Any) -> Any:

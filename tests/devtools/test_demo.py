@@ -98,10 +98,11 @@ def _backtest_reproduces_the_demo(build: Path, report: dict[str, Any]) -> None:
     for i, tx in enumerate(history.transactions):
         d = served[tx.transaction_id]
         row = [d["features"][name] for name in features.names]
-        assert [row[k] for k in own] == history.rows[i, own].tolist()  # user features: exact
+        replayed_row = history.rows[i]
+        assert [row[k] for k in own] == [replayed_row[k] for k in own]  # user features: exact
         fired = [names[j] for j in decided.hits[i].nonzero()[0]]
         counts.update(fired)
-        if [row[k] for k in staged] != history.rows[i, staged].tolist():
+        if [row[k] for k in staged] != [replayed_row[k] for k in staged]:
             stale += 1
             continue
         assert d["action"] == decided.actions[i], (tx.transaction_id, d, fired)

@@ -15,7 +15,7 @@ cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -317,8 +317,11 @@ def features_from_payloads(
     replayed = replay_features(
         payloads, labels, features, labelled_at=labelled_at, progress=progress
     )
+    x = np.empty((len(payloads), len(features.names)), dtype=np.float32)
+    for i, row in enumerate(replayed.rows):
+        x[i] = row
     return Dataset(
-        replayed.rows.astype(np.float32),
+        x,
         np.asarray(labels, np.int8),
         replayed.ts,
         np.array([tx.user_id for tx in replayed.transactions], dtype=object),
@@ -335,7 +338,7 @@ class Replayed:
 
     transactions: list[Transaction]
     ts: npt.NDArray[np.float64]  # epoch seconds
-    rows: npt.NDArray[np.float64]
+    rows: Iterator[list[float]]  # one per transaction, in order, computed as they are read
 
 
 def replay_features(
@@ -349,9 +352,10 @@ def replay_features(
     """Features of time-ordered wire messages. Staged features (other entities, labels) are
     replayed point-in-time through the entity stage's own aggregator: each row sees the
     transactions before it and the verdicts known by then (``labelled_at``, else the
-    transaction's time; a feature's ``delay`` keeps recent ones out)."""
+    transaction's time; a feature's ``delay`` keeps recent ones out). The rows are yielded as
+    the caller reads them: training keeps them as a float32 matrix, a backtest as the lists
+    the rules read."""
     decoder = TransactionDecoder(_MAX_MESSAGE_BYTES)
-    rows = np.empty((len(payloads), len(features.names)), dtype=np.float64)
     ts = np.empty(len(payloads))
     decoded: list[tuple[Transaction, float]] = []
     for i, raw in enumerate(payloads):
@@ -361,20 +365,27 @@ def replay_features(
         t = tx.timestamp.timestamp()
         decoded.append((tx, t))
         ts[i] = t
+    rows: Iterator[list[float]]
     if features.staged is not None:
         known = ts if labelled_at is None else np.maximum(labelled_at, ts)
         verdicts = (
             LabelEvent(int(i), bool(labels[i]), float(known[i])) for i in range(len(labels))
         )
-        staged = point_in_time_rows(
-            features.staged, decoded, verdicts, features.make_engine, progress
+        rows = iter(
+            point_in_time_rows(features.staged, decoded, verdicts, features.make_engine, progress)
         )
-        for i, row in enumerate(staged):
-            rows[i] = row
     else:
-        engine = features.make_engine()
-        for i, (tx, t) in enumerate(decoded):
-            rows[i] = engine.compute(0, tx, t)
-            if progress is not None and i % 10_000 == 9_999:
-                progress(i + 1)
+        rows = _own_rows(features.make_engine(), decoded, progress)
     return Replayed([tx for tx, _ in decoded], ts, rows)
+
+
+def _own_rows(
+    engine: feature_sets.Engine,
+    decoded: Sequence[tuple[Transaction, float]],
+    progress: Callable[[int], None] | None,
+) -> Iterator[list[float]]:
+    compute = engine.compute
+    for i, (tx, t) in enumerate(decoded):
+        yield compute(0, tx, t)
+        if progress is not None and i % 10_000 == 9_999:
+            progress(i + 1)
