@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-import yaml
 from fraud_scorer import feature_sets
 from fraud_scorer.feature_defs import parse_feature_set
 from fraud_scorer.feature_sets import FeatureSet
@@ -23,6 +22,7 @@ from fraud_scorer.rules import RuleSet
 from pydantic import ValidationError
 
 from fraud_rules.check import Checked, check_documents
+from fraud_rules.files import FileProblem, read_documents
 
 if TYPE_CHECKING:
     from fraud_rules.backtest import Report
@@ -49,9 +49,10 @@ def _features(path: Path | None) -> FeatureSet | None:
     if path is None:
         return None
     try:
-        return feature_sets.declared(parse_feature_set(yaml.safe_load(path.read_text())))
-    except (OSError, yaml.YAMLError) as exc:
-        raise _fail(f"{path}: {exc}") from exc
+        docs = read_documents(path)
+        return feature_sets.declared(parse_feature_set(docs[0] if docs else None))
+    except FileProblem as exc:
+        raise _fail(str(exc)) from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -79,9 +80,9 @@ def check(
     results: dict[Path, list[Checked]] = {}
     for path in files:
         try:
-            docs = list(yaml.safe_load_all(path.read_text()))
-        except (OSError, yaml.YAMLError) as exc:
-            raise _fail(f"{path}: {exc}") from exc
+            docs = read_documents(path)
+        except FileProblem as exc:
+            raise _fail(str(exc)) from exc
         checked = check_documents(docs, chosen)
         if checked:
             results[path] = checked
@@ -114,9 +115,9 @@ def _rules_of(path: Path, features: FeatureSet | None) -> tuple[RuleSet, Feature
     """The one rule set of ``path`` and its features (exit 1 with its findings when it does not
     compile)."""
     try:
-        docs = list(yaml.safe_load_all(path.read_text()))
-    except (OSError, yaml.YAMLError) as exc:
-        raise _fail(f"{path}: {exc}") from exc
+        docs = read_documents(path)
+    except FileProblem as exc:
+        raise _fail(str(exc)) from exc
     checked = check_documents(docs, features)
     if len(checked) != 1:
         found = "no rules" if not checked else f"{len(checked)} rule sets"

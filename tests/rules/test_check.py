@@ -107,3 +107,27 @@ def test_unusable_input_exits_2(tmp_path: Path) -> None:
     empty.write_text("apiVersion: v1\nkind: ConfigMap\n")
     code, lines = _check(str(empty))
     assert code == 2 and lines[-1].startswith("error: no rules to check")
+
+
+def test_a_yaml_bomb_or_an_oversized_file_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    """Rules files come from pull requests: nine levels of anchors, each naming the previous one
+    ten times, would expand to a billion nodes. Refused from the composed graph (exit 2), as is
+    a file over the size cap; an ordinary anchor still works."""
+    lines = ['a0: &a0 ["lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join(['*a' + str(i - 1)] * 10)}]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join([*lines, "rules: *a9"]) + "\n")
+    code, lines_out = _check(str(bomb))
+    assert code == 2 and "once its aliases are expanded" in " ".join(lines_out)
+
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (5 << 20) + "\nrules: []\n")
+    code, lines_out = _check(str(big))
+    assert code == 2 and "files up to" in " ".join(lines_out)
+
+    anchored = tmp_path / "anchored.yaml"
+    anchored.write_text(
+        "base: &big {name: big, expression: 'tx.amount > 1000.0'}\nrules: [*big]\n"
+    )
+    code, lines_out = _check(str(anchored))
+    assert code == 0, lines_out
