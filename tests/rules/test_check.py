@@ -126,8 +126,6 @@ def test_a_yaml_bomb_or_an_oversized_file_is_refused_before_it_is_built(tmp_path
     assert code == 2 and "files up to" in " ".join(lines_out)
 
     anchored = tmp_path / "anchored.yaml"
-    anchored.write_text(
-        "base: &big {name: big, expression: 'tx.amount > 1000.0'}\nrules: [*big]\n"
-    )
+    anchored.write_text("base: &big {name: big, expression: 'tx.amount > 1000.0'}\nrules: [*big]\n")
     code, lines_out = _check(str(anchored))
     assert code == 0, lines_out
