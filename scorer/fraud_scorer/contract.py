@@ -11,7 +11,7 @@ import math
 import zlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -40,6 +40,21 @@ class Transaction(msgspec.Struct, frozen=True, gc=False):
     attributes: dict[str, Attr] = {}
 
 
+class RuleReason(msgspec.Struct, gc=False):
+    """Why a rule matched: the values it read (``tx.<field>``, ``tx.attributes.<key>``,
+    ``features.<name>``), in the order its expression reads them; text masked of card
+    numbers."""
+
+    rule: str
+    values: dict[str, Any]
+
+
+class Why(msgspec.Struct, omit_defaults=True, gc=False):
+    """An alert's reason codes."""
+
+    rules: list[RuleReason] = []
+
+
 class Decision(msgspec.Struct, omit_defaults=True, gc=False):
     """What the scorer says about one transaction. Key on Kafka: ``transaction_id``."""
 
@@ -56,7 +71,8 @@ class Decision(msgspec.Struct, omit_defaults=True, gc=False):
     scored_at: float
     latency_ms: float
     features: dict[str, float] | None = None
-    transaction: msgspec.Raw | None = None
+    transaction: msgspec.Raw | None = None  # alerts only
+    why: Why | None = None  # alerts only
 
 
 def features_type(names: Sequence[str]) -> type[msgspec.Struct]:

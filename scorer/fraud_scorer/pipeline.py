@@ -7,6 +7,7 @@ compare a list out, and the Kafka layer stays thin.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,8 +25,10 @@ from fraud_scorer.config import ModelFallback, SliceSettings
 from fraud_scorer.contract import (
     Decision,
     Rejected,
+    RuleReason,
     Transaction,
     TransactionDecoder,
+    Why,
     decision_type,
     features_type,
     user_bucket,
@@ -225,6 +228,8 @@ class BatchScorer:
             if action != "allow" and self.alerts:
                 if self.alert_includes_transaction:
                     decision.transaction = msgspec.Raw(self._carried(raws[i]))
+                if rules_fired := explain(rs, reasons[i], tx, row):
+                    decision.why = Why(rules=rules_fired)
                 alerts.append((key, encode(decision)))
         for rule, count in zip(rs.rules, errors, strict=True):
             if count:
@@ -298,6 +303,34 @@ def judge(
         actions.append(action)
         reasons.append(why)
     return actions, reasons
+
+
+def explain(
+    rs: RuleSet, reasons: list[str], tx: Transaction, row: Sequence[float]
+) -> list[RuleReason]:
+    """The reason codes of the rules among ``reasons``: each with the values its expression
+    reads, as the rule saw them (features in their CEL type; text masked of card numbers)."""
+    out = []
+    for name in reasons:
+        rule = rs.by_name.get(name)
+        if rule is None:  # "model", "model_error"
+            continue
+        values: dict[str, Any] = {}
+        for kind, key in rule.reads:
+            if kind == "features":
+                index, cel_type = rs.feature_types[key]
+                v = row[index]
+                values[f"features.{key}"] = (
+                    (v != 0.0) if cel_type == "bool"
+                    else int(v) if cel_type == "int" and math.isfinite(v)
+                    else v if math.isfinite(v) else None
+                )  # fmt: skip
+            elif kind == "attribute":
+                values[f"tx.attributes.{key}"] = _masked(tx.attributes.get(key))
+            elif key != "attributes":  # the map itself: its keys read are listed one by one
+                values[f"tx.{key}"] = _masked(getattr(tx, key))
+        out.append(RuleReason(name, values))
+    return out
 
 
 def _masked(value: Any) -> Any:

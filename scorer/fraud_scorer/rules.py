@@ -24,7 +24,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -38,6 +38,7 @@ from fraud_scorer.contract import Transaction
 from fraud_scorer.feature_sets import V1, FeatureSet
 
 Tree = lark.Tree[Any]
+Read = tuple[str, str]  # what a rule reads: ("tx", field), ("features", name), ("attribute", key)
 
 
 def _tx_fields() -> tuple[dict[str, str], frozenset[str]]:
@@ -99,6 +100,9 @@ class _Compiler:
         self.constants = constants
         self.features = features
         self.feature_index = features.index
+        # What the expression reads, in order of first use: an alert explains a rule's match
+        # with these values.
+        self.reads: dict[Read, None] = {}
 
     def constant(self, value: Any) -> str:
         name = f"_c{len(self.constants)}"
@@ -241,6 +245,7 @@ class _Compiler:
                     f"tx has no field '{name}'; fields: {', '.join(sorted(TX_FIELDS))}"
                     " (custom data goes in tx.attributes)"
                 )
+            self.reads[("tx", name)] = None
             return _Expr(f"tx.{name}", TX_FIELDS[name], name in _OPTIONAL_TX_FIELDS)
         if obj.type == "features":
             if name not in self.feature_index:
@@ -249,6 +254,7 @@ class _Compiler:
                 )
             cel_type = self.features.cel_types[name]
             idx = self.feature_index[name]
+            self.reads[("features", name)] = None
             if cel_type == "bool":
                 return _Expr(f"(f[{idx}] != 0.0)", "bool")
             if cel_type == "int":
@@ -261,6 +267,11 @@ class _Compiler:
     def _member_index(self, node: Tree) -> _Expr:
         target, index = node.children
         obj, key = self.compile(target), self.compile(index)
+        if obj.code == "tx.attributes" and key.type == "string":
+            with contextlib.suppress(ValueError, SyntaxError):
+                literal = ast.literal_eval(key.code)  # a string literal compiles to its repr
+                if isinstance(literal, str):
+                    self.reads[("attribute", literal)] = None
         if obj.type not in ("map", "list", "dyn", "string"):
             raise RuleCompileError(f"cannot index a {obj.type}")
         return _Expr(f"{obj.code}[{key.code}]", "dyn", True)
@@ -545,6 +556,7 @@ class CompiledRule:
     expression: str
     action: str
     python: str
+    reads: tuple[Read, ...] = ()  # ("tx" | "features" | "attribute", name), in order of use
 
 
 MAX_EXPRESSION_CHARS: Final = 4096
@@ -554,15 +566,16 @@ _RE2_OPTIONS.log_errors = False  # the error reaches the user in RuleCompileErro
 
 def compile_expression(
     expression: str, constants: dict[str, Any], features: FeatureSet = V1
-) -> str:
-    """Type-check one CEL boolean expression and return its Python source."""
+) -> tuple[str, tuple[Read, ...]]:
+    """Type-check one CEL boolean expression; return its Python source and what it reads."""
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise RuleCompileError(
             f"expression is {len(expression)} characters, more than {MAX_EXPRESSION_CHARS}"
         )
     try:
         tree = _PARSER_ENV.compile(expression)
-        result = _Compiler(constants, features).compile(tree)
+        compiler = _Compiler(constants, features)
+        result = compiler.compile(tree)
     except celpy.CELParseError as exc:  # type: ignore[attr-defined]
         lines = str(exc).splitlines()
         column = lines[1].index("^") + 1 if len(lines) > 1 and "^" in lines[1] else 0
@@ -571,7 +584,7 @@ def compile_expression(
         raise RuleCompileError("expression nested too deeply") from exc
     if result.type not in ("bool", "dyn"):
         raise RuleCompileError(f"a rule must be a boolean expression, this one is {result.type}")
-    return result.code
+    return result.code, tuple(compiler.reads)
 
 
 Evaluator = Callable[[Any, Sequence[float], list[int]], int]
@@ -588,6 +601,9 @@ class RuleSet:
     evaluate: Evaluator
     source: str
     block_bits: int = 0
+    # Each rule by name, and each feature a rule reads by name: (its index in a row, its type).
+    by_name: Mapping[str, CompiledRule] = field(default_factory=dict)
+    feature_types: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
     def names_of(self, mask: int) -> list[str]:
         return [r.name for i, r in enumerate(self.rules) if mask >> i & 1]
@@ -610,13 +626,13 @@ def compile_rules(
     messages: list[str] = []
     for spec in specs:
         try:
-            code = compile_expression(spec.expression, constants, features)
+            code, reads = compile_expression(spec.expression, constants, features)
         except RuleCompileError as exc:
             shown = spec.expression[:117] + ("..." if len(spec.expression) > 117 else "")
             messages.append(f"rule '{spec.name}' ({shown!r}): {exc}")
             problems.append(RuleProblem(spec.name, exc.column, str(exc)))
             continue
-        compiled.append(CompiledRule(spec.name, spec.expression, spec.action, code))
+        compiled.append(CompiledRule(spec.name, spec.expression, spec.action, code, reads))
     if problems:
         raise RuleCompileError("; ".join(messages), problems=problems)
     lines = ["def _evaluate(tx, f, errors):", "    hits = 0"]
@@ -643,4 +659,11 @@ def compile_rules(
         evaluate=namespace["_evaluate"],
         source=source,
         block_bits=sum(1 << i for i, r in enumerate(compiled) if r.action == "block"),
+        by_name={r.name: r for r in compiled},
+        feature_types={
+            name: (features.index[name], features.cel_types[name])
+            for r in compiled
+            for kind, name in r.reads
+            if kind == "features"
+        },
     )

@@ -25,15 +25,16 @@ from fraud_sinks.messages import Label
 
 _UPSERT = """
 INSERT INTO cases (transaction_id, user_id, detector, track, action, score, reasons,
-                   model_version, rules_version, event_time, scored_at, transaction)
+                   model_version, rules_version, event_time, scored_at, transaction, why)
 SELECT transaction_id, user_id, detector, track, action, score, reasons,
-       model_version, rules_version, event_time, scored_at, transaction
+       model_version, rules_version, event_time, scored_at, transaction, why
 FROM incoming
 ON CONFLICT (transaction_id) DO UPDATE SET
     action = EXCLUDED.action, score = EXCLUDED.score, reasons = EXCLUDED.reasons,
     model_version = EXCLUDED.model_version, rules_version = EXCLUDED.rules_version,
     scored_at = EXCLUDED.scored_at,
-    transaction = COALESCE(EXCLUDED.transaction, cases.transaction)
+    transaction = COALESCE(EXCLUDED.transaction, cases.transaction),
+    why = COALESCE(EXCLUDED.why, cases.why)
 """
 _AUDIT = """
 INSERT INTO audit (kind, subject, detector, model_version, rules_version, detail)
@@ -66,6 +67,7 @@ _COLUMNS = (
     "event_time",
     "scored_at",
     "transaction",
+    "why",
 )
 
 
@@ -176,14 +178,15 @@ class CaseStore:
 
 def _latest_per_transaction(decisions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """A batch may hold the same transaction twice (a redelivery, or its decision and its
-    alert): keep the last, and the transaction body from whichever carried one."""
+    alert): keep the last, and the transaction body and reason codes from whichever carried
+    them (only the alert does)."""
     latest: dict[str, dict[str, Any]] = {}
     for d in decisions:
         prior = latest.get(d["transaction_id"])
-        if prior is not None and d.get("transaction") is None and prior.get("transaction"):
-            latest[d["transaction_id"]] = {**d, "transaction": prior["transaction"]}
-        else:
-            latest[d["transaction_id"]] = d
+        kept = {} if prior is None else {
+            k: prior[k] for k in ("transaction", "why") if d.get(k) is None and prior.get(k)
+        }  # fmt: skip
+        latest[d["transaction_id"]] = {**d, **kept} if kept else d
     return list(latest.values())
 
 
@@ -202,4 +205,5 @@ def _row(d: dict[str, Any]) -> tuple[Any, ...]:
         datetime.fromtimestamp(d["event_time"], UTC),
         datetime.fromtimestamp(d["scored_at"], UTC),
         None if tx is None else tx if isinstance(tx, str) else json.dumps(tx),
+        None if d.get("why") is None else json.dumps(d["why"]),
     )

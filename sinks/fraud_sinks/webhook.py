@@ -67,6 +67,12 @@ def payload(alert: dict[str, Any], style: str) -> dict[str, Any]:
         f"score {alert['score']:.3f} - {reasons} [{alert['detector']}/{alert['track']}, "
         f"model {alert['model_version']}]"
     )
+    why = [
+        f"{r['rule']}: " + ", ".join(f"{k}={v}" for k, v in (r.get("values") or {}).items())
+        for r in ((alert.get("why") or {}).get("rules") or [])
+    ]
+    if why:
+        text += "\nwhy: " + "; ".join(why)
     return {"text": text}
 
 

@@ -218,3 +218,40 @@ def test_alerts_without_card_numbers_carry_the_transaction_as_it_came(model_dir:
     assert b'"transaction":' + as_it_came in result.alerts[0][1]
     assert carried[1] == {**plain, "transaction_id": "t2"}
     assert carried[2]["merchant"] == "shop ****1111"
+
+
+def test_alerts_carry_reason_codes_with_the_values_each_rule_read(model_dir: Path) -> None:
+    """Each matching rule with the values its expression reads, in its CEL types; card numbers
+    masked; decisions stay without them (alerts only), and a model-only alert has none."""
+    rules = [
+        RuleSpec(name="big", expression="tx.amount > 1000.0 && !features.device_seen_before"),
+        RuleSpec(
+            name="shop",
+            expression="tx.merchant.startsWith('shop') && tx.attributes['3ds'] == 'failed'",
+        ),
+        RuleSpec(name="busy", expression="features.tx_count_1h >= 0"),
+    ]
+    scorer = BatchScorer(
+        model=load_model(model_dir),
+        ruleset=compile_rules(rules, DecisionSettings(review_at=0.999999, block_at=0.9999999)),
+        engine=FeatureEngine(),
+        detector="d",
+        track="stable",
+        max_message_bytes=65536,
+    )
+    doc = msgspec.json.decode(tx(1, amount=5000.0, merchant="shop 4111111111111111"))
+    doc["attributes"] = {"3ds": "failed"}
+    result = scorer.process([Msg(msgspec.json.encode(doc))])
+    (alert,) = [msgspec.json.decode(v) for _, v in result.alerts]
+    assert alert["why"]["rules"] == [
+        {"rule": "big", "values": {"tx.amount": 5000.0, "features.device_seen_before": False}},
+        {"rule": "shop",
+         "values": {"tx.merchant": "shop ****1111", "tx.attributes.3ds": "failed"}},
+        {"rule": "busy", "values": {"features.tx_count_1h": 0}},
+    ]  # fmt: skip
+    (decision,) = [msgspec.json.decode(v) for _, v in result.decisions]
+    assert "why" not in decision
+
+    scorer.ruleset = compile_rules([], DecisionSettings(review_at=0.0, block_at=1.0))
+    (alert,) = [msgspec.json.decode(v) for _, v in scorer.process([Msg(tx(2))]).alerts]
+    assert alert["reasons"] == ["model"] and "why" not in alert

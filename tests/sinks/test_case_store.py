@@ -154,12 +154,18 @@ def test_a_decision_and_its_alert_in_one_batch_keep_the_transaction(conn: Any) -
     migrate(conn)
     store = CaseStore(conn)
     alert = decisions(generate(SynthConfig(users=20, days=1.0, seed=9)))[0]
-    decision = {**alert, "transaction": None}
+    alert["why"] = {"rules": [{"rule": "big", "values": {"tx.amount": 5000.0}}]}
+    decision = {**alert, "transaction": None, "why": None}
     store.write([alert, decision])  # the alert (with the body) first, the decision after
-    body = conn.execute(
-        "SELECT transaction FROM cases WHERE transaction_id = %s", (alert["transaction_id"],)
-    ).fetchone()[0]
-    assert body == alert["transaction"]
+    body, why = conn.execute(
+        "SELECT transaction, why FROM cases WHERE transaction_id = %s", (alert["transaction_id"],)
+    ).fetchone()
+    assert body == alert["transaction"] and why == alert["why"]
+    store.write([decision])  # the decision again, alone: the reason codes stay
+    (why,) = conn.execute(
+        "SELECT why FROM cases WHERE transaction_id = %s", (alert["transaction_id"],)
+    ).fetchone()
+    assert why == alert["why"]
 
 
 def documented_queries() -> list[str]:

@@ -124,3 +124,16 @@ def test_hostile_transaction_ids_are_posted_with_a_hashed_idempotency_key(
     assert s.send({**alert(1), "transaction_id": transaction_id}) == "duplicate"
     digest = hashlib.sha256(transaction_id.encode()).hexdigest()
     assert receiver.keys == [f"sha256:{digest}"] and dead == []
+
+
+def test_slack_text_says_why_each_rule_matched() -> None:
+    a = {
+        **alert(1),
+        "reasons": ["big", "model"],
+        "why": {"rules": [{"rule": "big", "values": {"tx.amount": 5000.0,
+                                                     "features.device_seen_before": False}}]},
+    }  # fmt: skip
+    text = payload(a, "slack")["text"]
+    assert text.endswith("\nwhy: big: tx.amount=5000.0, features.device_seen_before=False")
+    assert "why" not in payload(alert(2), "slack")["text"]
+    assert payload(a, "json")["why"] == a["why"]
