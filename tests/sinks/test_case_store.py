@@ -3,6 +3,7 @@ labels, the append-only audit trail, and training from analysts' labels."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from fraud_sinks.case_store import (
     owns_the_schema,
     pending_migrations,
 )
+from fraud_rules.cli import app as backtest_app
 from fraud_sinks.cli import app
 from fraud_sinks.messages import Label
 from fraud_training.data import read_table, to_payloads, validate
@@ -91,7 +93,7 @@ def test_writes_are_idempotent_and_audited_once(conn: Any) -> None:
         conn.execute("UPDATE audit SET kind = 'label'")
 
 
-def test_labels_close_the_loop_into_training(conn: Any) -> None:
+def test_labels_close_the_loop_into_training(conn: Any, tmp_path: Path) -> None:
     migrate(conn)
     store = CaseStore(conn)
     frame = generate(SynthConfig(users=400, days=2.0, seed=6, fraud_users_share=0.1))
@@ -113,6 +115,16 @@ def test_labels_close_the_loop_into_training(conn: Any) -> None:
     examples = validate(read_table(url, query="training_examples"))
     assert len(examples) == len(batch)
     assert examples["label"].sum() == frame["label"].sum()
+    # ... and fraud-rules backtests rules over them.
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: [{name: big, expression: 'tx.amount > 100.0'}]\n")
+    result = CliRunner().invoke(
+        backtest_app, ["backtest", str(rules), "--data", url, "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.output)
+    assert (got["rows"], got["frauds"]) == (len(batch), int(frame["label"].sum()))
+    assert got["rules"][0]["figures"]["alerts"] == int((examples["amount"] > 100.0).sum())
 
 
 def test_a_label_that_arrives_before_its_case_waits_for_it(conn: Any) -> None:
