@@ -13,6 +13,7 @@ import msgspec
 import pandas as pd
 import psycopg
 import pytest
+from fraud_rules.cli import app as backtest_app
 from fraud_sinks.case_store import (
     CaseStore,
     LabelResult,
@@ -21,7 +22,6 @@ from fraud_sinks.case_store import (
     owns_the_schema,
     pending_migrations,
 )
-from fraud_rules.cli import app as backtest_app
 from fraud_sinks.cli import app
 from fraud_sinks.messages import Label
 from fraud_training.data import read_table, to_payloads, validate
