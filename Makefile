@@ -38,7 +38,7 @@ bench: $(STAMP) postgres
 	$(PY) bench/training_bench.py
 	$(PY) bench/sinks_bench.py
 	$(PY) bench/entity_stage_bench.py
-	$(PY) bench/backtest_bench.py
+	$(PY) bench/rules_bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -31,12 +31,11 @@ import pandas as pd
 from fraud_scorer.contract import Transaction
 from fraud_scorer.feature_sets import FeatureSet
 from fraud_scorer.model import Model
-from fraud_scorer.pipeline import judge
+from fraud_scorer.pipeline import MODEL, judge
 from fraud_scorer.rules import RuleSet
 from fraud_training.data import LABELLED_AT, replay_features, to_payloads
 
 _BATCH = 5000
-MODEL = "model"  # the reason a model-driven decision carries
 
 
 class RulesOnly:

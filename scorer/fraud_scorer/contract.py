@@ -49,10 +49,30 @@ class RuleReason(msgspec.Struct, gc=False):
     values: dict[str, Any]
 
 
+class Contribution(msgspec.Struct, gc=False):
+    """One feature's share of the model's score: its value, and its signed SHAP value."""
+
+    feature: str
+    value: float | None
+    contribution: float
+
+
+class ModelReason(msgspec.Struct, gc=False):
+    """Why the model scored high: ``base`` (its expected output) plus every feature's
+    contribution is its raw output (``link``: the log-odds, or the probability); the largest
+    contributions are listed, the rest summed in ``others``."""
+
+    link: str
+    base: float
+    top: list[Contribution]
+    others: float
+
+
 class Why(msgspec.Struct, omit_defaults=True, gc=False):
     """An alert's reason codes."""
 
     rules: list[RuleReason] = []
+    model: ModelReason | None = None
 
 
 class Decision(msgspec.Struct, omit_defaults=True, gc=False):

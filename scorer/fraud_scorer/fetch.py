@@ -27,9 +27,9 @@ from typing import IO, Any
 from fraud_runtime.redact import public_url
 
 from fraud_scorer.config import model_uri_problem
-from fraud_scorer.model import MANIFEST_FILE, MODEL_FILE, digest_of
+from fraud_scorer.model import EXPLAINER_FILE, MANIFEST_FILE, MODEL_FILE, digest_of
 
-_MAX_BYTES = {MANIFEST_FILE: 1 << 20, MODEL_FILE: 512 << 20}
+_MAX_BYTES = {MANIFEST_FILE: 1 << 20, MODEL_FILE: 512 << 20, EXPLAINER_FILE: 256 << 20}
 
 
 class FetchError(Exception):
@@ -89,17 +89,22 @@ def fetch(uri: str, digest: str, dest: Path, *, allow_http: bool = False) -> Pat
             "`fraud-train export` prints it)"
         )
     try:
-        declared = json.loads(manifest).get("sha256")
+        doc = json.loads(manifest)
+        files = {MODEL_FILE: doc.get("sha256")}
+        if doc.get("explainer_sha256") is not None:  # the trees, for reason codes
+            files[EXPLAINER_FILE] = doc["explainer_sha256"]
     except (ValueError, AttributeError):
         raise FetchError(f"{MANIFEST_FILE} at {shown} is not a JSON object") from None
-    model = _read(uri, MODEL_FILE, allow_http=allow_http)
-    if (model_sha := hashlib.sha256(model).hexdigest()) != declared:
-        raise FetchError(
-            f"{MODEL_FILE} at {shown} has sha256 {model_sha}, its manifest names {declared}"
-        )
+    fetched = {}
+    for name, declared in files.items():
+        body = _read(uri, name, allow_http=allow_http)
+        if (sha := hashlib.sha256(body).hexdigest()) != declared:
+            raise FetchError(f"{name} at {shown} has sha256 {sha}, its manifest names {declared}")
+        fetched[name] = body
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest.parent))
-    (staging / MODEL_FILE).write_bytes(model)
+    for name, body in fetched.items():
+        (staging / name).write_bytes(body)
     (staging / MANIFEST_FILE).write_bytes(manifest)
     if dest.exists():
         shutil.rmtree(dest)

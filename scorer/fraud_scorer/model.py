@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,11 @@ import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fraud_scorer.feature_sets import V1, FeatureSet
+from fraud_scorer.tree_shap import Explainer
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+EXPLAINER_FILE = "explainer.json"
 
 
 class ModelError(Exception):
@@ -47,6 +50,8 @@ class ModelManifest(BaseModel):
     positive_class_index: int = 1
     metrics: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
+    # explainer.json: the trees with their covers, for reason codes (tree_shap.Explainer)
+    explainer_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 def sha256_file(path: Path) -> str:
@@ -80,13 +85,28 @@ def read_manifest(model_dir: Path) -> ModelManifest:
         raise ModelError(f"{path} is not a valid model manifest: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class Explained:
+    """Rows as the model read them, and each one's contributions (the expected value last)."""
+
+    names: list[str]
+    inputs: npt.NDArray[np.float64]
+    contributions: npt.NDArray[np.float64]
+    link: str  # "logit": they add up to the log-odds; "probability": to the probability
+
+
 class Model:
     """An ONNX classifier ready to score feature rows ordered as its feature set's names."""
 
     def __init__(
-        self, manifest: ModelManifest, session: ort.InferenceSession, features: FeatureSet = V1
+        self,
+        manifest: ModelManifest,
+        session: ort.InferenceSession,
+        features: FeatureSet = V1,
+        explainer: Explainer | None = None,
     ) -> None:
         self.manifest = manifest
+        self.explainer = explainer
         self.version = manifest.version
         self._session = session
         self._input = session.get_inputs()[0].name
@@ -104,6 +124,31 @@ class Model:
         (probs,) = self._session.run([self._output], {self._input: x})
         out: npt.NDArray[np.float32] = np.asarray(probs)[:, self._positive]
         return out
+
+    def explain(self, rows: npt.NDArray[np.float64]) -> Explained | None:
+        """Each row's SHAP contributions for rows of all scorer features; None without an
+        explainer."""
+        if self.explainer is None:
+            return None
+        x = rows if self._columns is None else rows[:, self._columns]
+        return Explained(
+            self.manifest.feature_names, x, self.explainer.contributions(x), self.explainer.link
+        )
+
+
+def _explainer(model_dir: Path, manifest: ModelManifest) -> Explainer | None:
+    if manifest.explainer_sha256 is None:
+        return None
+    path = model_dir / EXPLAINER_FILE
+    if not path.is_file() or sha256_file(path) != manifest.explainer_sha256:
+        raise ModelError(
+            f"refusing model {manifest.version!r}: {path} is missing or not the one its "
+            "manifest names (explainer_sha256); re-export it"
+        )
+    try:
+        return Explainer.from_json(path.read_bytes())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"refusing model {manifest.version!r}: {path}: {exc}") from exc
 
 
 def load_model(
@@ -169,7 +214,7 @@ def load_model(
         raise ModelError(
             f"refusing model {manifest.version!r}: no output named {manifest.output_name!r}"
         )
-    model = Model(manifest, session, features)
+    model = Model(manifest, session, features, _explainer(model_dir, manifest))
     try:
         warm = model.score(np.zeros((8, len(features.names)), dtype=np.float32))
     except Exception as exc:

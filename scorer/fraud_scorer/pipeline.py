@@ -23,7 +23,9 @@ from fraud_runtime.redact import mask_pans, may_hold_pans
 
 from fraud_scorer.config import ModelFallback, SliceSettings
 from fraud_scorer.contract import (
+    Contribution,
     Decision,
+    ModelReason,
     Rejected,
     RuleReason,
     Transaction,
@@ -40,6 +42,8 @@ from fraud_scorer.model import Model
 from fraud_scorer.rules import RuleSet
 
 KafkaHeaders = list[tuple[str, bytes]]
+MODEL = "model"  # the reason a decision carries when the model's score crossed a threshold
+TOP_CONTRIBUTIONS = 5  # features listed in an alert's model reason codes
 T = TypeVar("T")
 
 
@@ -189,7 +193,7 @@ class BatchScorer:
         now = self._time()
         out.latencies_s = now - np.asarray(kafka_ms) / 1000.0
         latency_ms = np.round(out.latencies_s * 1000.0, 3).tolist()
-        self._decide(out, txs, rows, raws, times, scores, latency_ms, now)
+        self._decide(out, txs, rows, raws, times, scores, latency_ms, now, matrix)
         return out
 
     def _decide(
@@ -202,6 +206,7 @@ class BatchScorer:
         scores: npt.NDArray[np.float32],
         latency_ms: list[float],
         now: float,
+        matrix: npt.NDArray[np.float64],
     ) -> None:
         rs = self.ruleset  # read once: a reload between batches never splits one
         errors = [0] * len(rs.rules)
@@ -215,6 +220,7 @@ class BatchScorer:
             model_failed=out.model_error is not None, on_model_error=self.on_model_error,
         )  # fmt: skip
         out.actions.update(actions)
+        model_why = self._model_reasons(actions, reasons, matrix) if self.alerts else {}
         for i, score in enumerate(score_list):
             tx, row, action = txs[i], rows[i], actions[i]
             # Positional, in Decision's field order (keywords cost 1 us a decision).
@@ -228,12 +234,46 @@ class BatchScorer:
             if action != "allow" and self.alerts:
                 if self.alert_includes_transaction:
                     decision.transaction = msgspec.Raw(self._carried(raws[i]))
-                if rules_fired := explain(rs, reasons[i], tx, row):
-                    decision.why = Why(rules=rules_fired)
+                rules_fired, model_reason = explain(rs, reasons[i], tx, row), model_why.get(i)
+                if rules_fired or model_reason is not None:
+                    decision.why = Why(rules=rules_fired, model=model_reason)
                 alerts.append((key, encode(decision)))
         for rule, count in zip(rs.rules, errors, strict=True):
             if count:
                 out.rule_errors[rule.name] += count
+
+    def _model_reasons(
+        self, actions: list[str], reasons: list[list[str]], matrix: npt.NDArray[np.float64]
+    ) -> dict[int, ModelReason]:
+        """The model's reason codes of the alerts it raised (exact TreeSHAP, for the rows the
+        model alerted on only: a few percent of traffic)."""
+        raised = [
+            i for i, (a, why) in enumerate(zip(actions, reasons, strict=True))
+            if a != "allow" and MODEL in why
+        ]  # fmt: skip
+        explained = self.model.explain(matrix[raised]) if raised else None
+        if explained is None:
+            return {}
+        names, inputs, link = explained.names, explained.inputs, explained.link
+        out = {}
+        for row, (i, phi) in enumerate(zip(raised, explained.contributions, strict=True)):
+            shares = phi[:-1]
+            top = np.argsort(-np.abs(shares), kind="stable")[:TOP_CONTRIBUTIONS]
+            values = inputs[row]
+            out[i] = ModelReason(
+                link,
+                round(float(phi[-1]), 6),
+                [
+                    Contribution(
+                        names[k],
+                        float(values[k]) if math.isfinite(values[k]) else None,
+                        round(float(shares[k]), 6),
+                    )
+                    for k in top
+                ],
+                round(float(shares.sum() - shares[top].sum()), 6),
+            )
+        return out
 
     def _carried(self, raw: bytes) -> bytes:
         """The transaction as an alert carries it: the contract's fields and the allowed extra
@@ -295,11 +335,11 @@ def judge(
                 action = floor
         elif score >= block_at:
             action = "block"
-            why.append("model")
+            why.append(MODEL)
         elif score >= review_at:
             if action == "allow":
                 action = "review"
-            why.append("model")
+            why.append(MODEL)
         actions.append(action)
         reasons.append(why)
     return actions, reasons

@@ -67,10 +67,18 @@ def payload(alert: dict[str, Any], style: str) -> dict[str, Any]:
         f"score {alert['score']:.3f} - {reasons} [{alert['detector']}/{alert['track']}, "
         f"model {alert['model_version']}]"
     )
+    reasons_of = alert.get("why") or {}
     why = [
         f"{r['rule']}: " + ", ".join(f"{k}={v}" for k, v in (r.get("values") or {}).items())
-        for r in ((alert.get("why") or {}).get("rules") or [])
+        for r in (reasons_of.get("rules") or [])
     ]
+    if model := reasons_of.get("model"):
+        why.append(
+            "model: "
+            + ", ".join(
+                f"{c['feature']}={c['value']} ({c['contribution']:+.3f})" for c in model["top"]
+            )
+        )
     if why:
         text += "\nwhy: " + "; ".join(why)
     return {"text": text}

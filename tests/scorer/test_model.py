@@ -37,6 +37,15 @@ def test_a_tampered_file_is_refused(artifact: Path) -> None:
         load_model(artifact)
 
 
+def test_a_tampered_explainer_is_refused(artifact: Path) -> None:
+    """The trees behind the reason codes are pinned by the manifest like the graph."""
+    assert load_model(artifact).explainer is not None
+    explainer = artifact / "explainer.json"
+    explainer.write_bytes(explainer.read_bytes().replace(b'"value":[', b'"value":[1e9,', 1))
+    with pytest.raises(ModelError, match="explainer_sha256"):
+        load_model(artifact)
+
+
 def test_the_scorer_refuses_an_artifact_changed_after_its_fetch(artifact: Path) -> None:
     """The scorer is told the digest too: a manifest edited on the pod's volume after the init
     container verified it (the class index flipped: every score inverted) is refused."""

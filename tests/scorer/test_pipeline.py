@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import msgspec
@@ -222,7 +223,7 @@ def test_alerts_without_card_numbers_carry_the_transaction_as_it_came(model_dir:
 
 def test_alerts_carry_reason_codes_with_the_values_each_rule_read(model_dir: Path) -> None:
     """Each matching rule with the values its expression reads, in its CEL types; card numbers
-    masked; decisions stay without them (alerts only), and a model-only alert has none."""
+    masked; decisions stay without them (alerts only); a model-only alert has the model's."""
     rules = [
         RuleSpec(name="big", expression="tx.amount > 1000.0 && !features.device_seen_before"),
         RuleSpec(
@@ -254,4 +255,30 @@ def test_alerts_carry_reason_codes_with_the_values_each_rule_read(model_dir: Pat
 
     scorer.ruleset = compile_rules([], DecisionSettings(review_at=0.0, block_at=1.0))
     (alert,) = [msgspec.json.decode(v) for _, v in scorer.process([Msg(tx(2))]).alerts]
-    assert alert["reasons"] == ["model"] and "why" not in alert
+    assert alert["reasons"] == ["model"] and set(alert["why"]) == {"model"}  # no rule to explain
+
+
+def test_alerts_the_model_raised_carry_its_largest_contributions(model_dir: Path) -> None:
+    """Exact TreeSHAP of the deployed model: the expected value plus every contribution (the
+    five largest listed, the rest summed) is the model's raw output, so they explain the
+    alert's own score."""
+    model = load_model(model_dir)
+    scorer = BatchScorer(
+        model=model,
+        ruleset=compile_rules([], DecisionSettings(review_at=0.0, block_at=1.0)),
+        engine=FeatureEngine(),
+        detector="d",
+        track="stable",
+        max_message_bytes=65536,
+    )
+    result = scorer.process([Msg(tx(i, amount=40.0 * i + 1)) for i in range(4)])
+    assert len(result.alerts) == 4
+    for _, value in result.alerts:
+        alert = msgspec.json.decode(value)
+        why = alert["why"]["model"]
+        shares = [c["contribution"] for c in why["top"]]
+        assert len(shares) == 5 and shares == sorted(shares, key=abs, reverse=True)
+        assert all(c["feature"] in model.manifest.feature_names for c in why["top"])
+        total = why["base"] + sum(shares) + why["others"]
+        explained = 1 / (1 + math.exp(-total)) if why["link"] == "logit" else total
+        assert abs(explained - alert["score"]) < 1e-4

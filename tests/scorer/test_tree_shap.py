@@ -11,7 +11,7 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 import pytest
-from fraud_scorer.tree_shap import LEAF, Tree, tree_shap
+from fraud_scorer.tree_shap import LEAF, Explainer, Tree, tree_shap
 from fraud_training.trees import forest_trees, lightgbm_trees
 from sklearn.ensemble import RandomForestClassifier
 
@@ -94,3 +94,22 @@ def test_random_forest_contributions_are_the_shapley_values_and_sum_to_its_proba
             assert np.abs(tree_shap(tree, row, WIDTH) - _brute_force(tree, row)).max() < 1e-9
     ours = np.array([np.mean([tree_shap(t, r, WIDTH) for t in trees], axis=0) for r in rows])
     assert np.abs(ours.sum(axis=1) - forest.predict_proba(rows)[:, 1]).max() < 1e-9
+
+
+@pytest.mark.parametrize(("leaves", "tabulated"), [(8, True), (31, False)])
+def test_the_explainer_gives_the_same_values_tabulated_and_after_a_round_trip(
+    leaves: int, tabulated: bool
+) -> None:
+    x, y = _data()
+    x[::29, 2] = np.nan
+    model = lgb.LGBMClassifier(
+        n_estimators=40, num_leaves=leaves, max_depth=3 if leaves == 8 else -1, verbose=-1,
+        random_state=5,
+    ).fit(x, y)  # fmt: skip
+    explainer = Explainer.from_json(
+        Explainer(tuple(lightgbm_trees(model.booster_)), "logit", WIDTH).to_json()
+    )
+    assert explainer.tabulated is tabulated
+    rows = x[:300]
+    got = explainer.contributions(rows)
+    assert np.abs(got - model.booster_.predict(rows, pred_contrib=True)).max() < 1e-9

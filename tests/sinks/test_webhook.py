@@ -137,3 +137,10 @@ def test_slack_text_says_why_each_rule_matched() -> None:
     assert text.endswith("\nwhy: big: tx.amount=5000.0, features.device_seen_before=False")
     assert "why" not in payload(alert(2), "slack")["text"]
     assert payload(a, "json")["why"] == a["why"]
+    a["why"]["model"] = {
+        "link": "logit", "base": -3.1, "others": 0.02,
+        "top": [{"feature": "amount", "value": 5000.0, "contribution": 1.234},
+                {"feature": "tx_count_1h", "value": 4.0, "contribution": -0.5}],
+    }  # fmt: skip
+    text = payload(a, "slack")["text"]
+    assert text.endswith("; model: amount=5000.0 (+1.234), tx_count_1h=4.0 (-0.500)")

@@ -25,16 +25,41 @@ import onnx
 import onnxruntime as ort
 from fraud_scorer import feature_sets
 from fraud_scorer.feature_defs import parse_feature_set
-from fraud_scorer.model import MANIFEST_FILE, MODEL_FILE, load_model, sha256_file
+from fraud_scorer.model import EXPLAINER_FILE, MANIFEST_FILE, MODEL_FILE, load_model, sha256_file
+from fraud_scorer.tree_shap import Explainer
 from onnx import TensorProto, helper
 from sklearn.ensemble._iforest import _average_path_length
 
 from fraud_training.models import Fitted
+from fraud_training.trees import forest_trees, lightgbm_trees
 
 PARITY_TOLERANCE: Final = 1e-5
 OUTPUT: Final = "probabilities"
 _OPSET: Final = {"": 15, "ai.onnx.ml": 3}
 _PARITY_ROWS: Final = 20_000
+
+
+def explainer_of(fitted: Fitted, rows: npt.NDArray[np.float32]) -> Explainer | None:
+    """The model's trees for TreeSHAP, checked: on ``rows`` the contributions must add up to
+    the native model's score (a tree read wrong would not)."""
+    width = len(fitted.feature_names)
+    if fitted.kind == "lightgbm":
+        explainer = Explainer(tuple(lightgbm_trees(fitted.estimator.booster_)), "logit", width)
+    elif fitted.kind == "random-forest":
+        explainer = Explainer(tuple(forest_trees(fitted.estimator)), "probability", width)
+    else:
+        return None
+    sample = rows[:200].astype(np.float64)
+    total = explainer.contributions(sample).sum(axis=1)
+    if explainer.link == "logit":
+        total = 1.0 / (1.0 + np.exp(-total))
+    worst = float(np.abs(total - fitted.score(rows[:200])).max()) if len(sample) else 0.0
+    if worst > PARITY_TOLERANCE:
+        raise ExportError(
+            f"the explainer's contributions differ from {fitted.kind}'s scores by up to "
+            f"{worst:.2e}; not exporting"
+        )
+    return explainer
 
 
 class ExportError(RuntimeError):
@@ -185,8 +210,13 @@ def export(
             f"rows (tolerance {PARITY_TOLERANCE:.0e}); not exporting"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    explainer = explainer_of(fitted, rows)
     onnx_path = out_dir / MODEL_FILE
     onnx_path.write_bytes(model.SerializeToString())
+    explained: dict[str, Any] = {}
+    if explainer is not None:
+        (out_dir / EXPLAINER_FILE).write_bytes(explainer.to_json())
+        explained = {"explainer_sha256": sha256_file(out_dir / EXPLAINER_FILE)}
     definitions = fitted.extra.get("feature_definitions")
     features = (
         feature_sets.declared(parse_feature_set(definitions))
@@ -209,6 +239,9 @@ def export(
         "graph_nodes": len(model.graph.node),
         "created_at": datetime.now(UTC).isoformat(),
         "parity": {"rows": len(rows), "max_abs_diff": worst, "tolerance": PARITY_TOLERANCE},
+        # The trees with their training covers, for the reason codes of the alerts the model
+        # raises (exact TreeSHAP; absent for the isolation forest).
+        **explained,
         "metrics": metrics,
         "data": data,
         # The declared set the model was trained on: what a scorer's features.definitions (a
