@@ -21,6 +21,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Final, Literal
 
 import numpy as np
@@ -237,16 +238,64 @@ def _tables(e: Explainer) -> _Tables:
         feature[k, : len(nodes)] = tree.feature[nodes]
         threshold[k, : len(nodes)] = tree.threshold[nodes]
         default_left[k, : len(nodes)] = tree.default_left[nodes]
-        for pattern in range(1 << len(nodes)):
-            shap[k, pattern] = shap_of_outcomes(tree, _outcomes(pattern, slot), e.width)
+        patterns = np.arange(1 << len(nodes))
+        bits = {node: (patterns >> i & 1).astype(bool) for node, i in slot.items()}
+        shap[k, :, e.width] = tree.expected_value()
+        for leaf, path in _leaf_paths(tree):
+            _add_leaf(shap[k, : len(patterns)], tree, leaf, path, bits)
         if len(nodes) < splits:  # the padding's bits do not matter: repeat the table
             shap[k] = shap[k][np.arange(1 << splits) & ((1 << len(nodes)) - 1)]
     return _Tables(feature, threshold, default_left, shap)
 
 
-def _outcomes(pattern: int, slot: dict[int, int]) -> Callable[[int], bool]:
-    """Split ``node`` goes left where bit ``slot[node]`` of ``pattern`` is set."""
-    return lambda node: bool(pattern >> slot[node] & 1)
+def _leaf_paths(tree: Tree) -> list[tuple[int, list[tuple[int, bool]]]]:
+    """Each leaf and its path from the root: (split node, whether the path goes left)."""
+    out: list[tuple[int, list[tuple[int, bool]]]] = []
+    stack: list[tuple[int, list[tuple[int, bool]]]] = [(0, [])]
+    while stack:
+        node, path = stack.pop()
+        if tree.left[node] == LEAF:
+            out.append((node, path))
+        else:
+            stack.append((int(tree.left[node]), [*path, (node, True)]))
+            stack.append((int(tree.right[node]), [*path, (node, False)]))
+    return out
+
+
+def _add_leaf(
+    table: npt.NDArray[np.float64],
+    tree: Tree,
+    leaf: int,
+    path: list[tuple[int, bool]],
+    bits: dict[int, npt.NDArray[np.bool_]],
+) -> None:
+    """A leaf's share of every outcome pattern's SHAP values, in closed form. Path-dependent
+    TreeSHAP's value of a coalition S is, per leaf, ``v * prod(o_j if j in S else z_j)`` over
+    the features j on the leaf's path: ``o_j`` whether the row takes the path's way at every
+    split on j (per pattern), ``z_j`` the share of the training cover that does. The Shapley
+    value of such a product is a sum over the subsets of the path's other features: a few
+    array operations per leaf (the recursion per pattern took 2.6 s at load for 200 trees)."""
+    zero: dict[int, float] = {}
+    one: dict[int, npt.NDArray[np.bool_]] = {}
+    for (node, left), (child, _) in zip(path, [*path[1:], (leaf, True)], strict=True):
+        j = int(tree.feature[node])
+        zero[j] = zero.get(j, 1.0) * tree.cover[child] / tree.cover[node]
+        way = bits[node] if left else ~bits[node]
+        one[j] = one[j] & way if j in one else way
+    features = list(zero)
+    d, value = len(features), float(tree.value[leaf])
+    for i in features:
+        others = [j for j in features if j != i]
+        total = np.zeros(table.shape[0])
+        for size in range(d):
+            weight = math.factorial(size) * math.factorial(d - size - 1) / math.factorial(d)
+            for known in combinations(others, size):
+                rest = math.prod(zero[j] for j in others if j not in known)
+                term = np.full(table.shape[0], weight * rest)
+                for j in known:
+                    term = term * one[j]
+                total += term
+        table[:, i] += value * total * (one[i] - zero[i])
 
 
 def _tabulated(t: _Tables, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
