@@ -1,6 +1,6 @@
 """Backtest speed against the scoring pipeline's, on the same rows, in one pinned process.
 
-Writes ``build/bench-backtest.json``:
+Writes ``build/bench-rules.json``:
 
 - ``pipeline_rows_per_s``: ``BatchScorer.process`` in batches of 2,000, as a scorer runs it
   (v1 features computed by its engine, 10 rules, the model, decisions with features, alerts);
@@ -70,7 +70,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", default="build/bench-backtest.json")
+    parser.add_argument("--out", default="build/bench-rules.json")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})
@@ -78,7 +78,7 @@ def main() -> int:
     build.mkdir(parents=True, exist_ok=True)
     print("backtest: training a v1 model, generating labelled traffic...", flush=True)
     trained = train_and_export(
-        generate(SynthConfig(users=5_000, days=7.0, seed=7)), build / "bench-backtest-model",
+        generate(SynthConfig(users=5_000, days=7.0, seed=7)), build / "bench-rules-model",
         version="backtest-1",
     )  # fmt: skip
     traffic = generate(SynthConfig(users=args.rows // 5, days=2.0, seed=21)).iloc[: args.rows]
