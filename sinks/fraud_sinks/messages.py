@@ -62,6 +62,9 @@ def decode_label(value: bytes | None) -> Label:
 
 
 def as_dict(d: SinkDecision, transaction: str | dict[str, Any] | None) -> dict[str, Any]:
+    """The decision as plain JSON types (its reason codes too), with ``transaction``."""
     out = msgspec.structs.asdict(d)
     out["transaction"] = transaction
+    if d.why is not None:
+        out["why"] = msgspec.to_builtins(d.why)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -144,3 +145,23 @@ def test_slack_text_says_why_each_rule_matched() -> None:
     }  # fmt: skip
     text = payload(a, "slack")["text"]
     assert text.endswith("; model: amount=5000.0 (+1.234), tx_count_1h=4.0 (-0.500)")
+
+
+def test_reason_codes_reach_both_styles_as_a_sink_decodes_them() -> None:
+    """From the alert's bytes, as the sink reads them off the topic (nested structs and all)."""
+    from fraud_sinks.messages import as_dict, decode_decision
+
+    wire = {
+        **alert(3),
+        "model_version": "m1", "rules_version": "r1", "detector": "d", "track": "stable",
+        "event_time": 1.0, "scored_at": 2.0, "latency_ms": 1.0,
+        "why": {"rules": [{"rule": "big", "values": {"tx.amount": 5000.0}}],
+                "model": {"link": "logit", "base": -3.0, "others": 0.1,
+                          "top": [{"feature": "amount", "value": 5000.0, "contribution": 2.5}]}},
+    }  # fmt: skip
+    d = decode_decision(json.dumps(wire).encode())
+    as_sent = as_dict(d, {"amount": 5000.0, "currency": "EUR"})
+    assert json.loads(json.dumps(payload(as_sent, "json")))["why"] == wire["why"]
+    assert payload(as_sent, "slack")["text"].endswith(
+        "why: big: tx.amount=5000.0; model: amount=5000.0 (+2.500)"
+    )
