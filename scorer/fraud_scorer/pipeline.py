@@ -44,6 +44,7 @@ from fraud_scorer.rules import RuleSet
 KafkaHeaders = list[tuple[str, bytes]]
 MODEL = "model"  # the reason a decision carries when the model's score crossed a threshold
 TOP_CONTRIBUTIONS = 5  # features listed in an alert's model reason codes
+REASON_TEXT_CHARS = 256  # text a rule read, as its reason code shows it
 T = TypeVar("T")
 
 
@@ -247,6 +248,8 @@ class BatchScorer:
     ) -> dict[int, ModelReason]:
         """The model's reason codes of the alerts it raised (exact TreeSHAP, for the rows the
         model alerted on only: a few percent of traffic)."""
+        if self.model.explainer is None:  # an isolation forest: no trees to explain
+            return {}
         raised = [
             i for i, (a, why) in enumerate(zip(actions, reasons, strict=True))
             if a != "allow" and MODEL in why
@@ -366,11 +369,21 @@ def explain(
                     else v if math.isfinite(v) else None
                 )  # fmt: skip
             elif kind == "attribute":
-                values[f"tx.attributes.{key}"] = _masked(tx.attributes.get(key))
+                values[f"tx.attributes.{key}"] = _shown(tx.attributes.get(key))
             elif key != "attributes":  # the map itself: its keys read are listed one by one
-                values[f"tx.{key}"] = _masked(getattr(tx, key))
+                values[f"tx.{key}"] = _shown(getattr(tx, key))
         out.append(RuleReason(name, values))
     return out
+
+
+def _shown(value: Any) -> Any:
+    """A value a rule read, as its reason code shows it: masked, and text cut at
+    :data:`REASON_TEXT_CHARS` (an attribute can be as long as the message; the alert already
+    carries it whole)."""
+    value = _masked(value)
+    if isinstance(value, str) and len(value) > REASON_TEXT_CHARS:
+        return value[:REASON_TEXT_CHARS] + "..."
+    return value
 
 
 def _masked(value: Any) -> Any:

@@ -282,3 +282,21 @@ def test_alerts_the_model_raised_carry_its_largest_contributions(model_dir: Path
         total = why["base"] + sum(shares) + why["others"]
         explained = 1 / (1 + math.exp(-total)) if why["link"] == "logit" else total
         assert abs(explained - alert["score"]) < 1e-4
+
+
+def test_a_long_value_a_rule_read_is_cut_in_its_reason_code(model_dir: Path) -> None:
+    """An attribute as long as the message would double the alert's size in ``why``."""
+    scorer = BatchScorer(
+        model=load_model(model_dir),
+        ruleset=compile_rules([RuleSpec(name="n", expression="size(tx.attributes['note']) > 0")]),
+        engine=FeatureEngine(),
+        detector="d",
+        track="stable",
+        max_message_bytes=1 << 20,
+    )
+    doc = msgspec.json.decode(tx(1))
+    doc["attributes"] = {"note": "x" * 100_000}
+    (alert,) = [
+        msgspec.json.decode(v) for _, v in scorer.process([Msg(msgspec.json.encode(doc))]).alerts
+    ]
+    assert alert["why"]["rules"][0]["values"]["tx.attributes.note"] == "x" * 256 + "..."
