@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,6 +31,8 @@ class TrackSample:
     # Cumulative score histogram over the window: upper bound -> count (``le`` buckets).
     score_buckets: dict[float, float] = field(default_factory=dict)
     lag_growth: float | None = None
+    blocks: float | None = None
+    rule_hits: dict[str, float] = field(default_factory=dict)  # rule name -> matches
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Result:
     reason: str
     message: str
     checks: tuple[Check, ...]
+    # Hit rate of each rule on each track: rule -> {"candidate": rate, "stable": rate}.
+    rules: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def values(self) -> dict[str, float | None]:
         return {c.name: c.value for c in self.checks}
@@ -74,6 +78,79 @@ def check_samples(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
 
 def _rate(part: float | None, whole: float | None) -> float:
     return (part or 0.0) / whole if whole else math.nan
+
+
+def check_block_share(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
+    """The guard against a candidate that would block everyone (``tx.amount > 0.0`` with
+    action ``block``): judged on the candidate alone, so it holds in shadow too."""
+    value = _rate(cand.blocks, cand.transactions)
+    if _missing(cand.blocks) or math.isnan(value):
+        return Check("block_share", "wait", "NoData", "no block counts yet")
+    return _against_limit(
+        "block_share",
+        value,
+        p.max_block_share,
+        f"candidate blocks {value:.2%} of transactions",
+        f"{p.max_block_share:.2%}",
+        ("BlockShareTooHigh", "BlockShareOk"),
+    )
+
+
+# Fewer matches than this on the candidate are not judged: a ratio over a handful of hits is
+# noise (at the default minSamples of 1,000, ten hits is a 1% hit rate).
+MIN_RULE_HITS = 10
+
+
+def rule_rates(cand: TrackSample, stable: TrackSample) -> dict[str, dict[str, float | None]]:
+    """Each rule's hit rate on each track that reported it."""
+    names = sorted(set(cand.rule_hits) | set(stable.rule_hits))
+    return {
+        n: {
+            "candidate": _hit_rate(cand, n),
+            "stable": _hit_rate(stable, n),
+        }
+        for n in names
+    }
+
+
+def _hit_rate(sample: TrackSample, rule: str) -> float | None:
+    if rule not in sample.rule_hits or not sample.transactions:
+        return None
+    return sample.rule_hits[rule] / sample.transactions
+
+
+def check_rule_hits(
+    p: Analysis, cand: TrackSample, stable: TrackSample, shared: Collection[str]
+) -> Check:
+    """Each rule both tracks hold (``shared``, by name: an edited expression or action keeps
+    its name) against itself on stable, stable's rate floored at one hit per window as for
+    the alert rate. The worst ratio is the value; new rules are left to the alert-rate ratio
+    and the block share."""
+    if _missing(cand.transactions, stable.transactions) or not stable.transactions:
+        return Check("rule_hit_rate_ratio", "wait", "NoData", "no transaction counts yet")
+    floor = 1.0 / stable.transactions
+    worst: tuple[float, str, float, float] | None = None
+    for rule in sorted(shared):
+        hits = cand.rule_hits.get(rule, 0.0)
+        if hits < MIN_RULE_HITS:
+            continue
+        cand_rate = _rate(hits, cand.transactions)
+        stable_rate = max(_rate(stable.rule_hits.get(rule, 0.0), stable.transactions), floor)
+        ratio = cand_rate / stable_rate
+        if worst is None or ratio > worst[0]:
+            worst = (ratio, rule, cand_rate, stable_rate)
+    if worst is None:
+        return Check("rule_hit_rate_ratio", "pass", "RuleHitsOk", "no shared rule hit enough")
+    ratio, rule, cand_rate, stable_rate = worst
+    msg = f"rule {rule} hits {cand_rate:.2%} on the candidate, {stable_rate:.2%} on stable"
+    return _against_limit(
+        "rule_hit_rate_ratio",
+        ratio,
+        p.max_rule_hit_rate_ratio,
+        f"{msg} ({ratio:.2f}x)",
+        f"{p.max_rule_hit_rate_ratio}x",
+        ("RuleHitRateTooHigh", "RuleHitsOk"),
+    )
 
 
 def check_alert_rate(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
@@ -183,22 +260,35 @@ CHAIN: Sequence[Callable[[Analysis, TrackSample, TrackSample], Check]] = (
     check_samples,
     check_errors,
     check_latency,
+    check_block_share,
     check_alert_rate,
     check_score_shift,
     check_lag,
 )
 
 
-def analyse(policy: Analysis, candidate: TrackSample, stable: TrackSample) -> Result:
-    """Run the chain. Without enough samples nothing else is judged (it would be noise)."""
+def analyse(
+    policy: Analysis,
+    candidate: TrackSample,
+    stable: TrackSample,
+    shared_rules: Collection[str] = (),
+) -> Result:
+    """Run the chain, then the per-rule check over ``shared_rules`` (the rule names both
+    tracks' rule sets hold). Without enough samples nothing else is judged (it would be
+    noise)."""
+    rates = rule_rates(candidate, stable)
     first = check_samples(policy, candidate, stable)
     if first.verdict != "pass":
-        return Result(first.verdict, first.reason, first.message, (first,))
-    checks = (first, *(c(policy, candidate, stable) for c in CHAIN[1:]))
+        return Result(first.verdict, first.reason, first.message, (first,), rates)
+    checks = (
+        first,
+        *(c(policy, candidate, stable) for c in CHAIN[1:]),
+        check_rule_hits(policy, candidate, stable, shared_rules),
+    )
     failed = next((c for c in checks if c.verdict == "fail"), None)
     if failed is not None:
-        return Result("fail", failed.reason, failed.message, checks)
+        return Result("fail", failed.reason, failed.message, checks, rates)
     waiting = next((c for c in checks if c.verdict == "wait"), None)
     if waiting is not None:
-        return Result("wait", waiting.reason, waiting.message, checks)
-    return Result("pass", "Healthy", "; ".join(c.message for c in checks), checks)
+        return Result("wait", waiting.reason, waiting.message, checks, rates)
+    return Result("pass", "Healthy", "; ".join(c.message for c in checks), checks, rates)

@@ -106,6 +106,14 @@ def track_sample(
         for r in prom.query(f"sum by (le) (increase(fraud_score_bucket{{{sel}}}[{w}]))")
     }
     lag = prom.scalar(f"sum(delta(fraud_consumer_lag{{{sel}}}[{w}]))")
+    blocks = prom.scalar(f'sum(increase(fraud_transactions_total{{{sel},action="block"}}[{w}]))')
+    if transactions is not None and blocks is None:
+        blocks = 0.0  # no block series yet: nothing blocked
+    hits = {
+        r["metric"]["rule"]: _number(r, prom.url)
+        for r in prom.query(f"sum by (rule) (increase(fraud_rule_hits_total{{{sel}}}[{w}]))")
+        if "rule" in r.get("metric", {})
+    }
     return TrackSample(
         transactions=transactions,
         alerts=alerts,
@@ -113,6 +121,8 @@ def track_sample(
         p99_latency_s=p99,
         score_buckets=buckets,
         lag_growth=lag,
+        blocks=blocks,
+        rule_hits=hits,
     )
 
 

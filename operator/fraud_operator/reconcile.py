@@ -28,7 +28,7 @@ from fraud_operator.prometheus import (
     loaded_rules_versions,
     track_sample,
 )
-from fraud_operator.spec import GROUP, FraudDetectorSpec, ModelRef, Rollout
+from fraud_operator.spec import GROUP, FraudDetectorSpec, Rollout, Rulebook
 from fraud_operator.status import CONDITIONS, build_status, condition, transitions
 from fraud_operator.validation import (
     DEFAULT_ALLOWED_IMAGES,
@@ -115,8 +115,8 @@ class Reconciler:
         if spec is not None and not problems:
             detector = Detector(name, namespace, meta["uid"], spec)
             api = self.api_versions()
-            state, preflight_note = self._advance(detector, body, state)
-            plans = plans_for(state)
+            state, preflight_note, stable_rules = self._advance(detector, body, state)
+            plans = plans_for(state, stable_rules)
             desired = builders.children(detector, api, plans)
             self._apply_all(desired, problems)
             self._prune(detector, api, desired)
@@ -134,7 +134,7 @@ class Reconciler:
             generation=int(meta.get("generation") or 0),
             problems=problems,
             deployment=deployment,
-            model_version=state.stable.version if state.stable else None,
+            model_version=state.stable.model.version if state.stable else None,
             rules_version=rules_version_of(spec) if spec is not None and not problems else None,
             previous=previous,
             now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -175,20 +175,31 @@ class Reconciler:
 
     def _advance(
         self, d: Detector, body: dict[str, Any], state: rollout.State
-    ) -> tuple[rollout.State, str]:
+    ) -> tuple[rollout.State, str, Rulebook | None]:
         """One step of the rollout state machine, with its inputs gathered from the cluster
-        (preflight Job, manual override annotations) and Prometheus (analysis)."""
+        (live tracks, preflight Job, manual override annotations) and Prometheus (analysis).
+        Also returns the rules the stable track keeps while candidate rules roll out (None:
+        the spec's)."""
         now = self.clock()
         policy = d.spec.rollout
+        staged = (policy or Rollout()).rules == "staged"
         override = overrides(body["metadata"].get("annotations") or {})
+        wanted = Rulebook.of(d.spec)
+        desired = rollout.Release(d.spec.model, wanted.version if staged else None)
+        live, books = self.live_tracks(d, desired)
+        if not staged:
+            ended = rollout.without_rules(state, now)
+            if ended.phase != state.phase:  # a rollout of rules alone has nothing left to do
+                self.kube.event(body, type_="Normal", reason=ended.reason, message=ended.message)
+            state = ended
         preflight: rollout.Preflight = "pending"
         note = ""
         if state.phase == "Preflight" and state.candidate is not None:
-            preflight, note = self._preflight(d, state.candidate)
+            preflight, note = self._preflight(d, state.candidate, state.stable)
         result = None
         if rollout.analysis_due(state, policy, now):
-            result = self._analyse(d, policy or Rollout())
-        live = self.live_tracks(d)
+            stable_book = books.get("stable", wanted)
+            result = self._analyse(d, policy or Rollout(), wanted.same_rules(stable_book))
         recovered = rollout.recover(state, live, policy, now)
         if recovered != state:
             log.warning("%s/%s: %s", d.namespace, d.name, recovered.message)
@@ -198,7 +209,7 @@ class Reconciler:
             state = recovered
         new, transition = rollout.step(
             state,
-            d.spec.model,
+            desired,
             policy,
             now,
             preflight=preflight,
@@ -206,7 +217,7 @@ class Reconciler:
             override=override,
         )
         if new.phase == "Preflight" and new.candidate is not None and state.phase != "Preflight":
-            self._preflight(d, new.candidate)  # start the Job now, not on the next pass
+            self._preflight(d, new.candidate, new.stable)  # start the Job now, not next pass
         if override is not None:
             self.kube.clear_annotations(d.namespace, d.name, OVERRIDES)
         if transition is not None:
@@ -217,10 +228,15 @@ class Reconciler:
                 reason=transition.reason,
                 message=transition.message,
             )
-        return new, note
+        behind = new.stable is not None and new.stable.rules not in (None, wanted.version)
+        return new, note, books.get("stable") if behind else None
 
-    def live_tracks(self, d: Detector) -> rollout.Live:
-        """What the scorer Deployments run (one list request), for :func:`rollout.recover`."""
+    def live_tracks(
+        self, d: Detector, desired: rollout.Release
+    ) -> tuple[rollout.Live, dict[str, Rulebook]]:
+        """What the scorer tracks run, for :func:`rollout.recover`: models from the
+        Deployments' annotations, rules from their ConfigMaps (one list request each); and
+        each track's rules and thresholds, by track."""
         running = {
             t.track: t
             for dep in self.kube.labelled(
@@ -228,15 +244,47 @@ class Reconciler:
             )
             if (t := builders.running_track(d, dep)) is not None
         }
-        stable, canary, shadow = (running.get(t) for t in ("stable", "canary", "shadow"))
-        return rollout.Live(
-            stable=stable.model if stable else None,
-            canary=canary.model if canary else None,
-            canary_weight=canary.end if canary else 0,
-            shadow=shadow.model if shadow else None,
-        )
+        books: dict[str, Rulebook] = {}
+        if desired.rules is not None:
+            for cm in self.kube.labelled("v1", "ConfigMap", d.namespace, builders.labels(d, None)):
+                if (found := builders.running_rulebook(d, cm)) is not None:
+                    books[found[0]] = found[1]
 
-    def _preflight(self, d: Detector, model: ModelRef) -> tuple[rollout.Preflight, str]:
+        def release(track: str) -> rollout.Release | None:
+            t = running.get(track)
+            if t is None:
+                return None
+            if desired.rules is None:
+                return rollout.Release(t.model)
+            book = books.get(track)
+            # Unreadable: a candidate track's ConfigMap only ever holds the spec's rules; for
+            # stable see below.
+            return rollout.Release(t.model, book.version if book else desired.rules)
+
+        if running.get("stable") and desired.rules is not None and "stable" not in books:
+            log.warning(
+                "%s/%s: the stable track's ConfigMap is gone or unreadable: its rules cannot "
+                "be read back, and the spec's (%s) are taken as stable",
+                d.namespace,
+                d.name,
+                desired.rules,
+            )
+        canary = running.get("canary")
+        return rollout.Live(
+            stable=release("stable"),
+            canary=release("canary"),
+            canary_weight=canary.end if canary else 0,
+            shadow=release("shadow"),
+        ), books
+
+    def _preflight(
+        self, d: Detector, candidate: rollout.Release, stable: rollout.Release | None
+    ) -> tuple[rollout.Preflight, str]:
+        """A new model runs its preflight Job. Rules alone need none: the operator compiled
+        them with the scorer's own compiler before this pass (``RulesValid``)."""
+        if stable is not None and candidate.model == stable.model:
+            return "ok", "the model is unchanged; the rules compiled"
+        model = candidate.model
         job = builders.preflight_job(d, model)
         live = self.kube.get("batch/v1", "Job", d.namespace, job["metadata"]["name"])
         if live is None:
@@ -275,7 +323,7 @@ class Reconciler:
             "rulesVersionDesired": desired,
         }
 
-    def _analyse(self, d: Detector, policy: Rollout) -> Result:
+    def _analyse(self, d: Detector, policy: Rollout, shared_rules: frozenset[str]) -> Result:
         url = policy.prometheus_url or self.prometheus_url
         if not url:
             return Result("wait", "NoPrometheus", "no Prometheus URL configured for analysis", ())
@@ -289,7 +337,7 @@ class Reconciler:
                 cand = track_sample(prom, detector=d.name, track="shadow", window=window)
         except PrometheusError as exc:
             return Result("wait", "PrometheusUnavailable", str(exc), ())
-        return analyse(policy.analysis, cand, stable)
+        return analyse(policy.analysis, cand, stable, shared_rules)
 
     def _prune(self, d: Detector, api: ApiVersions, desired: list[dict[str, Any]]) -> None:
         """Delete the operator's own children of this detector that the plan no longer lists
@@ -315,15 +363,24 @@ def overrides(annotations: dict[str, str]) -> rollout.Override:
     return None
 
 
-def plans_for(state: rollout.State) -> tuple[TrackPlan, ...]:
-    """Which tracks run which model, and each one's slice of users."""
-    stable = state.stable
-    if state.phase == "Canary" and state.candidate is not None:
+def plans_for(state: rollout.State, stable_rules: Rulebook | None = None) -> tuple[TrackPlan, ...]:
+    """Which tracks run which model and rules, and each one's slice of users. The candidate
+    always runs the spec's rules; stable keeps ``stable_rules`` (None: the spec's) until the
+    candidate is promoted."""
+    model = state.stable.model if state.stable else None
+    cand = state.candidate.model if state.candidate else None
+    if state.phase == "Canary" and cand is not None:
         w = state.weight
-        return (TrackPlan("stable", stable, w, 100), TrackPlan("canary", state.candidate, 0, w))
-    if state.phase == "Shadow" and state.candidate is not None:
-        return (TrackPlan("stable", stable, 0, 100), TrackPlan("shadow", state.candidate, 0, 100))
-    return (TrackPlan("stable", stable, 0, 100),)
+        return (
+            TrackPlan("stable", model, w, 100, stable_rules),
+            TrackPlan("canary", cand, 0, w),
+        )
+    if state.phase == "Shadow" and cand is not None:
+        return (
+            TrackPlan("stable", model, 0, 100, stable_rules),
+            TrackPlan("shadow", cand, 0, 100),
+        )
+    return (TrackPlan("stable", model, 0, 100, stable_rules),)
 
 
 def merge_rollout(

@@ -1,7 +1,11 @@
-"""The rollout state machine: a pure function from (state, desired model, policy, clock,
+"""The rollout state machine: a pure function from (state, desired release, policy, clock,
 preflight, analysis, overrides) to the next state.
 
-    Stable --new model--> Preflight --ok--> [Shadow] --> Canary step 1..n --> Promoting --> Stable
+A :class:`Release` is what a track runs: a model artifact and, unless ``rollout.rules`` is
+``immediate``, the version of its rules and thresholds. A new model, a rule edit or a threshold
+change is a new release, and each goes through the same phases:
+
+    Stable --new release--> Preflight --ok--> [Shadow] --> Canary step 1..n --> Promoting --> Stable
                              |                 |               |
                              +--failed-------> RolledBack <----+ (failures >= limit, abort,
                                                                   no data for too long)
@@ -39,10 +43,33 @@ def seconds(duration: str) -> float:
 
 
 @dataclass(frozen=True)
+class Release:
+    """What a track runs: a model and, when rules are staged, its rule set's version
+    (:meth:`fraud_operator.spec.Rulebook.version`; None when rules are not staged)."""
+
+    model: ModelRef
+    rules: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What a rollback remembers, so that the same release is not retried by itself."""
+        return self.model.version + (f"+rules-{self.rules}" if self.rules else "")
+
+    def named(self, against: Release | None) -> str:
+        """How messages name it, by what differs from ``against``: ``model m2``,
+        ``rules 3fa2b1c4d5e6`` or ``model m2 with rules 3fa2b1c4d5e6``."""
+        if against is None or self.rules is None or self.rules == against.rules:
+            return f"model {self.model.version}"
+        if self.model == against.model:
+            return f"rules {self.rules}"
+        return f"model {self.model.version} with rules {self.rules}"
+
+
+@dataclass(frozen=True)
 class State:
     phase: Phase = "Stable"
-    stable: ModelRef | None = None
-    candidate: ModelRef | None = None
+    stable: Release | None = None
+    candidate: Release | None = None
     step: int = 0  # index of the current canary step
     weight: int = 0  # percent of users on the canary
     since: datetime | None = None  # when the current phase or step began
@@ -54,15 +81,18 @@ class State:
     last_analysis: dict[str, Any] = field(default_factory=dict)
 
     def to_status(self) -> dict[str, Any]:
+        stable, candidate = self.stable, self.candidate
         return {
             "phase": self.phase,
-            "stableVersion": self.stable.version if self.stable else None,
-            "canaryVersion": self.candidate.version if self.candidate else None,
+            "stableVersion": stable.model.version if stable else None,
+            "canaryVersion": candidate.model.version if candidate else None,
             "canaryWeight": self.weight,
             "rollout": {
                 "phase": self.phase,
-                "stable": self.stable.model_dump(by_alias=True) if self.stable else None,
-                "candidate": self.candidate.model_dump(by_alias=True) if self.candidate else None,
+                "stable": stable.model.model_dump(by_alias=True) if stable else None,
+                "candidate": candidate.model.model_dump(by_alias=True) if candidate else None,
+                "stableRules": stable.rules if stable else None,
+                "candidateRules": candidate.rules if candidate else None,
                 "step": self.step,
                 "since": self.since.isoformat() if self.since else None,
                 "lastAnalysisAt": self.last_analysis_at.isoformat()
@@ -80,9 +110,9 @@ class State:
     def from_status(cls, status: dict[str, Any]) -> State:
         r = status.get("rollout") or {}
 
-        def model(value: dict[str, Any] | None) -> ModelRef | None:
+        def release(value: dict[str, Any] | None, rules: str | None) -> Release | None:
             try:
-                return ModelRef.model_validate(value) if value else None
+                return Release(ModelRef.model_validate(value), rules) if value else None
             except ValidationError:  # written by an older operator: recover() fills it in
                 return None
 
@@ -92,8 +122,8 @@ class State:
         phase = r.get("phase")
         return cls(
             phase=phase if phase in _PHASES else "Stable",
-            stable=model(r.get("stable")),
-            candidate=model(r.get("candidate")),
+            stable=release(r.get("stable"), r.get("stableRules")),
+            candidate=release(r.get("candidate"), r.get("candidateRules")),
             step=int(r.get("step") or 0),
             weight=int(status.get("canaryWeight") or 0),
             since=when(r.get("since")),
@@ -111,13 +141,13 @@ _PHASES = ("Stable", "Preflight", "Shadow", "Canary", "Promoting", "RolledBack")
 
 @dataclass(frozen=True)
 class Live:
-    """What the scorer Deployments run, read from their annotations (None: no such track, or
-    one that predates the annotations)."""
+    """What the scorer tracks run: the model from each Deployment's annotations, the rules from
+    its ConfigMap (None: no such track, or one that predates the annotations)."""
 
-    stable: ModelRef | None = None
-    canary: ModelRef | None = None
+    stable: Release | None = None
+    canary: Release | None = None
     canary_weight: int = 0
-    shadow: ModelRef | None = None
+    shadow: Release | None = None
 
 
 def recover(state: State, live: Live, policy: Rollout | None, now: datetime) -> State:
@@ -138,7 +168,7 @@ def recover(state: State, live: Live, policy: Rollout | None, now: datetime) -> 
                 stable=live.stable,
                 since=now,
                 reason="Recovered",
-                message=f"running {live.stable.version} (recovered from the Deployments)",
+                message=f"running {live.stable.named(None)} (recovered from the Deployments)",
                 rejected=state.rejected,
             )
         state = replace(state, stable=live.stable)
@@ -148,7 +178,8 @@ def recover(state: State, live: Live, policy: Rollout | None, now: datetime) -> 
             return replace(
                 _preflight(state, state.candidate, now),
                 reason="Recovered",
-                message=f"{state.candidate.version} has no running track: checking it again",
+                message=f"{state.candidate.named(state.stable)} has no running track: "
+                "checking it again",
             )
         return state
     if state.phase in ("Preflight", "RolledBack"):
@@ -168,7 +199,7 @@ def recover(state: State, live: Live, policy: Rollout | None, now: datetime) -> 
         weight=weight,
         since=now,
         reason="Recovered",
-        message=f"rollout of {running.version} resumed from the running Deployments "
+        message=f"rollout of {running.named(live.stable)} resumed from the running Deployments "
         f"({weight}% of users): the status had lost it",
         rejected=state.rejected,
     )
@@ -198,7 +229,7 @@ def _to(state: State, phase: Phase, now: datetime, reason: str, message: str, **
 
 def step(
     state: State,
-    desired: ModelRef,
+    desired: Release,
     policy: Rollout | None,
     now: datetime,
     *,
@@ -210,39 +241,43 @@ def step(
     candidate (None when none was due); ``preflight`` the candidate's preflight status."""
     policy = policy or Rollout()
 
-    # First deployment, or no rollout policy at all: the desired model simply is stable.
+    # First deployment: the desired release simply is stable.
     if state.stable is None:
         new = State(
             phase="Stable",
             stable=desired,
             since=now,
             reason="Deployed",
-            message=f"model {desired.version} deployed",
+            message=f"{desired.named(None)} deployed",
         )
         return new, Transition("Deployed", new.message)
     if state.phase in ("Stable", "RolledBack"):
         if desired == state.stable:
             if state.phase == "RolledBack":  # the spec was put back: acknowledged
-                new = _to(state, "Stable", now, "Stable", f"running {desired.version}")
+                new = _to(state, "Stable", now, "Stable", f"running {desired.named(None)}")
                 return new, Transition("Stable", new.message)
             return state, None
-        if state.phase == "RolledBack" and desired.version == state.rejected:
-            return state, None  # the rolled-back version is not retried by itself
+        if state.phase == "RolledBack" and _rejected(state, desired):
+            return state, None  # the rolled-back release is not retried by itself
         return _preflight(state, desired, now), Transition(
-            "RolloutStarted", f"rolling out {desired.version} over {state.stable.version}"
+            "RolloutStarted",
+            f"rolling out {desired.named(state.stable)} over {state.stable.named(desired)}",
         )
 
     # A rollout is in progress.
     assert state.candidate is not None
     if desired != state.candidate:
         if desired == state.stable:
-            return _abort(state, now, "Reverted", "the spec went back to the stable model")
+            return _abort(state, now, "Reverted", "the spec went back to the stable release")
         return _preflight(state, desired, now), Transition(
-            "RolloutRestarted", f"candidate replaced by {desired.version}"
+            "RolloutRestarted", f"candidate replaced by {desired.named(state.stable)}"
         )
     if override == "abort":
         return _abort(state, now, "Aborted", "aborted by the frauddetection.io/abort annotation")
     if override == "promote":
+        refused = _blocks_too_much(state, policy)
+        if refused is not None:
+            return state, Transition("PromotionRefused", refused, True)
         return _promote(state, now, "promoted by the frauddetection.io/promote annotation")
     if state.phase == "Promoting":
         return _promote(state, now, "all canary steps passed")
@@ -254,7 +289,9 @@ def step(
         if preflight == "pending":
             return state, None
         if policy.shadow is not None:
-            new = _to(state, "Shadow", now, "Shadow", f"shadowing {state.candidate.version}")
+            new = _to(
+                state, "Shadow", now, "Shadow", f"shadowing {state.candidate.named(state.stable)}"
+            )
             return new, Transition("ShadowStarted", new.message)
         return _enter_step(state, policy, 0, now)
     if policy.paused:
@@ -270,6 +307,7 @@ def step(
                 "reason": analysis.reason,
                 "message": analysis.message,
                 "values": analysis.values(),
+                **({"rules": analysis.rules} if analysis.rules else {}),
             },
         )
         if analysis.verdict == "fail":
@@ -308,14 +346,37 @@ def step(
     return _enter_step(state, policy, nxt, now)
 
 
-def _preflight(state: State, candidate: ModelRef, now: datetime) -> State:
+def _rejected(state: State, desired: Release) -> bool:
+    """Whether ``desired`` is the release last rolled back. A status written before rules were
+    staged names the model version alone."""
+    stable_rules = state.stable.rules if state.stable else None
+    return state.rejected == desired.key or (
+        state.rejected == desired.model.version and desired.rules == stable_rules
+    )
+
+
+def _blocks_too_much(state: State, policy: Rollout) -> str | None:
+    """The guard on a manual promotion: refused while the last analysis measured the
+    candidate blocking more than ``maxBlockShare`` of its transactions."""
+    share = (state.last_analysis.get("values") or {}).get("block_share")
+    limit = policy.analysis.max_block_share
+    if share is None or share <= limit:
+        return None
+    assert state.candidate is not None
+    return (
+        f"promotion of {state.candidate.named(state.stable)} refused: it would block "
+        f"{share:.1%} of transactions (maxBlockShare {limit:.1%}); fix it, or abort"
+    )
+
+
+def _preflight(state: State, candidate: Release, now: datetime) -> State:
     """A (new) candidate starts over: preflight first, no traffic, no history."""
     return _to(
         state,
         "Preflight",
         now,
         "Preflight",
-        f"checking model {candidate.version}",
+        f"checking {candidate.named(state.stable)}",
         candidate=candidate,
         weight=0,
         step=0,
@@ -335,7 +396,7 @@ def _enter_step(
         "Canary",
         now,
         "Canary",
-        f"{weight}% of users on {state.candidate.version if state.candidate else '?'}",
+        f"{weight}% of users on {state.candidate.named(state.stable) if state.candidate else '?'}",
         step=index,
         weight=weight,
         last_analysis={},
@@ -350,7 +411,7 @@ def _promote(state: State, now: datetime, why: str) -> tuple[State, Transition]:
         stable=state.candidate,
         since=now,
         reason="Promoted",
-        message=f"{state.candidate.version} promoted: {why}",
+        message=f"{state.candidate.named(state.stable)} promoted: {why}",
         last_analysis=state.last_analysis,
     )
     return new, Transition("Promoted", new.message)
@@ -363,12 +424,32 @@ def _abort(state: State, now: datetime, reason: str, message: str) -> tuple[Stat
         stable=state.stable,
         since=now,
         reason=reason,
-        message=f"{state.candidate.version} rolled back: {message}",
-        rejected=state.candidate.version,
+        message=f"{state.candidate.named(state.stable)} rolled back: {message}",
+        rejected=state.candidate.key,
         failures=state.failures,
         last_analysis=state.last_analysis,
     )
     return new, Transition("RolledBack", new.message, True)
+
+
+def without_rules(state: State, now: datetime) -> State:
+    """``rollout.rules: immediate``: rules are not part of any release. A rollout of rules
+    alone in progress has nothing left to roll out and ends; rule versions are forgotten."""
+
+    def strip(r: Release | None) -> Release | None:
+        return Release(r.model) if r is not None else None
+
+    stable, candidate = strip(state.stable), strip(state.candidate)
+    if state.phase not in ("Stable", "RolledBack") and candidate == stable:
+        return State(
+            phase="Stable",
+            stable=stable,
+            since=now,
+            reason="RulesImmediate",
+            message="rules are hot-reloaded (rollout.rules: immediate): rollout of rules ended",
+            rejected=state.rejected,
+        )
+    return replace(state, stable=stable, candidate=candidate)
 
 
 def analysis_due(state: State, policy: Rollout | None, now: datetime) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fraud_scorer.config import DIGEST_PATTERN
+from fraud_scorer.config import DIGEST_PATTERN, DecisionSettings, RuleSpec, rules_version
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -133,6 +133,36 @@ class Decision(_Model):
         return self
 
 
+class Rulebook(_Model):
+    """The rules and thresholds one track decides with: what a rule rollout moves."""
+
+    rules: tuple[Rule, ...] = ()
+    decision: Decision = Decision()
+
+    @classmethod
+    def of(cls, spec: FraudDetectorSpec) -> Rulebook:
+        return cls(rules=tuple(spec.rules), decision=spec.decision)
+
+    def for_scorer(self) -> tuple[tuple[RuleSpec, ...], DecisionSettings]:
+        """The same, as the scorer's own config types (its compiler and version)."""
+        rules = tuple(
+            RuleSpec(name=r.name, expression=r.expression, action=r.action) for r in self.rules
+        )
+        decision = DecisionSettings(
+            review_at=self.decision.review_at, block_at=self.decision.block_at
+        )
+        return rules, decision
+
+    @property
+    def version(self) -> str:
+        """The version the scorers report for it (``fraud_rules_info``, decisions)."""
+        return rules_version(*self.for_scorer())
+
+    def same_rules(self, other: Rulebook) -> frozenset[str]:
+        """Names of the rules both hold (changed or not): their hit rates are comparable."""
+        return frozenset(r.name for r in self.rules) & frozenset(r.name for r in other.rules)
+
+
 class Scaling(_Model):
     min_replicas: int = Field(default=1, ge=1, le=1000)
     max_replicas: int = Field(default=4, ge=1, le=1000)
@@ -198,6 +228,20 @@ class Analysis(_Model):
     max_lag_growth: int = Field(
         default=10000, ge=0, description="messages the candidate's consumer lag may grow by"
     )
+    max_block_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="share of the candidate's decisions that may be block; above it the "
+        "analysis fails and a promote annotation is refused (a guard against a rule or "
+        "threshold that blocks everyone, caught in shadow before it acts)",
+    )
+    max_rule_hit_rate_ratio: float = Field(
+        default=3.0,
+        gt=0.0,
+        description="a rule's hit rate on the candidate against the rule of the same name on "
+        "stable (new rules are judged by the alert-rate ratio and the block share)",
+    )
     failure_limit: int = Field(default=2, ge=1)
 
 
@@ -206,10 +250,17 @@ class Shadow(_Model):
 
 
 class Rollout(_Model):
-    """How a new model version goes live: preflight, optional shadow, canary steps, then
-    promotion; analysis failures beyond the limit roll back. Manual overrides: ``paused``
-    here, or the annotations ``frauddetection.io/promote`` / ``frauddetection.io/abort``."""
+    """How a new model version, and a rule or threshold change, goes live: preflight, optional
+    shadow, canary steps, then promotion; analysis failures beyond the limit roll back. Manual
+    overrides: ``paused`` here, or the annotations ``frauddetection.io/promote`` /
+    ``frauddetection.io/abort``."""
 
+    rules: Literal["staged", "immediate"] = Field(
+        default="staged",
+        description="staged: rule and threshold changes roll out like models (the candidate "
+        "rules run in the shadow and canary tracks, stable keeps the old ones until promotion); "
+        "immediate: they are hot-reloaded into every track at once",
+    )
     shadow: Shadow | None = None
     steps: list[RolloutStep] = Field(default_factory=list)
     analysis: Analysis = Analysis()

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fraud_scorer import feature_sets
-from fraud_scorer.config import DecisionSettings, RuleSpec, model_uri_problem, rules_version
+from fraud_scorer.config import DecisionSettings, RuleSpec, model_uri_problem
 from fraud_scorer.feature_defs import LabelFeature, parse_feature_set
 from fraud_scorer.feature_sets import FeatureSet
 from fraud_scorer.rules import RuleCompileError, compile_rules
 from pydantic import ValidationError
 
-from fraud_operator.spec import FraudDetectorSpec
+from fraud_operator.spec import FraudDetectorSpec, Rulebook
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,7 @@ def parse_spec(raw: Mapping[str, Any]) -> FraudDetectorSpec | Problem:
 
 
 def scorer_rules(spec: FraudDetectorSpec) -> tuple[tuple[RuleSpec, ...], DecisionSettings]:
-    rules = tuple(
-        RuleSpec(name=r.name, expression=r.expression, action=r.action) for r in spec.rules
-    )
-    return rules, DecisionSettings(
-        review_at=spec.decision.review_at, block_at=spec.decision.block_at
-    )
+    return Rulebook.of(spec).for_scorer()
 
 
 def feature_set_of(spec: FraudDetectorSpec) -> FeatureSet | Problem:
@@ -132,7 +127,7 @@ def check_model(spec: FraudDetectorSpec) -> Problem | None:
 
 def rules_version_of(spec: FraudDetectorSpec) -> str:
     """The version the scorers report for these rules (``fraud_rules_info``, decisions)."""
-    return rules_version(*scorer_rules(spec))
+    return Rulebook.of(spec).version
 
 
 def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:

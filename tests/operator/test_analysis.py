@@ -20,6 +20,7 @@ def sample(**kw: object) -> TrackSample:
         "p99_latency_s": 0.02,
         "score_buckets": {k: 2 * v for k, v in HIST.items()},
         "lag_growth": 10.0,
+        "blocks": 0.0,
     }
     base.update(kw)
     return TrackSample(**base)  # type: ignore[arg-type]
@@ -77,3 +78,41 @@ def test_a_stable_track_without_alerts_does_not_divide_by_zero() -> None:
     result = analyse(POLICY, sample(alerts=1.0), sample(alerts=0.0))
     assert result.verdict == "pass"
     assert analyse(POLICY, sample(alerts=10.0), sample(alerts=0.0)).reason == "AlertRateTooHigh"
+
+
+def test_a_candidate_that_blocks_everyone_fails_on_block_share_first() -> None:
+    """``tx.amount > 0.0`` with action block: the guard names it before the alert rate."""
+    everything = sample(alerts=2000.0, blocks=2000.0, rule_hits={"big": 2000.0})
+    result = analyse(POLICY, everything, sample(blocks=2.0, rule_hits={"big": 20.0}), {"big"})
+    assert (result.verdict, result.reason) == ("fail", "BlockShareTooHigh")
+    assert result.values()["block_share"] == pytest.approx(1.0)
+    assert result.rules["big"] == {"candidate": 1.0, "stable": 0.01}
+    # At the limit it passes (5% by default), and no block series at all is no data.
+    assert analyse(POLICY, sample(blocks=100.0), sample()).verdict == "pass"
+    assert analyse(POLICY, sample(blocks=None), sample()).reason == "NoData"
+
+
+@pytest.mark.parametrize(
+    ("cand_hits", "stable_hits", "shared", "reason", "ratio"),
+    [
+        ({"big": 20.0}, {"big": 20.0}, {"big"}, "Healthy", 1.0),
+        ({"big": 70.0}, {"big": 20.0}, {"big"}, "RuleHitRateTooHigh", 3.5),  # edited to catch more
+        # A rule that never fired on stable is floored at one hit per window.
+        ({"big": 30.0}, {}, {"big"}, "RuleHitRateTooHigh", 30.0),
+        ({"big": 9.0}, {}, {"big"}, "Healthy", None),  # too few hits to judge
+        ({"new": 500.0}, {}, set(), "Healthy", None),  # new rules: alert rate and block share
+    ],
+)
+def test_rule_hit_rates_against_the_same_rule_on_stable(
+    cand_hits: dict[str, float],
+    stable_hits: dict[str, float],
+    shared: set[str],
+    reason: str,
+    ratio: float | None,
+) -> None:
+    result = analyse(POLICY, sample(rule_hits=cand_hits), sample(rule_hits=stable_hits), shared)
+    assert result.reason == reason
+    value = result.values()["rule_hit_rate_ratio"]
+    assert value == (pytest.approx(ratio) if ratio is not None else None)
+    if reason == "RuleHitRateTooHigh":
+        assert "rule big" in result.message

@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fraud_operator.analysis import Check, Result
-from fraud_operator.rollout import Live, State, analysis_due, recover, seconds, step
+from fraud_operator.rollout import Live, Release, State, analysis_due, recover, seconds, step
 from fraud_operator.spec import ModelRef, Rollout
 
 T0 = datetime(2026, 11, 22, 12, tzinfo=UTC)
-OLD = ModelRef(version="m1", uri="https://m/1/", digest="sha256:" + "1" * 64)
-NEW = ModelRef(version="m2", uri="https://m/2/", digest="sha256:" + "2" * 64)
-OTHER = ModelRef(version="m3", uri="https://m/3/", digest="sha256:" + "3" * 64)
+OLD = Release(ModelRef(version="m1", uri="https://m/1/", digest="sha256:" + "1" * 64))
+NEW = Release(ModelRef(version="m2", uri="https://m/2/", digest="sha256:" + "2" * 64))
+OTHER = Release(ModelRef(version="m3", uri="https://m/3/", digest="sha256:" + "3" * 64))
 POLICY = Rollout.model_validate(
     {
         "shadow": {"duration": "10m"},
@@ -177,7 +177,7 @@ def test_operator_side_helpers() -> None:
         ("stable", plans[0].model_of, 30, 100),
         ("canary", plans[1].model_of, 0, 30),
     ]
-    assert (plans[0].model, plans[1].model) == (OLD, NEW)
+    assert (plans[0].model, plans[1].model) == (OLD.model, NEW.model)
     shadow = plans_for(State(phase="Shadow", stable=OLD, candidate=NEW, since=T0))
     assert [(p.track, p.start, p.end) for p in shadow] == [("stable", 0, 100), ("shadow", 0, 100)]
     assert [p.track for p in plans_for(STABLE)] == ["stable"]
@@ -271,3 +271,109 @@ def test_agreeing_or_leftover_tracks_change_nothing() -> None:
 def test_a_status_from_an_older_operator_reads_as_unknown() -> None:
     old = {"rollout": {"phase": "Stable", "stable": {"version": "m1", "uri": "u", "sha256": "1"}}}
     assert State.from_status(old).stable is None
+
+
+# -- rules roll out like models: a release is a model and a rule set's version -----------------
+
+R1 = Release(OLD.model, "r1")
+R2 = Release(OLD.model, "r2")  # the same model, other rules
+STAGED = State(phase="Stable", stable=R1, since=T0)
+BLOCKS_ALL = Result(
+    "fail",
+    "BlockShareTooHigh",
+    "candidate blocks 100.00% of transactions > 5.00%",
+    (Check("block_share", "fail", "BlockShareTooHigh", "", 1.0),),
+)
+
+
+def test_a_rules_change_goes_through_shadow_and_a_blocking_one_is_rolled_back() -> None:
+    s, e = step(STAGED, R2, POLICY, at(0))
+    assert (s.phase, s.candidate, e and e.message) == (
+        "Preflight",
+        R2,
+        "rolling out rules r2 over rules r1",
+    )
+    s, e = step(s, R2, POLICY, at(0.1), preflight="ok")
+    assert (s.phase, e and e.message) == ("Shadow", "shadowing rules r2")
+    s, e = step(s, R2, POLICY, at(1), analysis=BLOCKS_ALL)
+    assert (s.phase, s.failures, e and e.reason) == ("Shadow", 1, "AnalysisFailed")
+    s, e = step(s, R2, POLICY, at(2), analysis=BLOCKS_ALL)
+    assert (s.phase, s.stable, s.candidate) == ("RolledBack", R1, None)
+    assert e is not None and e.warning and e.message.startswith("rules r2 rolled back")
+    # Still in the spec: not retried by itself; other rules are a new rollout.
+    assert step(s, R2, POLICY, at(3)) == (s, None)
+    assert step(s, Release(OLD.model, "r3"), POLICY, at(3))[0].phase == "Preflight"
+
+
+def test_a_promotion_is_refused_while_the_candidate_blocks_too_much() -> None:
+    shadow = State(phase="Shadow", stable=R1, candidate=R2, since=at(0))
+    s, _ = step(shadow, R2, POLICY, at(1), analysis=BLOCKS_ALL)
+    s, e = step(s, R2, POLICY, at(1.5), override="promote")
+    assert (s.phase, s.stable, e and e.reason, e and e.warning) == (
+        "Shadow",
+        R1,
+        "PromotionRefused",
+        True,
+    )
+    assert e is not None and "100.0%" in e.message
+    s, e = step(s, R2, POLICY, at(1.6), override="abort")  # abort always works
+    assert s.phase == "RolledBack"
+    healthy, _ = step(shadow, R2, POLICY, at(1), analysis=PASS)  # no block share measured
+    assert step(healthy, R2, POLICY, at(2), override="promote")[0].stable == R2
+
+
+def test_model_and_rules_together_are_one_release_named_by_what_differs() -> None:
+    both = Release(NEW.model, "r2")
+    _, e = step(STAGED, both, POLICY, at(0))
+    assert e is not None and e.message == (
+        "rolling out model m2 with rules r2 over model m1 with rules r1"
+    )
+    assert Release(NEW.model, "r1").named(R1) == "model m2"
+    assert (both.key, NEW.key) == ("m2+rules-r2", "m2")
+
+
+def test_rules_in_the_status_round_trip_and_older_statuses_still_read() -> None:
+    s = State(phase="Shadow", stable=R1, candidate=R2, since=T0, rejected="m3+rules-r9")
+    status = s.to_status()
+    assert (status["rollout"]["stableRules"], status["rollout"]["candidateRules"]) == ("r1", "r2")
+    assert State.from_status(status) == s
+    del status["rollout"]["stableRules"], status["rollout"]["candidateRules"]
+    assert State.from_status(status).stable == OLD  # written before rules were staged
+    # A version rolled back before rules were staged is still not retried with its rules.
+    old = State(phase="RolledBack", stable=R1, since=T0, rejected="m2")
+    assert step(old, Release(NEW.model, "r1"), POLICY, at(1)) == (old, None)
+
+
+def test_immediate_rules_end_a_rules_rollout_and_keep_a_model_one() -> None:
+    from fraud_operator.rollout import without_rules
+
+    shadow = State(phase="Shadow", stable=R1, candidate=R2, since=at(0))
+    ended = without_rules(shadow, at(1))
+    assert (ended.phase, ended.stable, ended.reason) == ("Stable", OLD, "RulesImmediate")
+    model = State(phase="Canary", stable=R1, candidate=Release(NEW.model, "r2"), weight=10)
+    kept = without_rules(model, at(1))
+    assert (kept.phase, kept.stable, kept.candidate, kept.weight) == ("Canary", OLD, NEW, 10)
+
+
+def test_stable_keeps_its_rules_while_the_candidate_runs_the_specs() -> None:
+    from fraud_operator import builders
+    from fraud_operator.reconcile import plans_for
+    from fraud_operator.spec import Rulebook
+
+    from tests.operator.conftest import make_detector
+
+    d = make_detector()
+    old = Rulebook.model_validate(
+        {"rules": [{"name": "big", "expression": "tx.amount > 5.0"}], "decision": {}}
+    )
+    shadow = State(phase="Shadow", stable=R1, candidate=R2, since=T0)
+    stable_plan, shadow_plan = plans_for(shadow, old)
+    configs = [builders.config_map(d, p) for p in (stable_plan, shadow_plan)]
+    books = [builders.running_rulebook(d, c) for c in configs]
+    assert books == [("stable", old), ("shadow", Rulebook.of(d.spec))]
+    assert books[0] is not None and books[0][1].version != Rulebook.of(d.spec).version
+    # Not this detector's, or unreadable: nothing is read back.
+    other = builders.Detector("other", "shop", "uid-2", d.spec)
+    assert builders.running_rulebook(other, configs[0]) is None
+    configs[0]["data"]["scorer.yaml"] = "rules: [{name: 1"
+    assert builders.running_rulebook(d, configs[0]) is None

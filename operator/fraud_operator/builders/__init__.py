@@ -81,6 +81,7 @@ from fraud_operator.builders.scorer import (
     RunningTrack,
     config_map,
     deployment,
+    running_rulebook,
     running_track,
     scorer_config,
 )
@@ -136,6 +137,7 @@ __all__ = [
     "preflight_job",
     "preflight_name",
     "prunable_kinds",
+    "running_rulebook",
     "running_track",
     "scaled_object",
     "scorer_config",

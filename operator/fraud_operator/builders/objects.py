@@ -13,7 +13,7 @@ from typing import Any, Final
 from fraud_scorer.feature_defs import FeatureSetDef, needs_stage, parse_feature_set
 
 from fraud_operator.builders.names import labels
-from fraud_operator.spec import GROUP, KIND, VERSION, FraudDetectorSpec, ModelRef
+from fraud_operator.spec import GROUP, KIND, VERSION, FraudDetectorSpec, ModelRef, Rulebook
 
 HASH_ANNOTATION: Final = f"{GROUP}/spec-hash"
 RESTART_ANNOTATION: Final = f"{GROUP}/restart-hash"
@@ -62,7 +62,7 @@ class ApiVersions:
 
 @dataclass(frozen=True)
 class TrackPlan:
-    """One running track: its model and the slice of users it decides for.
+    """One running track: its model, its rules and the slice of users it decides for.
 
     stable decides for ``[start, end)`` = ``[weight, 100)`` during a canary, canary for
     ``[0, weight)``, shadow for everyone but writes only to the shadow decisions topic.
@@ -73,9 +73,13 @@ class TrackPlan:
     model: ModelRef | None = None  # None: the spec's model
     start: int = 0
     end: int = 100
+    rulebook: Rulebook | None = None  # None: the spec's rules and thresholds
 
     def model_of(self, d: Detector) -> ModelRef:
         return self.model or d.spec.model
+
+    def rulebook_of(self, d: Detector) -> Rulebook:
+        return self.rulebook or Rulebook.of(d.spec)
 
 
 STABLE = TrackPlan()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import yaml
+from pydantic import ValidationError
 
 from fraud_operator.builders.names import (
     INSTANCE,
@@ -36,7 +37,7 @@ from fraud_operator.builders.objects import (
     scorer_object,
     staged_features,
 )
-from fraud_operator.spec import GROUP, ModelRef
+from fraud_operator.spec import GROUP, ModelRef, Rulebook
 
 METRICS_PORT: Final = 9102
 CONFIG_FILE: Final = "scorer.yaml"
@@ -46,7 +47,7 @@ MODEL_DIR: Final = "/models/current"
 def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
     """The scorer's config file (``fraud_scorer.config.ScorerSettings``), minus the password,
     which reaches the pod only as an environment variable from its Secret."""
-    spec, track = d.spec, plan.track
+    spec, track, rulebook = d.spec, plan.track, plan.rulebook_of(d)
     kafka = kafka_config(d, group_of(d, track), f"{d.name}-{track}")
     return {
         "detector": d.name,
@@ -65,8 +66,8 @@ def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
         | ({"on_error": "review"} if spec.scorer.on_model_error == "review" else {}),
         # Only when declared: existing detectors' configs (and pods) stay as they were.
         **({"features": {"definitions": spec.features}} if spec.features is not None else {}),
-        "rules": [r.model_dump() for r in spec.rules],
-        "decision": spec.decision.model_dump(),
+        "rules": [r.model_dump() for r in rulebook.rules],
+        "decision": rulebook.decision.model_dump(),
         "slice": {"start": plan.start, "end": plan.end},
         "output": {
             "alerts": track != "shadow",
@@ -233,3 +234,18 @@ def running_track(d: Detector, live: dict[str, Any] | None) -> RunningTrack | No
     except (KeyError, ValueError):  # pydantic's ValidationError is a ValueError
         return None
     return RunningTrack(tags[TRACK], model, start, end)
+
+
+def running_rulebook(d: Detector, live: dict[str, Any] | None) -> tuple[str, Rulebook] | None:
+    """The track and the rules and thresholds a live scorer ConfigMap of ``d`` holds: what
+    that track's scorers have hot-reloaded. None when it is not one, or cannot be read."""
+    meta = (live or {}).get("metadata") or {}
+    tags = meta.get("labels") or {}
+    if tags.get(INSTANCE) != d.name or TRACK not in tags:
+        return None
+    try:
+        raw = yaml.safe_load(((live or {}).get("data") or {})[CONFIG_FILE])
+        book = Rulebook.model_validate({"rules": raw["rules"], "decision": raw["decision"]})
+    except (KeyError, TypeError, yaml.YAMLError, ValidationError):
+        return None
+    return tags[TRACK], book
