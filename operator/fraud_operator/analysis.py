@@ -258,9 +258,9 @@ def check_lag(p: Analysis, cand: TrackSample, stable: TrackSample) -> Check:
 
 CHAIN: Sequence[Callable[[Analysis, TrackSample, TrackSample], Check]] = (
     check_samples,
+    check_block_share,  # first: the guard names a candidate that blocks everyone as such
     check_errors,
     check_latency,
-    check_block_share,
     check_alert_rate,
     check_score_shift,
     check_lag,

@@ -14,7 +14,7 @@ import pytest
 from fraud_devtools.mock_cluster import MockCluster
 from fraud_operator.analysis import analyse
 from fraud_operator.prometheus import Prometheus, track_sample
-from fraud_operator.rollout import State, analysis_due, step
+from fraud_operator.rollout import Release, State, analysis_due, step
 from fraud_operator.spec import ModelRef, Rollout
 from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
@@ -23,8 +23,8 @@ from tests.integration.harness import TOPICS, ScorerProcess, steady_traffic, wai
 from tests.servers import prometheus_server
 
 pytestmark = pytest.mark.integration
-OLD = ModelRef(version="m1", uri="file:///m1", digest="sha256:" + "1" * 64)
-NEW = ModelRef(version="m2", uri="file:///m2", digest="sha256:" + "2" * 64)
+OLD = Release(ModelRef(version="m1", uri="file:///m1", digest="sha256:" + "1" * 64))
+NEW = Release(ModelRef(version="m2", uri="file:///m2", digest="sha256:" + "2" * 64))
 POLICY = Rollout.model_validate(
     {
         "steps": [{"weight": 10, "pause": "4s"}, {"weight": 40, "pause": "4s"}],
