@@ -216,10 +216,20 @@ class Reconciler:
             analysis=result,
             override=override,
         )
-        if new.phase == "Preflight" and new.candidate is not None and state.phase != "Preflight":
-            self._preflight(d, new.candidate, new.stable)  # start the Job now, not next pass
         if override is not None:
             self.kube.clear_annotations(d.namespace, d.name, OVERRIDES)
+        self._record(body, transition)
+        if new.phase == "Preflight" and new.candidate is not None and state.phase != "Preflight":
+            # Start the Job now, not on the next pass; rules alone need none and go on at once
+            # (without a rollout policy, a rule edit is promoted in this very pass).
+            preflight, note = self._preflight(d, new.candidate, new.stable)
+            if preflight != "pending":
+                new, transition = rollout.step(new, desired, policy, now, preflight=preflight)
+                self._record(body, transition)
+        behind = new.stable is not None and new.stable.rules not in (None, wanted.version)
+        return new, note, books.get("stable") if behind else None
+
+    def _record(self, body: dict[str, Any], transition: rollout.Transition | None) -> None:
         if transition is not None:
             self.metrics.rollout_transitions.labels(reason=transition.reason).inc()
             self.kube.event(
@@ -228,8 +238,6 @@ class Reconciler:
                 reason=transition.reason,
                 message=transition.message,
             )
-        behind = new.stable is not None and new.stable.rules not in (None, wanted.version)
-        return new, note, books.get("stable") if behind else None
 
     def live_tracks(
         self, d: Detector, desired: rollout.Release

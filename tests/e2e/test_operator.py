@@ -445,8 +445,28 @@ def test_updates_propagate_and_rules_do_not_restart_pods(
         dep["spec"]["template"]["metadata"]["annotations"]["frauddetection.io/restart-hash"]
         == restart
     )  # type: ignore[index]
+    # Without a rollout policy a rule edit is still a release: promoted in the same pass (no
+    # shadow, no steps), on the record.
+    promoted = [e["message"] for e in events(cluster, "upd") if e["reason"] == "Promoted"]
+    assert any(m.startswith("rules ") for m in promoted), promoted
+    # rollout.rules: immediate hot-reloads an edit with no rollout at all.
+    immediate = {"rules": "immediate"}
+    rules = [{"name": "big", "expression": "tx.amount > 7.0", "action": "block"}]
+    cluster.apply(detector("upd", kafka.bootstrap_servers, rules=rules, rollout=immediate))
+    wait_for(
+        lambda: (
+            "tx.amount > 7.0"
+            in str((cluster.get("configmap", "upd-scorer-config", NS) or {}).get("data"))
+        ),
+        20,
+        "the immediate rule in the ConfigMap",
+    )
+    started = [e for e in events(cluster, "upd") if e["reason"] == "RolloutStarted"]
+    assert len(started) == 1 and started[0]["count"] == 1  # the first edit's, not this one
     model = {"version": "m2", "uri": "https://models.example/m2/", "digest": "sha256:" + "b" * 64}
-    cluster.apply(detector("upd", kafka.bootstrap_servers, rules=rules, model=model))
+    cluster.apply(
+        detector("upd", kafka.bootstrap_servers, rules=rules, model=model, rollout=immediate)
+    )
     finish_preflight(cluster, "upd", "b" * 64, ok=True)  # a new model is never a blind switch
 
     def restarted() -> bool:
