@@ -11,6 +11,11 @@ row), with an entity stage that is never behind (a live scorer's staged values l
 stage's freshness, docs/features.md). No message is encoded or decoded twice: the decisions'
 JSON is the only part of the scorer's work a backtest skips.
 
+Or the features come from the decisions the scorers published (:func:`served_rows`: every
+decision carries the values its rules and model read): the backtest then decides on the very
+values the live scorer had, freshness and all, and the current rules reproduce the live
+decisions exactly.
+
 Everything below :func:`decide` is arithmetic on what it returns: per rule and overall alerts,
 alert rate, precision, recall, fraud amount caught and overlap, and the difference between two
 rule sets decided on the same rows.
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,13 +64,65 @@ class History:
     rows: list[list[float]]  # features (float64), the set's order: what the rules read
     features: FeatureSet
     replay_seconds: float = 0.0
+    served: bool = False  # the features are the ones the scorers had, from their decisions
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def history_of(frame: pd.DataFrame, features: FeatureSet) -> History:
-    """A validated labelled frame (:func:`fraud_training.data.validate`) with its features."""
+class ServedError(ValueError):
+    """Served decisions that cannot stand in for the history's features."""
+
+
+class _Served(msgspec.Struct):
+    transaction_id: str
+    features: dict[str, float | None] | None = None
+
+
+def served_rows(
+    decisions: Iterable[bytes], transactions: Sequence[Transaction], features: FeatureSet
+) -> list[list[float]]:
+    """Each transaction's features as its scorer had them, from the decisions it published
+    (JSON lines, as on the decisions topic; the last decision of a transaction wins). Every
+    transaction needs one, carrying every feature of the set (``output.include_features``,
+    on by default)."""
+    wanted = {tx.transaction_id for tx in transactions}
+    names = features.names
+    found: dict[str, dict[str, float | None]] = {}
+    decode = msgspec.json.Decoder(_Served).decode
+    for n, line in enumerate(decisions, 1):
+        if not line.strip():
+            continue
+        try:
+            d = decode(line)
+        except msgspec.DecodeError as exc:
+            raise ServedError(f"decision {n} is not a decision: {exc}") from exc
+        if d.transaction_id not in wanted:
+            continue
+        if d.features is None or any(name not in d.features for name in names):
+            raise ServedError(
+                f"the decision of {d.transaction_id} does not carry every feature of set "
+                f"{features.version} (served by another set, or output.include_features off)"
+            )
+        found[d.transaction_id] = d.features
+    missing = [tx.transaction_id for tx in transactions if tx.transaction_id not in found]
+    if missing:
+        raise ServedError(
+            f"{len(missing):,} of {len(transactions):,} transactions have no served decision "
+            f"(the first: {missing[0]})"
+        )
+    nan = float("nan")
+    return [
+        [nan if (v := found[tx.transaction_id][name]) is None else v for name in names]
+        for tx in transactions
+    ]
+
+
+def history_of(
+    frame: pd.DataFrame, features: FeatureSet, served: Iterable[bytes] | None = None
+) -> History:
+    """A validated labelled frame (:func:`fraud_training.data.validate`) with its features:
+    replayed point-in-time, or ``served`` (decisions, see :func:`served_rows`)."""
     payloads = to_payloads(frame)
     labels = frame["label"].to_numpy(np.int8)
     labelled_at = None
@@ -73,7 +130,10 @@ def history_of(frame: pd.DataFrame, features: FeatureSet) -> History:
         labelled_at = frame[LABELLED_AT].map(lambda t: t.timestamp()).to_numpy(float)
     started = time.perf_counter()
     replayed = replay_features(payloads, labels, features, labelled_at=labelled_at)
-    rows = list(replayed.rows)
+    if served is None:
+        rows = list(replayed.rows)
+    else:  # the replay's rows are lazy: never computed
+        rows = served_rows(served, replayed.transactions, features)
     seconds = time.perf_counter() - started
     return History(
         payloads=payloads,
@@ -84,6 +144,7 @@ def history_of(frame: pd.DataFrame, features: FeatureSet) -> History:
         rows=rows,
         features=features,
         replay_seconds=seconds,
+        served=served is not None,
     )
 
 
@@ -188,6 +249,7 @@ class Report:
     frauds: int
     fraud_amount: float
     rules_version: str
+    features_from: str  # "replayed" point-in-time, or "served" (the scorers' own values)
     overall: Figures
     by_action: dict[str, int]
     model: Figures
@@ -229,6 +291,7 @@ def report(history: History, decided: Decided, current: Decided | None = None) -
         frauds=int((history.labels == 1).sum()),
         fraud_amount=round(float(history.amounts[history.labels == 1].sum()), 2),
         rules_version=decided.ruleset.version,
+        features_from="served" if history.served else "replayed",
         overall=figures(decided.alerted, history),
         by_action={str(a): int(c) for a, c in zip(actions, counts, strict=True)},
         model=figures(decided.model, history),

@@ -11,6 +11,7 @@ rules (a Secret, a model server) is skipped with a note. ``backtest`` needs the 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -45,6 +46,23 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+# A decision is at most a message the scorer produced; a longer line is not one.
+MAX_DECISION_BYTES = 4 << 20
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """A JSON-lines file, line by line, each line bounded."""
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise _fail(f"{path}: {exc.strerror}") from exc
+    with f:
+        while line := f.readline(MAX_DECISION_BYTES + 1):
+            if len(line) > MAX_DECISION_BYTES:
+                raise _fail(f"{path}: a line longer than {MAX_DECISION_BYTES:,} bytes")
+            yield line
+
+
 def _features(path: Path | None) -> FeatureSet | None:
     if path is None:
         return None
@@ -69,6 +87,13 @@ def check(
         Path | None,
         typer.Option(
             help="feature definitions to compile against when a file declares none (else v1)",
+        ),
+    ] = None,
+    served: Annotated[
+        Path | None,
+        typer.Option(
+            help="decisions the scorers published (JSON lines, as on the decisions topic): "
+            "decide on the features they had instead of replaying them"
         ),
     ] = None,
     output: Annotated[str, typer.Option("--format", help="text or json")] = "text",
@@ -156,6 +181,13 @@ def backtest(
     against: Annotated[
         Path | None, typer.Option(help="the current rules, to report what the candidate changes")
     ] = None,
+    served: Annotated[
+        Path | None,
+        typer.Option(
+            help="decisions the scorers published (JSON lines, as on the decisions topic): "
+            "decide on the features they had instead of replaying them"
+        ),
+    ] = None,
     output: Annotated[str, typer.Option("--format", help="text or json")] = "text",
     chart: Annotated[
         Path | None, typer.Option(help="also draw alerts per rule, fraud and not, to this PNG")
@@ -188,7 +220,13 @@ def backtest(
         frame = validate(read_table(data, query=table), label_column=label_column)
     except (ModelError, DataError) as exc:
         raise _fail(str(exc)) from exc
-    history = bt.history_of(frame, feature_set)
+    try:
+        if served is None:
+            history = bt.history_of(frame, feature_set)
+        else:
+            history = bt.history_of(frame, feature_set, _lines(served))
+    except bt.ServedError as exc:
+        raise _fail(f"{served}: {exc}") from exc
     decided = bt.decide(history, ruleset, scorer_model)
     before = None if current is None else bt.decide(history, current, scorer_model)
     result = bt.report(history, decided, before)
@@ -213,7 +251,8 @@ def _print(result: Report, candidate: str, against: str | None) -> None:
     console = Console(width=max(Console().width, 140))
     console.print(
         f"{candidate}: rules {result.rules_version} over {result.rows:,} transactions "
-        f"({result.frauds:,} fraud, {result.fraud_amount:,.2f} in amount)"
+        f"({result.frauds:,} fraud, {result.fraud_amount:,.2f} in amount), features "
+        f"{result.features_from}"
     )
     t = Table("rule", "action", "alerts", "rate", "precision", "recall", "fraud caught",
               "only this", "overlaps most with")  # fmt: skip

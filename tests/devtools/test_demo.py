@@ -114,3 +114,20 @@ def _backtest_reproduces_the_demo(build: Path, report: dict[str, Any]) -> None:
         if rule not in reads_staged:
             assert replayed.get(rule, 0) == report["alerts_by_reason"].get(rule, 0), rule
         assert replayed.get(rule, 0) == counts[rule]
+
+    # On the features the scorer had (its decisions carry them), every rule's count, staged
+    # or not, and every action is the demo's own.
+    on_served = subprocess.run(
+        [sys.executable, "-m", "fraud_rules", "backtest", str(build / "demo-scorer.yaml"),
+         "--data", str(build / HISTORY_FILE), "--model", str(build / "demo-model"),
+         "--served", str(build / "decisions.jsonl"), "--format", "json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert on_served.returncode == 0, on_served.stderr
+    result = json.loads(on_served.stdout)
+    assert result["features_from"] == "served"
+    alerts = {r["name"]: r["figures"]["alerts"] for r in result["rules"]}
+    assert reads_staged and all(alerts[r] > 0 for r in reads_staged)
+    for rule in names:
+        assert alerts.get(rule, 0) == report["alerts_by_reason"].get(rule, 0), rule
+    assert result["by_action"] == report["actions"]

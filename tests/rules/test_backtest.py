@@ -157,3 +157,51 @@ def test_the_command_refuses_broken_rules_and_unreadable_data(files: dict[str, P
         app, ["backtest", str(files["current"]), "--data", str(files["data"]) + ".missing"]
     )
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_served_features_decide_on_what_the_scorer_had(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--served``: the features come from the decisions the scorers published, not from a
+    replay; a decision missing, or one without the set's features, is refused by name."""
+    served = tmp_path / "decisions.jsonl"
+    frame = validate(pd.read_csv(files["data"]))
+    replayed = history_of(frame, V1)
+    names = V1.names
+    decisions = []
+    for tx, row in zip(replayed.transactions, replayed.rows, strict=True):
+        values = dict(zip(names, row, strict=True))
+        if tx.transaction_id == "t3":  # the scorer had this user busier than a replay says
+            values["tx_count_1h"] = 9.0
+            values["amount_zscore"] = None  # NaN travels as null
+        decisions.append({"transaction_id": tx.transaction_id, "features": values})
+    served.write_text("\n".join(json.dumps(d) for d in decisions) + "\n\n")
+    history = history_of(frame, V1, served.read_bytes().splitlines())
+    assert history.served and history.rows[3][names.index("tx_count_1h")] == 9.0
+    assert (
+        history.rows[3][names.index("amount_zscore")]
+        != history.rows[3][names.index("amount_zscore")]
+    )
+    assert [r for i, r in enumerate(history.rows) if i != 3] == [
+        r for i, r in enumerate(replayed.rows) if i != 3
+    ]
+
+    burst = tmp_path / "burst.yaml"
+    burst.write_text(yaml.safe_dump({"rules": [
+        {"name": "burst", "expression": "features.tx_count_1h >= 3.0"}]}))  # fmt: skip
+    args = ["backtest", str(burst), "--data", str(files["data"]), "--format", "json"]
+    on_served = json.loads(runner.invoke(app, [*args, "--served", str(served)]).output)
+    on_replay = json.loads(runner.invoke(app, args).output)
+    assert (on_served["features_from"], on_replay["features_from"]) == ("served", "replayed")
+    assert (on_served["overall"]["alerts"], on_replay["overall"]["alerts"]) == (1, 0)
+
+    served.write_text("\n".join(json.dumps(d) for d in decisions[1:]))
+    gone = runner.invoke(app, [*args, "--served", str(served)])
+    assert gone.exit_code == 2 and "1 of 6 transactions have no served decision" in gone.output
+    del decisions[2]["features"]["tx_count_1h"]
+    served.write_text("\n".join(json.dumps(d) for d in decisions))
+    other = runner.invoke(app, [*args, "--served", str(served)])
+    assert other.exit_code == 2 and "does not carry every feature" in other.output
+    served.write_text("not json\n")
+    bad = runner.invoke(app, [*args, "--served", str(served)])
+    assert bad.exit_code == 2 and "decision 1 is not a decision" in bad.output
