@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -162,7 +170,8 @@ class KafkaProcess:
         """Periodic work between batches (hot reload, expiry); keep it short."""
 
     def on_assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """New partitions, before their first batch (state rebuild goes here)."""
+        """New partitions, before their first batch (state rebuild goes here), each with the
+        offset it resumes from (``OFFSET_INVALID``: none; the reset policy decides)."""
 
     def on_released(self, partitions: list[TopicPartition]) -> None:
         """Partitions revoked (after their work was committed) or lost."""
@@ -450,10 +459,43 @@ class KafkaProcess:
             self.log.info("partitions assigned while stopping", partitions=len(partitions))
             return
         try:
-            self.on_assigned(consumer, partitions)
+            positions = self._positions(consumer, partitions)
+            self.on_assigned(consumer, positions)
+            if self.kafka.start_from_group is not None:
+                consumer.incremental_assign(positions)  # where _positions says, not the reset
         finally:
             self._assigned = True
         self.log.info("partitions assigned", partitions=_names(partitions))
+
+    def _positions(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        """Where each assigned partition resumes: this group's committed offset, else
+        ``start_from_group``'s, else ``OFFSET_INVALID`` (``auto_offset_reset``)."""
+        positions: list[TopicPartition] = consumer.committed(partitions, timeout=30)
+        other = self.kafka.start_from_group
+        lacking = [tp for tp in positions if tp.offset < 0]
+        if other is None or not lacking:
+            return positions
+        peek = Consumer({**self.kafka.client_config(), "group.id": other})
+        try:
+            theirs = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in peek.committed(
+                    [TopicPartition(tp.topic, tp.partition) for tp in lacking], timeout=30
+                )
+                if tp.offset >= 0
+            }
+        finally:
+            peek.close()
+        for tp in lacking:
+            tp.offset = theirs.get((tp.topic, tp.partition), OFFSET_INVALID)
+        self.log.info(
+            "partitions new to this group start where another group is",
+            group=other,
+            partitions=len(theirs),
+        )
+        return positions
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Finish what was done for these partitions and commit it before giving them up (not

@@ -41,6 +41,12 @@ class KafkaSettings(Frozen):
     sasl_password: SecretStr | None = None
     ssl_ca_location: str | None = None
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    start_from_group: str | None = Field(
+        default=None,
+        description="where a partition this group has never committed starts: this group's "
+        "committed offset (a new canary or shadow track starts where stable is, instead of "
+        "deciding the whole retained log again); auto_offset_reset when it has none either",
+    )
     extra: dict[str, str | int | bool] = Field(
         default_factory=dict, description="librdkafka properties passed through verbatim"
     )

@@ -44,9 +44,10 @@ class StateRebuilder:
     alive: Callable[[], None] = lambda: None
 
     def rebuild(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[int, int]:
-        """Replay each partition up to its committed offset; returns messages replayed per
-        partition (those with no committed offset are new: nothing to replay)."""
-        committed = consumer.committed(partitions, timeout=30)
+        """Replay each partition up to the offset it resumes from (the runtime's
+        ``on_assigned`` gives them); returns messages replayed per partition (those with no
+        offset are new: nothing to replay)."""
+        committed = partitions
         replayer = Consumer(
             {
                 **self.kafka.client_config(),

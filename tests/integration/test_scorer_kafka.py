@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 import pandas as pd
 import pytest
+from confluent_kafka import KafkaException
 from fraud_devtools.mock_cluster import MockCluster
 
 from tests.integration.harness import (
@@ -173,6 +174,54 @@ def test_rebalance_between_two_scorers_keeps_features_identical(
     decisions = decisions_by_id(bootstrap)
     assert decisions.keys() == reference.keys()
     assert all(d["features"] == reference[t] for t, ds in decisions.items() for d in ds)
+
+
+def test_a_new_candidate_track_starts_where_stable_is_with_warm_features(
+    cluster: MockCluster,
+    tmp_path: Path,
+    model_dir: Path,
+    small_stream: pd.DataFrame,
+) -> None:
+    """A canary or shadow track is a new consumer group. From the log's start it would decide
+    its slice of the whole retained log again (alerts included): it starts at stable's
+    committed offsets instead (``kafka.start_from_group``, set by the operator), with the
+    features of what came before rebuilt by replay."""
+    items = stream(small_stream.iloc[:8000])
+    bootstrap = cluster.bootstrap_servers
+    stable = ScorerProcess(
+        tmp_path, bootstrap, model_dir, name="stable", group="g-stable", track="stable"
+    ).start()
+    produce(bootstrap, TOPICS["input"], items[:5000])
+    wait_until(
+        lambda: sum(committed(bootstrap, "g-stable", TOPICS["input"]).values()) >= 5000,
+        60,
+        "stable past the first 5,000",
+    )
+    assert stable.stop() == 0
+    shadow_topic = {**TOPICS, "decisions": "decisions-shadow"}
+    shadow = ScorerProcess(
+        tmp_path, bootstrap, model_dir, name="shadow", group="g-shadow", track="shadow",
+        topics=shadow_topic, output={"alerts": False, "dead_letters": False},
+    )  # fmt: skip
+    shadow.config["kafka"]["start_from_group"] = "g-stable"
+    shadow.write_config()
+    shadow.start()
+    produce(bootstrap, TOPICS["input"], items[5000:])
+
+    def decided() -> int:
+        try:
+            return topic_size(bootstrap, "decisions-shadow")
+        except KafkaException:  # not created yet
+            return 0
+
+    wait_until(lambda: decided() >= 3000, 60, "the new 3,000 decided")
+    assert shadow.metric("fraud_state_replayed_messages_total") >= 5000 * 0.9
+    assert shadow.stop() == 0
+    seen = [msgspec.json.decode(r.value) for r in read_topic(bootstrap, "decisions-shadow")]
+    reference = reference_features(items)
+    later = {msgspec.json.decode(v)["transaction_id"] for _, v in items[5000:]}
+    assert {d["transaction_id"] for d in seen} == later  # none of the first 5,000 again
+    assert all(d["features"] == reference[d["transaction_id"]] for d in seen)  # warm state
 
 
 def test_rules_reload_without_restart_and_invalid_rules_keep_the_old_ones(

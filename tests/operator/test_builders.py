@@ -222,6 +222,10 @@ def test_track_plans_slice_users_and_split_outputs() -> None:
     assert shadow["topics"]["decisions"] == "dec-shadow"
     groups = {c["kafka"]["group_id"] for c in (stable, canary, shadow)}
     assert len(groups) == 3  # every track reads every message
+    # ... from where stable is, when it first starts.
+    assert "start_from_group" not in stable["kafka"]
+    assert canary["kafka"]["start_from_group"] == shadow["kafka"]["start_from_group"]
+    assert canary["kafka"]["start_from_group"] == stable["kafka"]["group_id"]
     dep = builders.deployment(d, TrackPlan("canary", new, 0, 10))
     assert dep["metadata"]["name"] == "retail-scorer-canary"
     assert new.digest in dep["spec"]["template"]["spec"]["initContainers"][0]["args"]

@@ -56,7 +56,8 @@ def rebuild(
         replay=replay,
         alive=lambda: beats.append(len(seen)),
     )
-    partitions = [TopicPartition("tx", 0), TopicPartition("tx", 1)]
+    # Where each partition resumes, as the runtime hands them to on_assigned.
+    partitions = consumer.committed([TopicPartition("tx", 0), TopicPartition("tx", 1)], timeout=10)
     counts = rebuilder.rebuild(consumer, partitions)
     # Liveness hears from the rebuild after every replayed batch, the last one included.
     assert beats and (not seen or beats[-1] == len(seen))

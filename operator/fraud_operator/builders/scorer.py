@@ -49,6 +49,11 @@ def scorer_config(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
     which reaches the pod only as an environment variable from its Secret."""
     spec, track, rulebook = d.spec, plan.track, plan.rulebook_of(d)
     kafka = kafka_config(d, group_of(d, track), f"{d.name}-{track}")
+    if track != "stable":
+        # A new candidate group starts where stable is: from the log's start, a canary would
+        # decide its slice of the whole retained log again, alerts included, and a shadow
+        # would read as hours of latency.
+        kafka["start_from_group"] = group_of(d, "stable")
     return {
         "detector": d.name,
         "track": track,
