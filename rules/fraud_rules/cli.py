@@ -89,13 +89,6 @@ def check(
             help="feature definitions to compile against when a file declares none (else v1)",
         ),
     ] = None,
-    served: Annotated[
-        Path | None,
-        typer.Option(
-            help="decisions the scorers published (JSON lines, as on the decisions topic): "
-            "decide on the features they had instead of replaying them"
-        ),
-    ] = None,
     output: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
     """Compile every rule and threshold of FILES as a scorer would; non-zero on any error."""
