@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_VERSION := 25.3
 
-.PHONY: demo test bench soak lint typecheck venv clean postgres prometheus kube helm kind-up
+.PHONY: demo test bench soak lint typecheck venv clean postgres prometheus kube helm chromium kind-up
 
 venv: $(STAMP)
 
@@ -13,13 +13,13 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
-	$(PY) -m pip install -q -e '.[scorer,training,operator,sinks,rules]' -e ./devtools --group dev
+	$(PY) -m pip install -q -e '.[scorer,training,operator,sinks,rules,console]' -e ./devtools --group dev
 	touch $@
 
 demo: $(STAMP)
 	$(VENV)/bin/fraud-demo
 
-test: lint typecheck postgres prometheus kube helm
+test: lint typecheck postgres prometheus kube helm chromium
 	$(PY) -m pytest
 
 # The tests start their own PostgreSQL server from the machine's binaries (Debian package
@@ -27,6 +27,10 @@ test: lint typecheck postgres prometheus kube helm
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) $(shell command -v initdb))
 postgres:
 	@test -n "$(PG_INITDB)" || { apt-get update -qq && apt-get install -y -qq postgresql; }
+
+# The console's browser tests drive Debian's Chromium through Playwright (no browser download).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
 
 # 10 minutes at the benchmark's offered load: memory and p99 over time (build/soak.json).
 soak: $(STAMP)

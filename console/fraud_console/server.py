@@ -1,0 +1,38 @@
+"""Runs the console: settings, the connection pool, the labels outbox, uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+from psycopg_pool import ConnectionPool
+
+from fraud_console.app import create_app
+from fraud_console.outbox import Outbox
+from fraud_console.settings import load_console_settings
+from fraud_console.store import Store
+
+
+def serve(config: Path | None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = load_console_settings(config)
+    pool = ConnectionPool(
+        settings.dsn.get_secret_value(),
+        min_size=1,
+        max_size=settings.pool_size,
+        kwargs={"autocommit": True},
+        open=True,
+    )
+    outbox = None
+    if settings.kafka is not None and settings.labels_topic is not None:
+        outbox = Outbox(pool, settings.kafka, settings.labels_topic).start()
+    try:
+        app = create_app(settings, Store(pool))
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                    proxy_headers=False, server_header=False)  # fmt: skip
+    finally:
+        if outbox is not None:
+            outbox.stop()
+        pool.close()
+    return 0

@@ -1,0 +1,195 @@
+"""The console's reads and writes on the case store. Reads are plain SQL through the indexes of
+migration 006 (the queue is keyset-paginated: a page costs the same at case 1,000,000 as at
+case 50); writes go only through the SECURITY DEFINER functions, which audit every change with
+the analyst's name. Card numbers are masked before anything leaves this module."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from fraud_runtime.redact import mask_pans
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+Verdict = Literal["fraud", "legitimate", "friendly_fraud"]
+VERDICTS: tuple[Verdict, ...] = ("fraud", "legitimate", "friendly_fraud")
+Sort = Literal["newest", "score"]
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """What the queue shows: unlabelled alerts, narrowed by these; ``after`` is the last row
+    of the previous page (its sort key and id)."""
+
+    action: Literal["review", "block"] | None = None
+    reason: str | None = None  # a rule's name, or "model"
+    min_amount: float | None = None
+    max_amount: float | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    user: str | None = None
+    merchant: str | None = None
+    assignee: str | None = None
+    sort: Sort = "newest"
+    after: tuple[float | datetime, str] | None = None  # (score or scored_at, transaction_id)
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    transaction_id: str
+    user_id: str
+    action: str
+    score: float
+    reasons: list[str]
+    scored_at: datetime
+    status: str
+    assignee: str | None
+    amount: float | None
+    currency: str | None
+    merchant: str | None
+
+    def cursor(self, sort: Sort) -> tuple[str, str]:
+        key = repr(self.score) if sort == "score" else self.scored_at.isoformat()
+        return key, self.transaction_id
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[QueueRow]
+    more: bool
+
+
+_QUEUE_COLUMNS = """transaction_id, user_id, action, score, reasons, scored_at, status, assignee,
+    (transaction ->> 'amount')::double precision AS amount, transaction ->> 'currency' AS currency,
+    transaction ->> 'merchant' AS merchant"""
+
+
+def queue_query(f: QueueFilter, limit: int) -> tuple[str, list[Any]]:
+    """The SQL of one queue page (pure: tested without a database)."""
+    where = ["action <> 'allow'", "label IS NULL"]
+    args: list[Any] = []
+
+    def add(clause: str, *values: Any) -> None:
+        where.append(clause)
+        args.extend(values)
+
+    if f.action:
+        add("action = %s", f.action)
+    if f.reason:
+        add("reasons @> ARRAY[%s]::text[]", f.reason)
+    if f.min_amount is not None:
+        add("(transaction ->> 'amount')::double precision >= %s", f.min_amount)
+    if f.max_amount is not None:
+        add("(transaction ->> 'amount')::double precision <= %s", f.max_amount)
+    if f.since is not None:
+        add("scored_at >= %s", f.since)
+    if f.until is not None:
+        add("scored_at < %s", f.until)
+    if f.user:
+        add("user_id = %s", f.user)
+    if f.merchant:
+        add("transaction ->> 'merchant' = %s", f.merchant)
+    if f.assignee:
+        add("assignee = %s", f.assignee)
+    key = "score" if f.sort == "score" else "scored_at"
+    if f.after is not None:
+        add(f"({key}, transaction_id) < (%s, %s)", *f.after)
+    sql = (
+        f"SELECT {_QUEUE_COLUMNS} FROM cases WHERE {' AND '.join(where)} "  # noqa: S608 - constant fragments; values are parameters
+        f"ORDER BY {key} DESC, transaction_id DESC LIMIT %s"
+    )
+    return sql, [*args, limit + 1]
+
+
+def masked_json(value: Any) -> str:
+    """A stored JSON value as indented text, card numbers masked."""
+    return mask_pans(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+@dataclass
+class Case:
+    row: dict[str, Any]
+    transaction_text: str
+    why: dict[str, Any] | None
+    user_recent: list[dict[str, Any]] = field(default_factory=list)
+    linked: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+
+
+_BRIEF = """transaction_id, user_id, action, score, reasons, scored_at, event_time, status,
+    verdict, (transaction ->> 'amount')::double precision AS amount,
+    transaction ->> 'currency' AS currency, transaction ->> 'merchant' AS merchant"""
+
+
+class Store:
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    def queue(self, f: QueueFilter, limit: int) -> Page:
+        sql, args = queue_query(f, limit)
+        with self.pool.connection() as conn:
+            rows = conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+        page = [QueueRow(*r) for r in rows[:limit]]
+        return Page(page, more=len(rows) > limit)
+
+    def case(self, transaction_id: str) -> Case | None:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                "SELECT transaction_id, user_id, detector, track, action, score, reasons, "
+                "model_version, rules_version, event_time, scored_at, transaction, why, label, "
+                "verdict, label_note, labelled_by, labelled_at, analyst, status, assignee "
+                "FROM cases WHERE transaction_id = %s",
+                (transaction_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            tx = row.pop("transaction") or {}
+            case = Case(row, masked_json(tx), row.pop("why"))
+            case.user_recent = cur.execute(
+                f"SELECT {_BRIEF} FROM cases WHERE user_id = %s AND transaction_id <> %s "  # noqa: S608 - constant
+                "ORDER BY event_time DESC LIMIT 20",
+                (row["user_id"], transaction_id),
+            ).fetchall()
+            for what, value in (("device", tx.get("device_id")), ("merchant", tx.get("merchant"))):
+                if not value:
+                    continue
+                column = "device_id" if what == "device" else "merchant"
+                case.linked[what] = cur.execute(
+                    f"SELECT {_BRIEF} FROM cases WHERE transaction ->> '{column}' = %s "  # noqa: S608 - constant
+                    "AND transaction_id <> %s AND action <> 'allow' "
+                    "ORDER BY scored_at DESC LIMIT 20",
+                    (value, transaction_id),
+                ).fetchall()
+            case.audit = cur.execute(
+                "SELECT at, kind, detail FROM audit WHERE subject = %s ORDER BY id",
+                (transaction_id,),
+            ).fetchall()
+        if case.why is not None:
+            case.why = json.loads(mask_pans(json.dumps(case.why)))
+        return case
+
+    def label(self, transaction_id: str, verdict: Verdict, note: str, analyst: str) -> bool:
+        """Record a verdict (and queue it for the labels topic); False: no such case."""
+        with self.pool.connection() as conn:
+            at = conn.execute(
+                "SELECT console_label(%s, %s, %s, %s)", (transaction_id, verdict, note, analyst)
+            ).fetchone()
+        return at is not None and at[0] is not None
+
+    def assign(self, transaction_ids: Sequence[str], assignee: str | None, analyst: str) -> int:
+        with self.pool.connection() as conn:
+            n = conn.execute(
+                "SELECT console_assign(%s, %s, %s)", (list(transaction_ids), assignee, analyst)
+            ).fetchone()
+        return int(n[0]) if n else 0
+
+    def set_status(self, transaction_id: str, status: str, analyst: str) -> bool:
+        with self.pool.connection() as conn:
+            done = conn.execute(
+                "SELECT console_set_status(%s, %s, %s)", (transaction_id, status, analyst)
+            ).fetchone()
+        return bool(done and done[0])
