@@ -92,11 +92,30 @@ def test_operator_image(wheels: dict[str, Path], tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert not imports(bin_dir, "numpy") and not imports(bin_dir, "onnxruntime")
     assert not imports(bin_dir, "fraud_devtools")
-    wanted = {"fraud-scorer": "scorer", "fraud-sink": "sinks", "fraud-cases": "sinks"}
+    wanted = {
+        "fraud-scorer": "scorer",
+        "fraud-sink": "sinks",
+        "fraud-cases": "sinks",
+        "fraud-console": "console",
+    }
     for script, extra in {**wanted, "fraud-train": "training", "fraud-rules": "rules"}.items():
         result = run(bin_dir, script, "--help")
         assert result.returncode == 2, (script, result.stdout, result.stderr)
         assert f"needs the '{extra}' extra" in result.stderr, (script, result.stderr)
+
+
+def test_console_installs_without_the_scorer(wheels: dict[str, Path], tmp_path: Path) -> None:
+    """The console: its web stack and the case store's driver, no numpy or onnxruntime; the
+    built-in login's password hash made from stdin."""
+    bin_dir = install(tmp_path, f"{wheels['product']}[console]")
+    assert run(bin_dir, "fraud-console", "--help").returncode == 0
+    hashed = subprocess.run(
+        [str(bin_dir / "fraud-console"), "hash-password"],
+        input="s3cret\n", capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert hashed.stdout.startswith("scrypt$") and "s3cret" not in hashed.stdout
+    for heavy in ("numpy", "onnxruntime", "fraud_devtools"):
+        assert not imports(bin_dir, heavy), heavy
 
 
 def test_tools_image(wheels: dict[str, Path], tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from fraud_runtime.extras import require
 
-MODULES = ("fastapi", "jinja2", "uvicorn", "psycopg", "psycopg_pool", "itsdangerous", "multipart")
+MODULES = (
+    "fastapi", "jinja2", "uvicorn", "psycopg", "psycopg_pool", "itsdangerous", "python_multipart",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
