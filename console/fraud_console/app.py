@@ -9,7 +9,7 @@ Nothing is loaded from elsewhere at run time: the page's CSS and script are serv
 # and they name dependencies made inside create_app.
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -24,7 +24,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from fraud_console.auth import Identity, Untrusted, csrf_ok, csrf_token, from_proxy, verify_password
 from fraud_console.settings import ConsoleSettings, Role
-from fraud_console.store import VERDICTS, QueueFilter, Store
+from fraud_console.store import VERDICTS, QueueFilter, Store, performance
 
 HERE = Path(__file__).parent
 HEADERS = {
@@ -170,6 +170,24 @@ def create_app(settings: ConsoleSettings, store: Store) -> FastAPI:
             nxt = "/?" + urlencode({**params, "ak": key, "at": tx})
         return page(request, "queue.html", me, page=result, f=f, next_page=nxt,
                     query=str(request.url.query))  # fmt: skip
+
+    @app.get("/performance", response_class=HTMLResponse)
+    def performance_page(
+        request: Request, me: Annotated[Identity, Depends(needs("viewer"))], days: int = 30
+    ) -> Response:
+        days = max(1, min(days, 365))
+        since = datetime.now(UTC) - timedelta(days=days)
+        perf = performance(store.pool, since)
+        data = {
+            "precision": {
+                r: [[d, f / n if n else None] for d, n, f in rows]
+                for r, rows in perf.precision_by_reason.items()
+            },
+            "alerts": perf.alerts_by_day,
+            "scores": perf.scores,
+            "pr": perf.pr_curve,
+        }
+        return page(request, "performance.html", me, perf=perf, days=days, data=data)
 
     @app.get("/cases/{transaction_id}", response_class=HTMLResponse)
     def case_page(

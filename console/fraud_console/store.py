@@ -193,3 +193,79 @@ class Store:
                 "SELECT console_set_status(%s, %s, %s)", (transaction_id, status, analyst)
             ).fetchone()
         return bool(done and done[0])
+
+
+# -- the model and rules performance view -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Performance:
+    """What analysts' labels say about the detector since ``since``: every series is plain
+    JSON for the page's charts."""
+
+    since: datetime
+    precision_by_reason: dict[str, list[tuple[str, int, int]]]  # reason -> (day, labelled, fraud)
+    alerts_by_day: dict[str, list[tuple[str, int]]]  # action -> (day, alerts)
+    scores: dict[str, list[int]]  # "track / model version" -> cases per score twentieth
+    pr_curve: list[tuple[float, float, float]]  # (threshold, precision, recall)
+    labelled: int
+    frauds: int
+
+
+def pr_curve(bins: Sequence[tuple[float, int, int]]) -> list[tuple[float, float, float]]:
+    """Precision and recall of "alert at score >= t" over labelled cases, for each score bin's
+    lower bound ``t``: ``bins`` are (t, cases, frauds), in any order."""
+    total = sum(f for _, _, f in bins)
+    out, cases, frauds = [], 0, 0
+    for t, n, f in sorted(bins, reverse=True):
+        cases, frauds = cases + n, frauds + f
+        out.append((t, frauds / cases if cases else 0.0, frauds / total if total else 0.0))
+    return out
+
+
+def _day(value: datetime) -> str:
+    return value.date().isoformat()
+
+
+def performance(pool: ConnectionPool[Any], since: datetime) -> Performance:
+    with pool.connection() as conn:
+        by_reason: dict[str, list[tuple[str, int, int]]] = {}
+        for day, reason, n, f in conn.execute(
+            "SELECT date_trunc('day', scored_at) AS day, reason, count(*), sum(label) "
+            "FROM cases, unnest(reasons) AS reason "
+            "WHERE action <> 'allow' AND label IS NOT NULL AND scored_at >= %s "
+            "GROUP BY 1, 2 ORDER BY 1, 2",
+            (since,),
+        ):
+            by_reason.setdefault(reason, []).append((_day(day), int(n), int(f)))
+        alerts: dict[str, list[tuple[str, int]]] = {}
+        for day, action, n in conn.execute(
+            "SELECT date_trunc('day', scored_at), action, count(*) FROM cases "
+            "WHERE action <> 'allow' AND scored_at >= %s GROUP BY 1, 2 ORDER BY 1, 2",
+            (since,),
+        ):
+            alerts.setdefault(action, []).append((_day(day), int(n)))
+        scores: dict[str, list[int]] = {}
+        for track, version, bucket, n in conn.execute(
+            "SELECT track, model_version, least(width_bucket(score, 0, 1, 20), 20), count(*) "
+            "FROM cases WHERE scored_at >= %s GROUP BY 1, 2, 3",
+            (since,),
+        ):
+            scores.setdefault(f"{track} / {version}", [0] * 20)[max(int(bucket), 1) - 1] += n
+        bins = [
+            (float(t), int(n), int(f))
+            for t, n, f in conn.execute(
+                "SELECT floor(score * 100) / 100, count(*), sum(label) FROM cases "
+                "WHERE label IS NOT NULL AND scored_at >= %s GROUP BY 1",
+                (since,),
+            )
+        ]
+    return Performance(
+        since=since,
+        precision_by_reason=by_reason,
+        alerts_by_day=alerts,
+        scores=scores,
+        pr_curve=pr_curve(bins),
+        labelled=sum(n for _, n, _ in bins),
+        frauds=sum(f for _, _, f in bins),
+    )

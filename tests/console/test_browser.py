@@ -8,10 +8,12 @@ errors, and every form control has a label."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -80,6 +82,15 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
+# FRAUD_SCREENSHOTS=DIR: also save the pages docs/console.md shows.
+SHOTS = os.environ.get("FRAUD_SCREENSHOTS")
+
+
+def shot(page: Any, name: str) -> None:
+    if SHOTS:
+        page.screenshot(path=str(Path(SHOTS) / f"console-{name}.png"), full_page=False)
+
+
 UNLABELLED = """() => Array.from(document.querySelectorAll(
     'input:not([type=hidden]), select, textarea')).filter(
     el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')).map(el => el.name)"""
@@ -113,11 +124,13 @@ def test_an_analyst_labels_with_the_keyboard_and_a_viewer_is_refused(
     assert rows.count() > 0
     assert all(a == "review" for a in page.locator("td.action-review").all_inner_texts())
     first = rows.first.get_attribute("data-case")
+    shot(page, "queue")
 
     page.keyboard.press("j")
     page.keyboard.press("Enter")
     page.wait_for_url(f"**/cases/{first}**")
     assert page.evaluate(UNLABELLED) == []
+    shot(page, "case")
     page.keyboard.press("n")
     page.keyboard.type("stolen card, confirmed by phone")
     page.keyboard.press("Escape")
@@ -173,4 +186,14 @@ def test_an_analyst_labels_with_the_keyboard_and_a_viewer_is_refused(
         assert conn.execute(
             "SELECT verdict FROM cases WHERE transaction_id = %s", (first,)
         ).fetchone() == ("fraud",)
+
+    # The performance view draws its charts with the console's own Chart.js, inside the CSP.
+    problems.clear()
+    page.goto(f"{url}/")
+    page.get_by_role("link", name="Performance").click()
+    page.wait_for_selector("body[data-charts=drawn]", timeout=15_000)
+    assert page.evaluate(UNLABELLED) == []
+    assert page.locator("tr[data-reason]").count() > 0
+    shot(page, "performance")
+    assert problems == [], problems
     context.close()

@@ -242,3 +242,36 @@ def test_proxy_identities_are_trusted_only_from_the_proxy(
     assert outside.get("/", headers=headers).status_code == 403
     stranger = {"X-Forwarded-Email": "eve@example.com", "X-Forwarded-Groups": "other"}
     assert inside.get("/", headers=stranger).status_code == 403
+
+
+def test_the_performance_view_reads_precision_from_labels(app: Any) -> None:
+    """After the labels above: each labelled reason's precision, and a curve that starts at
+    the highest scores and ends at recall 1."""
+    c = client(app, "victor")
+    page = c.get("/performance?days=30").text
+    data = json.loads(re.search(r'id="perf-data">(.*?)</script>', page, re.S).group(1))  # type: ignore[union-attr]
+    assert data["precision"] and data["alerts"] and data["scores"]
+    assert data["pr"][-1][2] == pytest.approx(1.0)
+    assert "labelled cases since" in page and '<tr data-reason="' in page
+    assert '<script src="/static/vendor/chart.umd.min.js"' in page
+
+
+def test_pr_curve_by_hand() -> None:
+    from fraud_console.store import pr_curve
+
+    # (bin lower bound, labelled cases, frauds): 3 frauds in all.
+    curve = pr_curve([(0.1, 4, 0), (0.9, 2, 2), (0.5, 2, 1)])
+    assert curve == [(0.9, 1.0, 2 / 3), (0.5, 0.75, 1.0), (0.1, 3 / 8, 1.0)]
+    assert pr_curve([]) == []
+
+
+def test_vendored_assets_are_pinned_by_digest() -> None:
+    import hashlib
+    from pathlib import Path
+
+    import fraud_console
+
+    vendor = Path(fraud_console.__file__).with_name("static") / "vendor"
+    digest = hashlib.sha256((vendor / "chart.umd.min.js").read_bytes()).hexdigest()
+    assert digest == "87364cc2b2a76a6684929e7d6b80b18a897794db38400caff1fcf1791c6925d2"
+    assert digest in (vendor / "README.md").read_text()
