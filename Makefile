@@ -43,6 +43,7 @@ bench: $(STAMP) postgres
 	$(PY) bench/sinks_bench.py
 	$(PY) bench/entity_stage_bench.py
 	$(PY) bench/rules_bench.py
+	$(PY) bench/console_bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
