@@ -24,7 +24,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from fraud_console.auth import Identity, Untrusted, csrf_ok, csrf_token, from_proxy, verify_password
 from fraud_console.settings import ConsoleSettings, Role
-from fraud_console.store import VERDICTS, QueueFilter, Store, performance
+from fraud_console.store import STATUSES, VERDICTS, QueueFilter, Store, performance
 
 HERE = Path(__file__).parent
 HEADERS = {
@@ -49,6 +49,7 @@ def create_app(settings: ConsoleSettings, store: Store) -> FastAPI:
     app = FastAPI(title="fraud-detector console", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals["verdicts"] = VERDICTS
+    templates.env.globals["statuses"] = STATUSES
     registry = CollectorRegistry()
     latency = Histogram(
         "fraud_console_request_seconds", "Server time per request, by route", ["route"],
@@ -232,6 +233,17 @@ def create_app(settings: ConsoleSettings, store: Store) -> FastAPI:
     ) -> Response:
         form = await checked_form(request)
         store.assign([transaction_id], None if form.get("to") == "nobody" else me.name, me.name)
+        return RedirectResponse(f"/cases/{transaction_id}", 303)
+
+    @app.post("/cases/{transaction_id}/status")
+    async def set_status(
+        request: Request, transaction_id: str, me: Annotated[Identity, Depends(needs("analyst"))]
+    ) -> Response:
+        form = await checked_form(request)
+        status = str(form.get("status", ""))
+        if status not in STATUSES:
+            raise HTTPException(400, "status is open, in_review or closed")
+        store.set_status(transaction_id, status, me.name)
         return RedirectResponse(f"/cases/{transaction_id}", 303)
 
     @app.exception_handler(HTTPException)

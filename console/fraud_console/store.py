@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 Verdict = Literal["fraud", "legitimate", "friendly_fraud"]
 VERDICTS: tuple[Verdict, ...] = ("fraud", "legitimate", "friendly_fraud")
 Sort = Literal["newest", "score"]
+STATUSES = ("open", "in_review", "closed")
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,17 @@ def test_bulk_labels_and_assignment(app: Any, database: dict[str, str]) -> None:
             ).fetchall()
         }
     assert {"label", "assign"} <= kinds
+    c.post(f"/cases/{mine}/status", data={"status": "closed", "csrf": token})
+    wrong = c.post(f"/cases/{mine}/status", data={"status": "gone", "csrf": token})
+    assert wrong.status_code == 400
+    with psycopg.connect(database["owner"]) as conn:
+        assert conn.execute(
+            "SELECT status FROM cases WHERE transaction_id = %s", (mine,)
+        ).fetchone() == ("closed",)
+        detail = conn.execute(
+            "SELECT detail FROM audit WHERE kind = 'status' AND subject = %s", (mine,)
+        ).fetchone()
+    assert detail is not None and detail[0]["analyst"] == "alice"
 
 
 def test_proxy_identities_are_trusted_only_from_the_proxy(
