@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_VERSION := 25.3
 
-.PHONY: demo test bench soak lint typecheck venv clean postgres prometheus kube helm chromium kind-up
+.PHONY: demo demo-console test bench soak lint typecheck venv clean postgres prometheus kube helm chromium kind-up
 
 venv: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml devtools/pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/fraud-demo
+
+# The demo, then its cases in the analyst console (PostgreSQL from the machine) until Ctrl-C.
+demo-console: $(STAMP) postgres
+	$(VENV)/bin/fraud-demo --console
 
 test: lint typecheck postgres prometheus kube helm chromium
 	$(PY) -m pytest

@@ -1,16 +1,9 @@
-"""Real servers for tests, on 127.0.0.1, stopped when the test is done.
-
-PostgreSQL comes from the machine (Debian's ``postgresql`` package: ``initdb``/``pg_ctl`` on
-PATH or under ``/usr/lib/postgresql/<version>/bin``). PostgreSQL refuses to run as root, so as
-root the cluster belongs to the ``postgres`` user.
-"""
+"""Real servers for tests, on 127.0.0.1, stopped when the test is done. PostgreSQL is the
+development kit's (:mod:`fraud_devtools.postgres`: the demo starts it too)."""
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -23,18 +16,15 @@ from typing import Any
 
 import yaml
 from fraud_devtools.local import free_port
+from fraud_devtools.postgres import logins, postgres_server
 
-
-def _pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(
-        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
-    )
-    if found is None:
-        raise RuntimeError(
-            f"PostgreSQL's {name} is not installed: apt-get install postgresql "
-            "(the tests start their own server on 127.0.0.1)"
-        )
-    return found
+__all__ = [
+    "case_store_logins",
+    "free_port",
+    "http_receiver",
+    "postgres_server",
+    "prometheus_server",
+]
 
 
 class Receiver:
@@ -80,37 +70,6 @@ def http_receiver() -> Iterator[Receiver]:
     finally:
         r.server.shutdown()
         r.server.server_close()
-
-
-@contextmanager
-def postgres_server(port: int | None = None) -> Iterator[str]:
-    """A throw-away PostgreSQL cluster; yields a ``postgresql://`` URL (trust auth, loopback)."""
-    base = Path(tempfile.mkdtemp(prefix="fraud-pg-"))
-    data, sockets = base / "data", base / "run"
-    sockets.mkdir()
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
-        os.chmod(base, 0o755)
-        for path in (base, sockets):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = port or free_port()
-
-    def run(*command: str) -> None:
-        subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=120)
-
-    try:
-        run(_pg_bin("initdb"), "-D", str(data), "-U", "fraud", "--auth=trust", "-E", "UTF8")
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off"
-        log = str(base / "log")
-        run(_pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", log, "-w", "start")
-        try:
-            yield f"postgresql://fraud@127.0.0.1:{port}/postgres"
-        finally:
-            run(_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextmanager
@@ -184,18 +143,7 @@ def prometheus_server(
 def case_store_logins(owner_dsn: str) -> dict[str, str]:
     """Logins as the docs tell a DBA to create them, on the server of ``owner_dsn`` (a
     superuser in tests: the schema's owner, which runs the migrations): ``sink`` in group role
-    fraud_case_writer, ``alice`` and ``bob`` in fraud_analyst. Returns role -> DSN on the same
-    database. Idempotent (roles are per server)."""
-    import psycopg
-
-    base, database = owner_dsn.rsplit("/", 1)
-    user_at = base.split("://", 1)[1].split("@", 1)
-    logins = {"sink": "fraud_case_writer", "alice": "fraud_analyst", "bob": "fraud_analyst"}
-    with psycopg.connect(owner_dsn, autocommit=True) as admin:
-        for group in sorted(set(logins.values())):
-            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (group,)).fetchone():
-                admin.execute(f"CREATE ROLE {group} NOLOGIN")
-        for login, group in logins.items():
-            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone():
-                admin.execute(f"CREATE ROLE {login} LOGIN IN ROLE {group}")
-    return {login: f"postgresql://{login}@{user_at[1]}/{database}" for login in logins}
+    fraud_case_writer, ``alice`` and ``bob`` in fraud_analyst. Returns role -> DSN."""
+    return logins(
+        owner_dsn, {"sink": "fraud_case_writer", "alice": "fraud_analyst", "bob": "fraud_analyst"}
+    )

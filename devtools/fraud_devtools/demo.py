@@ -10,7 +10,10 @@
    while reading decisions and dead letters back, with live progress;
 5. stops both with SIGTERM and prints a report, also written to build/demo-report.json; the
    labelled traffic it sent is kept as build/demo-history.parquet, so ``fraud-rules backtest``
-   can replay it (docs/rules.md).
+   can replay it (docs/rules.md);
+6. with ``--console``: the decisions also go to a PostgreSQL case store through the real
+   case-store sink, a share of the alerts is labelled, and the analyst console serves them at a
+   printed URL until Ctrl-C (:mod:`fraud_devtools.demo_console`, docs/console.md).
 
 Compromised merchants are injected ten times as often as the generator's default, so that their
 recall is measured on dozens of transactions rather than a handful.
@@ -28,6 +31,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -312,7 +316,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     )
 
-    with MockCluster() as cluster:
+    with MockCluster() as cluster, ExitStack() as later:
         for name, parts in (("input", 8), ("decisions", 16), ("alerts", 4), ("dead_letter", 4)):
             cluster.create_topic(TOPICS[name], parts)
         for topic in STAGE_TOPICS.values():
@@ -338,6 +342,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config_path = build / "demo-scorer.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         log_path = build / "demo-scorer.log"
+        store = None
+        if args.console:
+            from fraud_devtools.demo_console import LABELS_TOPIC, case_store
+
+            cluster.create_topic(LABELS_TOPIC, 4)  # before the sink subscribes to it
+            store = later.enter_context(
+                case_store(build, cluster.bootstrap_servers, TOPICS, console)
+            )
         stage_port = free_port()
         stage_config = {
             "detector": "demo",
@@ -389,12 +401,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 exit_code = _stop(scorer)
                 stage_exit = _stop(stage)
-    report = _report(tally, args, trained.metrics, exit_code, time.monotonic() - started)
-    report["entity_stage"] = {**stage_figures, "exit_code": stage_exit}
-    report["feature_set"] = parse_feature_set(features).version
-    path = build / "demo-report.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    _print_report(console, report, path)
+        report = _report(tally, args, trained.metrics, exit_code, time.monotonic() - started)
+        report["entity_stage"] = {**stage_figures, "exit_code": stage_exit}
+        report["feature_set"] = parse_feature_set(features).version
+        if store is not None:
+            from fraud_devtools.demo_console import label_alerts, serve_console, wait_for_cases
+
+            cases = wait_for_cases(store, tally.decided)
+            labelled = label_alerts(store, cluster.bootstrap_servers, labels, 0.6, seed=11)
+            report["case_store"] = {"cases": cases, "labelled_alerts": labelled}
+        path = build / "demo-report.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        _print_report(console, report, path)
+        if store is not None:
+            report["console_exit_code"] = serve_console(
+                store, build, cluster.bootstrap_servers, console, args.console_seconds,
+                args.console_port,
+            )  # fmt: skip
     return report
 
 
@@ -502,12 +525,21 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="also write every decision to this file, one JSON per line",
     )
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="also keep the decisions in a PostgreSQL case store (the machine's binaries) and "
+        "serve the analyst console on them at a printed URL, until Ctrl-C",
+    )
+    parser.add_argument("--console-seconds", type=float, help="stop the console after this long")
+    parser.add_argument("--console-port", type=int, help="the console's port (default: a free one)")
     args = parser.parse_args(argv)
     report = run(args)
     ok = (
         report["lost"] == 0
         and report["scorer_exit_code"] == 0
         and report["entity_stage"]["exit_code"] == 0
+        and report.get("console_exit_code", 0) == 0
     )
     return 0 if ok else 1
 

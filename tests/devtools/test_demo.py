@@ -131,3 +131,56 @@ def _backtest_reproduces_the_demo(build: Path, report: dict[str, Any]) -> None:
     for rule in names:
         assert alerts.get(rule, 0) == report["alerts_by_reason"].get(rule, 0), rule
     assert result["by_action"] == report["actions"]
+
+
+def test_the_demo_serves_its_cases_in_the_console(tmp_path: Path) -> None:
+    """``fraud-demo --console``: the decisions reach a PostgreSQL case store through the real
+    case-store sink, a share of the alerts is labelled through the labels topic, and the real
+    console serves them at the printed URL until Ctrl-C."""
+    import re
+    import signal
+    import urllib.parse
+    import urllib.request
+    from http.cookiejar import CookieJar
+
+    from fraud_devtools.local import free_port, wait_until
+
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "fraud_devtools.demo", "--transactions", "2000", "--rate", "2000",
+         "--users", "500", "--train-users", "800", "--build-dir", str(tmp_path), "--console",
+         "--console-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        login = tmp_path / "demo-console-login.txt"
+        wait_until(lambda: login.exists() and _answers(url), 240, "the demo's console")
+        user, password = login.read_text().split()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        form = opener.open(url + "/login").read().decode()
+        token = re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+        body = urllib.parse.urlencode({"username": user, "password": password, "csrf": token})
+        queue = opener.open(url + "/login", data=body.encode()).read().decode()
+        assert queue.count("<tr data-case=") > 10  # the demo's open alerts
+        perf = opener.open(url + "/performance").read().decode()
+        assert perf.count("<tr data-reason=") >= 3  # precision from the labelled alerts
+    finally:
+        demo.send_signal(signal.SIGINT)  # Ctrl-C
+        out, _ = demo.communicate(timeout=120)
+    text = out.decode(errors="replace")
+    assert demo.returncode == 0, text[-3000:]
+    assert f"analyst console http://127.0.0.1:{port}/" in text and password in text
+    report = json.loads((tmp_path / "demo-report.json").read_text())
+    assert report["case_store"]["cases"] == report["decisions"] == 2000
+    assert report["case_store"]["labelled_alerts"] > 50
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
