@@ -303,8 +303,10 @@ def queue_filter(
 
 
 def _local(path: str) -> str:
-    """Only a path on this site (never ``//evil.example`` or a scheme): no open redirect."""
-    return path if path.startswith("/") and not path.startswith("//") else "/"
+    """Only a path on this site: never ``//evil.example``, ``/\\evil.example`` (browsers read a
+    backslash as a slash) or a scheme, and no control character: no open redirect."""
+    bad = "\\" in path or any(ord(ch) < 32 for ch in path)
+    return path if path.startswith("/") and not path.startswith("//") and not bad else "/"
 
 
 def _queue_url(query: str) -> str:

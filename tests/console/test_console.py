@@ -80,6 +80,11 @@ def test_every_page_needs_a_login_and_a_wrong_password_gets_nowhere(app: Any) ->
     r = c.post("/login", data={"username": "alice", "password": PASSWORDS["alice"],
                                "csrf": token, "next": "//evil.example/"})  # fmt: skip
     assert r.headers["location"] == "/"
+    from fraud_console.app import _local
+
+    assert [
+        _local(p) for p in ("/\\evil.example", "/x\r\nSet-Cookie: a=b", "https://e.x", "/ok")
+    ] == ["/", "/", "/", "/ok"]
 
 
 def test_security_headers_on_every_answer(app: Any) -> None:
