@@ -504,6 +504,10 @@ def _stream(
             time.sleep(0.25)
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fraud-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -534,6 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--console-seconds", type=float, help="stop the console after this long")
     parser.add_argument("--console-port", type=int, help="the console's port (default: a free one)")
     args = parser.parse_args(argv)
+    # Ctrl-C and SIGTERM stop the demo cleanly (children, PostgreSQL, the console) even when it
+    # was started with SIGINT ignored, as background jobs of a non-interactive shell are.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     report = run(args)
     ok = (
         report["lost"] == 0

@@ -137,6 +137,7 @@ def test_the_demo_serves_its_cases_in_the_console(tmp_path: Path) -> None:
     """``fraud-demo --console``: the decisions reach a PostgreSQL case store through the real
     case-store sink, a share of the alerts is labelled through the labels topic, and the real
     console serves them at the printed URL until Ctrl-C."""
+    import os
     import re
     import signal
     import urllib.parse
@@ -150,7 +151,7 @@ def test_the_demo_serves_its_cases_in_the_console(tmp_path: Path) -> None:
         [sys.executable, "-m", "fraud_devtools.demo", "--transactions", "2000", "--rate", "2000",
          "--users", "500", "--train-users", "800", "--build-dir", str(tmp_path), "--console",
          "--console-port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -166,8 +167,15 @@ def test_the_demo_serves_its_cases_in_the_console(tmp_path: Path) -> None:
         perf = opener.open(url + "/performance").read().decode()
         assert perf.count("<tr data-reason=") >= 3  # precision from the labelled alerts
     finally:
-        demo.send_signal(signal.SIGINT)  # Ctrl-C
-        out, _ = demo.communicate(timeout=120)
+        # Ctrl-C; this test's runner may itself have been started with SIGINT ignored (a
+        # background job), which the demo must not inherit.
+        demo.send_signal(signal.SIGINT)
+        try:
+            out, _ = demo.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)  # the demo and everything it started
+            out, _ = demo.communicate()
+            raise
     text = out.decode(errors="replace")
     assert demo.returncode == 0, text[-3000:]
     assert f"analyst console http://127.0.0.1:{port}/" in text and password in text
