@@ -3,6 +3,7 @@
 #   docker build --target scorer   -t fraud-detector/scorer:dev .    # fraud-scorer, fraud-sink, fraud-cases
 #   docker build --target operator -t fraud-detector/operator:dev .  # python -m fraud_operator
 #   docker build --target tools    -t fraud-detector/tools:dev .     # fraud-train, fraud-produce (kind)
+#   docker build --target console  -t fraud-detector/console:dev .   # fraud-console (docs/console.md)
 # python:3.11-slim, multi-stage (the virtualenv is built in one stage and copied into a clean
 # slim base), non-root (uid 10001), nothing written outside /tmp and the model volume, so the
 # root filesystem can be read-only. Production images install only the product distribution
@@ -18,6 +19,8 @@ COPY scorer scorer
 COPY sinks sinks
 COPY training training
 COPY operator operator
+COPY rules rules
+COPY console console
 COPY devtools devtools
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-compile "pip==25.3"
 
@@ -26,6 +29,9 @@ RUN /opt/venv/bin/pip install --no-compile ".[scorer,sinks]"
 
 FROM source AS build-operator
 RUN /opt/venv/bin/pip install --no-compile ".[operator]"
+
+FROM source AS build-console
+RUN /opt/venv/bin/pip install --no-compile ".[console]"
 
 FROM source AS build-tools
 RUN /opt/venv/bin/pip install --no-compile ".[training,sinks]" ./devtools
@@ -53,3 +59,10 @@ FROM base AS tools
 LABEL org.opencontainers.image.title="fraud-detector tools"
 COPY --from=build-tools /opt/venv /opt/venv
 ENTRYPOINT ["fraud-produce"]
+
+FROM base AS console
+LABEL org.opencontainers.image.title="fraud-detector console"
+COPY --from=build-console /opt/venv /opt/venv
+EXPOSE 8080
+ENTRYPOINT ["fraud-console"]
+CMD ["--config", "/etc/fraud/console.yaml"]

@@ -135,3 +135,21 @@ def test_rules_check_installs_light(wheels: dict[str, Path], tmp_path: Path) -> 
     assert "FraudDetector default/minimal: 1 rule compiles" in result.stdout
     for heavy in ("numpy", "onnxruntime", "confluent_kafka", "fraud_devtools"):
         assert not imports(bin_dir, heavy), heavy
+
+
+def test_the_dockerfile_copies_every_package_the_distribution_builds() -> None:
+    """Every folder ``pyproject.toml`` finds packages in is copied into the images' source
+    stage (``rules/`` once was not: the images had no ``fraud-rules``), and every image
+    target named in its header exists."""
+    import re
+    import tomllib
+
+    folders = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["where"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+) \1$", dockerfile, re.MULTILINE))
+    assert set(folders) <= copied, set(folders) - copied
+    named = set(re.findall(r"--target (\w+)", dockerfile))
+    stages = set(re.findall(r"^FROM \S+ AS (\w+)$", dockerfile, re.MULTILINE))
+    assert named == {"scorer", "operator", "tools", "console"} and named <= stages
