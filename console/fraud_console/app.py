@@ -24,7 +24,14 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from fraud_console.auth import Identity, Untrusted, csrf_ok, csrf_token, from_proxy, verify_password
 from fraud_console.settings import ConsoleSettings, Role
-from fraud_console.store import STATUSES, VERDICTS, QueueFilter, Store, performance
+from fraud_console.store import (
+    STATUSES,
+    VERDICTS,
+    QueueFilter,
+    Store,
+    Verdict,
+    performance,
+)
 
 HERE = Path(__file__).parent
 HEADERS = {
@@ -207,9 +214,7 @@ def create_app(settings: ConsoleSettings, store: Store) -> FastAPI:
         me: Annotated[Identity, Depends(needs("analyst"))],
     ) -> Response:
         form = await checked_form(request)
-        verdict = str(form.get("verdict", ""))
-        if verdict not in VERDICTS:
-            raise HTTPException(400, "verdict is fraud, legitimate or friendly_fraud")
+        verdict = _verdict(form)
         note = str(form.get("note", ""))[:2000]
         if not store.label(transaction_id, verdict, note, me.name):  # type: ignore[arg-type]
             raise HTTPException(404, "no such case")
@@ -220,11 +225,9 @@ def create_app(settings: ConsoleSettings, store: Store) -> FastAPI:
         request: Request, me: Annotated[Identity, Depends(needs("analyst"))]
     ) -> Response:
         form = await checked_form(request)
-        verdict = str(form.get("verdict", ""))
-        if verdict not in VERDICTS:
-            raise HTTPException(400, "verdict is fraud, legitimate or friendly_fraud")
+        verdict = _verdict(form)
         for tx in form.getlist("tx")[:500]:
-            store.label(str(tx), verdict, "", me.name)  # type: ignore[arg-type]
+            store.label(str(tx), verdict, "", me.name)
         return RedirectResponse(_queue_url(str(form.get("back", ""))), 303)
 
     @app.post("/cases/{transaction_id}/assign")
@@ -300,6 +303,13 @@ def queue_filter(
         if not (ak and at)
         else (number("ak", ak) if sort == "score" else when("ak", ak), at),  # type: ignore[arg-type]
     )
+
+
+def _verdict(form: FormData) -> Verdict:
+    verdict = str(form.get("verdict", ""))
+    if verdict not in VERDICTS:
+        raise HTTPException(400, "verdict is fraud, legitimate or friendly_fraud")
+    return verdict  # type: ignore[return-value]
 
 
 def _local(path: str) -> str:

@@ -51,7 +51,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from fraud_devtools.local import free_port, wait_http_ok
+from fraud_devtools.local import free_port, stop_process, wait_http_ok
 from fraud_devtools.mock_cluster import MockCluster
 from fraud_devtools.producer import send_paced
 
@@ -399,8 +399,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 collector.join(10)
                 stage_figures = _stage_figures(stage_port)
             finally:
-                exit_code = _stop(scorer)
-                stage_exit = _stop(stage)
+                exit_code = stop_process(scorer)
+                stage_exit = stop_process(stage)
         report = _report(tally, args, trained.metrics, exit_code, time.monotonic() - started)
         report["entity_stage"] = {**stage_figures, "exit_code": stage_exit}
         report["feature_set"] = parse_feature_set(features).version
@@ -423,15 +423,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _injected(args: argparse.Namespace) -> dict[str, Any]:
     return {"compromised_merchants_per_day_per_10k_users": args.compromised_merchants}
-
-
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
 
 
 def _stage_figures(port: int) -> dict[str, Any]:

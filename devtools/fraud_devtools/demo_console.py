@@ -29,7 +29,7 @@ import yaml
 from confluent_kafka import Producer
 from rich.console import Console
 
-from fraud_devtools.local import free_port, wait_http_ok
+from fraud_devtools.local import free_port, stop_process, wait_http_ok
 from fraud_devtools.postgres import logins, postgres_server
 
 LABELS_TOPIC = "fraud-labels"
@@ -41,15 +41,6 @@ class CaseStore:
     owner: str  # the schema owner's DSN (the demo's superuser)
     console_dsn: str
     sink: subprocess.Popen[bytes]
-
-
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    process.terminate()
-    try:
-        return process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
 
 
 @contextmanager
@@ -85,7 +76,7 @@ def case_store(
                       f"case-store sink pid {sink.pid})")  # fmt: skip
             yield CaseStore(url, dsn["console"], sink)
         finally:
-            _stop(sink)
+            stop_process(sink)
 
 
 def _count(dsn: str, sql: str) -> int:
@@ -174,6 +165,6 @@ def serve_console(
             except KeyboardInterrupt:
                 out.print("stopping the console")
         finally:
-            code = _stop(proc)
+            code = stop_process(proc)
     # uvicorn exits with the signal it handled once it has shut down cleanly.
     return 0 if code in (0, -15) else code

@@ -42,3 +42,13 @@ def wait_http_ok(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0)
             pass
         time.sleep(0.2)
     raise RuntimeError(f"not ready after {timeout}s ({url})")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    """SIGTERM, then SIGKILL if ``process`` has not exited after ``timeout``; its exit code."""
+    process.terminate()
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()

@@ -136,7 +136,7 @@ class Decision(_Model):
 class Rulebook(_Model):
     """The rules and thresholds one track decides with: what a rule rollout moves."""
 
-    rules: tuple[Rule, ...] = ()
+    rules: tuple[Rule, ...] = Field(default=(), max_length=256)  # as FraudDetectorSpec.rules
     decision: Decision = Decision()
 
     @classmethod
