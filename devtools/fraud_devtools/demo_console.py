@@ -143,7 +143,7 @@ def serve_console(
                  "users": {USER: {"password": hash_password(password), "role": "analyst"}}},
         "kafka": {"bootstrap_servers": bootstrap}, "labels_topic": LABELS_TOPIC,
     }))  # fmt: skip
-    (build / "demo-console-login.txt").write_text(f"{USER}\n{password}\n")
+    login = build / "demo-console-login.txt"
     with (build / "demo-console.log").open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fraud_console", "--config", str(config)],
@@ -151,19 +151,20 @@ def serve_console(
         )  # fmt: skip
         try:
             wait_http_ok(f"http://127.0.0.1:{port}/healthz", proc)
+            # Written once the console answers, so whoever waits for it can log in at once.
+            login.write_text(f"{USER}\n{password}\n")
             out.print(
                 f"\n[bold green]analyst console[/bold green] http://127.0.0.1:{port}/  "
                 f"user [bold]{USER}[/bold], password [bold]{password}[/bold] "
-                f"(also in {build / 'demo-console-login.txt'})\n"
+                f"(also in {login})\n"
                 + ("Ctrl-C stops it." if seconds is None else f"Stops in {seconds:.0f} s."),
                 soft_wrap=True,  # the URL and the password stay whole at any terminal width
             )
-            try:
-                proc.wait(timeout=seconds)
-            except subprocess.TimeoutExpired:
-                pass
-            except KeyboardInterrupt:
-                out.print("stopping the console")
+            proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            pass
+        except KeyboardInterrupt:  # Ctrl-C, also while the console is still starting
+            out.print("stopping the console")
         finally:
             code = stop_process(proc)
     # uvicorn exits with the signal it handled once it has shut down cleanly.
