@@ -7,6 +7,7 @@ Nothing is loaded from elsewhere at run time: the page's CSS and script are serv
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time,
 # and they name dependencies made inside create_app.
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,11 +19,20 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from starlette.datastructures import FormData
 from starlette.middleware.sessions import SessionMiddleware
 
-from fraud_console.auth import Identity, Untrusted, csrf_ok, csrf_token, from_proxy, verify_password
+from fraud_console.auth import (
+    Identity,
+    LoginThrottle,
+    Untrusted,
+    csrf_ok,
+    csrf_token,
+    from_proxy,
+    verify_password,
+)
+from fraud_console.limits import BoundedRequests
+from fraud_console.metrics import ConsoleMetrics
 from fraud_console.settings import ConsoleSettings, Role
 from fraud_console.store import (
     STATUSES,
@@ -52,16 +62,14 @@ class NeedLogin(Exception):
     pass
 
 
-def create_app(settings: ConsoleSettings, store: Store) -> FastAPI:
+def create_app(
+    settings: ConsoleSettings, store: Store, metrics: ConsoleMetrics | None = None
+) -> FastAPI:
     app = FastAPI(title="fraud-detector console", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals["verdicts"] = VERDICTS
     templates.env.globals["statuses"] = STATUSES
-    registry = CollectorRegistry()
-    latency = Histogram(
-        "fraud_console_request_seconds", "Server time per request, by route", ["route"],
-        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5), registry=registry,
-    )  # fmt: skip
+    latency = (ConsoleMetrics() if metrics is None else metrics).request_seconds
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.middleware("http")
@@ -84,6 +92,11 @@ def create_app(settings: ConsoleSettings, store: Store) -> FastAPI:
         same_site="strict",
         https_only=settings.secure_cookies,
     )
+
+    app.add_middleware(BoundedRequests)  # outermost: before the session is even read
+    # Failed logins: 5 per name and 30 per client address (an ingress is one address for
+    # everyone) in 5 minutes, then 429 until the window passes.
+    by_name, by_client = LoginThrottle(limit=5), LoginThrottle(limit=30)
 
     def who(request: Request) -> Identity:
         auth = settings.auth
@@ -116,6 +129,8 @@ def create_app(settings: ConsoleSettings, store: Store) -> FastAPI:
         form = await request.form()
         if not csrf_ok(request.session, str(form.get("csrf") or "")):
             raise HTTPException(403, "stale or missing form token: reload the page")
+        if any("\x00" in str(value) for _, value in form.multi_items()):
+            raise HTTPException(400, "NUL characters are refused")
         return form
 
     @app.exception_handler(NeedLogin)
@@ -133,9 +148,10 @@ def create_app(settings: ConsoleSettings, store: Store) -> FastAPI:
     def healthz() -> str:
         return "ok"
 
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+    @app.get("/readyz", response_class=PlainTextResponse)
+    def readyz() -> Response:
+        ready, why = store.ready()
+        return PlainTextResponse(why, status_code=200 if ready else 503)
 
     @app.get("/login", response_class=HTMLResponse)
     def login_page(request: Request, next: str = "/") -> Response:
@@ -147,13 +163,19 @@ def create_app(settings: ConsoleSettings, store: Store) -> FastAPI:
     async def login(request: Request) -> Response:
         form = await checked_form(request)
         name, password = str(form.get("username", "")), str(form.get("password", ""))
+        client = request.client.host if request.client else "-"
+        if by_name.blocked(name) or by_client.blocked(client):
+            raise HTTPException(429, "too many failed logins: try again in a few minutes")
         user = settings.auth.users.get(name)
         stored = user.password.get_secret_value() if user else _NOBODY
         if not verify_password(password, stored) or user is None:
+            by_name.failed(name)
+            by_client.failed(client)
             return page(
                 request, "login.html", None, next=_local(str(form.get("next", "/"))),
                 error="Wrong name or password.",
             )  # fmt: skip
+        by_name.succeeded(name)
         request.session.clear()
         request.session["user"] = name
         return RedirectResponse(_local(str(form.get("next", "/"))), 303)
@@ -278,9 +300,12 @@ def queue_filter(
 
     def number(name: str, text: str) -> float | None:
         try:
-            return float(text) if text.strip() else None
+            value = float(text) if text.strip() else None
         except ValueError:
             raise HTTPException(400, f"{name} is not a number") from None
+        if value is not None and not math.isfinite(value):
+            raise HTTPException(400, f"{name} is not a finite number")
+        return value
 
     def when(name: str, text: str) -> datetime | None:
         try:

@@ -7,7 +7,9 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
 
@@ -97,3 +99,38 @@ def csrf_ok(session: Mapping[str, object], submitted: str | None) -> bool:
         and submitted is not None
         and hmac.compare_digest(token.encode(), submitted.encode())
     )
+
+
+class LoginThrottle:
+    """Failed logins counted per key (a name, a client address) over a sliding ``window_s``:
+    after ``limit``, attempts are refused without checking the password, so a guessing run
+    gets a handful of tries per window and a flood costs no scrypt work. Kept in memory, per
+    replica; at most ``max_keys`` keys (the oldest go first)."""
+
+    def __init__(
+        self,
+        limit: int,
+        window_s: float = 300.0,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit, self.window_s, self.max_keys, self.clock = limit, window_s, max_keys, clock
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def blocked(self, key: str) -> bool:
+        since = self.clock() - self.window_s
+        times = [t for t in self._failures.get(key, []) if t > since]
+        if times:
+            self._failures[key] = times
+        else:
+            self._failures.pop(key, None)
+        return len(times) >= self.limit
+
+    def failed(self, key: str) -> None:
+        self._failures.setdefault(key, []).append(self.clock())
+        self._failures.move_to_end(key)
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)

@@ -14,15 +14,23 @@ from confluent_kafka import Producer
 from fraud_runtime.settings import KafkaSettings
 from psycopg_pool import ConnectionPool
 
+from fraud_console.metrics import ConsoleMetrics
+
 log = logging.getLogger("fraud_console.outbox")
 _BATCH = 500
 
 
 class Outbox:
     def __init__(
-        self, pool: ConnectionPool[Any], kafka: KafkaSettings, topic: str, every_s: float = 1.0
+        self,
+        pool: ConnectionPool[Any],
+        kafka: KafkaSettings,
+        topic: str,
+        every_s: float = 1.0,
+        metrics: ConsoleMetrics | None = None,
     ) -> None:
         self.pool, self.topic, self.every_s = pool, topic, every_s
+        self.metrics = ConsoleMetrics() if metrics is None else metrics
         self.producer = Producer(
             {**kafka.client_config(), "enable.idempotence": True, "message.timeout.ms": 10_000}
         )
@@ -43,6 +51,7 @@ class Outbox:
             try:
                 self.publish()
             except Exception:
+                self.metrics.label_publish_failures.inc()
                 log.exception("publishing labels failed; retrying")
 
     def publish(self) -> int:
@@ -57,6 +66,7 @@ class Outbox:
                     (_BATCH,),
                 ).fetchall()
                 if not rows:
+                    self.metrics.outbox_last_success.set_to_current_time()
                     return sent
                 failed: list[str] = []
                 done = _collect_errors(failed)
@@ -68,6 +78,7 @@ class Outbox:
                     raise RuntimeError(f"labels not acknowledged: {failed[:1] or 'timeout'}")
                 conn.execute("DELETE FROM label_outbox WHERE id = ANY(%s)", ([r[0] for r in rows],))
                 sent += len(rows)
+                self.metrics.labels_published.inc(len(rows))
 
 
 def _collect_errors(into: list[str]) -> Any:

@@ -9,7 +9,13 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
 
-from fraud_runtime.settings import EnvFirstSettings, Frozen, KafkaSettings, load_settings_file
+from fraud_runtime.settings import (
+    EnvFirstSettings,
+    Frozen,
+    KafkaSettings,
+    MetricsSettings,
+    load_settings_file,
+)
 from pydantic import Field, SecretStr, model_validator
 
 Role = Literal["viewer", "analyst", "admin"]
@@ -58,6 +64,11 @@ class ConsoleSettings(EnvFirstSettings):
     kafka: KafkaSettings | None = None
     labels_topic: str | None = Field(
         default=None, description="where labels are published (training, label features)"
+    )
+    metrics: MetricsSettings = Field(
+        default=MetricsSettings(host="127.0.0.1", port=0),
+        description="/metrics (and the probes) on their own port, apart from the pages: "
+        "in a cluster the pages are reached through a proxy, the metrics by Prometheus only",
     )
     page_size: int = Field(default=50, ge=5, le=500)
     pool_size: int = Field(default=4, ge=1, le=64)

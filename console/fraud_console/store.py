@@ -130,6 +130,15 @@ class Store:
     def __init__(self, pool: ConnectionPool[Any]) -> None:
         self.pool = pool
 
+    def ready(self, timeout_s: float = 2.0) -> tuple[bool, str]:
+        """Whether the case store answers within ``timeout_s`` (the readiness probe)."""
+        try:
+            with self.pool.connection(timeout=timeout_s) as conn:
+                conn.execute("SELECT 1")
+        except Exception as exc:  # any failure means not ready
+            return False, f"case store unreachable: {type(exc).__name__}"
+        return True, "case store answers"
+
     def queue(self, f: QueueFilter, limit: int) -> Page:
         sql, args = queue_query(f, limit)
         with self.pool.connection() as conn:

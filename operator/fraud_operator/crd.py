@@ -31,6 +31,8 @@ _KEEP: Final = (
     "maxLength",
     "minItems",
     "maxItems",
+    "minProperties",
+    "maxProperties",
     "default",
     "format",
 )
@@ -72,6 +74,8 @@ def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> di
             out["required"] = list(schema["required"])
     if "items" in schema:
         out["items"] = structural(schema["items"], defs)
+    if isinstance(schema.get("additionalProperties"), dict):  # a map: its values' schema
+        out["additionalProperties"] = structural(schema["additionalProperties"], defs)
     if "type" not in out:
         raise ValueError(f"untyped schema node: {schema}")
     return out

@@ -7,6 +7,7 @@ Field names are camelCase on the wire (Kubernetes convention) and snake_case in 
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Annotated, Any, Literal
 
 from fraud_scorer.config import DIGEST_PATTERN, DecisionSettings, RuleSpec, rules_version
@@ -350,6 +351,91 @@ class Sinks(_Model):
     )
 
 
+class ConsoleProxy(_Model):
+    """Identities from an OIDC proxy (oauth2-proxy, Pomerium...) in front of the console."""
+
+    user_header: str = Field(default="X-Forwarded-Email", min_length=1)
+    groups_header: str = Field(default="X-Forwarded-Groups", min_length=1)
+    trusted_proxies: list[Annotated[str, Field(min_length=1, max_length=43)]] = Field(
+        min_length=1,
+        max_length=32,
+        description="CIDRs the proxy connects from (its pods' range); identity headers from "
+        "any other address are refused",
+    )
+    groups: dict[str, Literal["viewer", "analyst", "admin"]] = Field(
+        min_length=1, description="the proxy's group -> console role; users in none are refused"
+    )
+
+    @model_validator(mode="after")
+    def _cidrs(self) -> ConsoleProxy:
+        for cidr in self.trusted_proxies:
+            try:
+                ip_network(cidr)
+            except ValueError as exc:
+                raise ValueError(f"console.proxy.trustedProxies: {exc}") from None
+        return self
+
+
+class ConsoleAccess(_Model):
+    """Who may open a connection to the console's port (its NetworkPolicy); the metrics
+    port stays open to Prometheus. Nothing set: any pod in the FraudDetector's namespace."""
+
+    namespaces: list[DnsName] = Field(
+        default_factory=list, description="namespaces whose pods may connect (an ingress "
+        "controller's, the OIDC proxy's)",
+    )  # fmt: skip
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict, description="pods in this namespace with these labels may connect"
+    )
+
+
+class Console(_Model):
+    """The analyst console (docs/console.md) over ``sinks.postgres``'s case store: a
+    Deployment, its Service, a disruption budget, a NetworkPolicy and metrics."""
+
+    image: str = Field(default="ghcr.io/fraud-detector/console:0.1.0", min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    replicas: int = Field(default=2, ge=1, le=20)
+    dsn_secret: SecretKeyRef = Field(
+        description="Secret key holding the console's postgresql:// DSN (a login in role "
+        "fraud_console: reads cases, writes labels only through the audited functions)"
+    )
+    session_secret: SecretKeyRef = Field(
+        description="Secret key holding 32+ random characters that sign the session cookie "
+        "(the same for every replica)"
+    )
+    auth: Literal["proxy", "builtin"] = Field(
+        default="proxy",
+        description="proxy: identities from an OIDC proxy (console.proxy); builtin: the "
+        "console's own login (console.usersSecret)",
+    )
+    proxy: ConsoleProxy | None = None
+    users_secret: SecretKeyRef | None = Field(
+        default=None,
+        description='builtin: Secret key holding the users as JSON, {"alice": {"password": '
+        '"<fraud-console hash-password>", "role": "analyst"}}',
+    )
+    secure_cookies: bool = Field(
+        default=True, description="cookies only over https (the console sits behind TLS)"
+    )
+    publish_labels: bool = Field(
+        default=True, description="labels go to topics.labels too (training, label features)"
+    )
+    access: ConsoleAccess = ConsoleAccess()
+    resources: Resources = Resources(
+        requests=ResourceList(cpu="100m", memory="192Mi"),
+        limits=ResourceList(cpu="1", memory="512Mi"),
+    )
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> Console:
+        if self.auth == "proxy" and self.proxy is None:
+            raise ValueError("console.auth proxy needs console.proxy (trustedProxies, groups)")
+        if self.auth == "builtin" and self.users_secret is None:
+            raise ValueError("console.auth builtin needs console.usersSecret")
+        return self
+
+
 class FraudDetectorSpec(_Model):
     kafka: Kafka
     topics: Topics
@@ -371,6 +457,7 @@ class FraudDetectorSpec(_Model):
     entity_stage: EntityStage = EntityStage()
     rollout: Rollout | None = None
     sinks: Sinks | None = None
+    console: Console | None = None
     network_policy: NetworkPolicy = NetworkPolicy()
 
     @model_validator(mode="after")
@@ -379,4 +466,12 @@ class FraudDetectorSpec(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"rule names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _console_has_cases(self) -> FraudDetectorSpec:
+        if self.console is not None and (self.sinks is None or self.sinks.postgres is None):
+            raise ValueError(
+                "console needs sinks.postgres: it serves the case store that sink fills"
+            )
         return self

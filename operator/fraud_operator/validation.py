@@ -92,9 +92,10 @@ DEFAULT_ALLOWED_IMAGES = ("ghcr.io/fraud-detector/*",)
 
 
 def check_images(spec: FraudDetectorSpec, allowed: tuple[str, ...]) -> Problem | None:
-    """The FraudDetector's author picks the scorer and sink images; the platform team decides
-    which may run (they get the Kafka credentials and the case store's DSN)."""
+    """The FraudDetector's author picks the scorer, sink and console images; the platform team
+    decides which may run (they get the Kafka credentials and the case store's DSNs)."""
     images = [spec.scorer.image] + ([spec.sinks.image] if spec.sinks and spec.sinks.image else [])
+    images += [spec.console.image] if spec.console else []
     for image in images:
         if not any(fnmatch.fnmatchcase(image, pattern) for pattern in allowed):
             return Problem(
@@ -131,7 +132,7 @@ def rules_version_of(spec: FraudDetectorSpec) -> str:
 
 
 def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:
-    """Secret name -> keys the scorer and sink pods will read."""
+    """Secret name -> keys the scorer, sink and console pods will read."""
     wanted: dict[str, set[str]] = {}
     auth, tls = spec.kafka.authentication, spec.kafka.tls
     if auth is not None:
@@ -149,6 +150,12 @@ def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:
         ):
             if sink_ref is not None:
                 wanted.setdefault(sink_ref.secret_name, set()).add(sink_ref.key)
+    console = spec.console
+    if console is not None:
+        refs = [console.dsn_secret, console.session_secret]
+        refs += [console.users_secret] if console.auth == "builtin" and console.users_secret else []
+        for console_ref in refs:
+            wanted.setdefault(console_ref.secret_name, set()).add(console_ref.key)
     return wanted
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from fraud_console.metrics import ConsoleMetrics
 from fraud_operator.metrics import OperatorMetrics
 from fraud_scorer.metrics import ScorerMetrics
 from fraud_sinks.metrics import SinkMetrics
@@ -194,6 +195,7 @@ def _exported_names() -> set[str]:
         ScorerMetrics("d", "stable").registry,
         OperatorMetrics().registry,
         SinkMetrics("d", "webhook").registry,
+        ConsoleMetrics().registry,
     )
     for registry in registries:
         for family in registry.collect():
@@ -219,7 +221,7 @@ def test_dashboard_and_alerts_use_metrics_that_exist() -> None:
     used = {m for e in exprs for m in re.findall(r"\bfraud_[a-z0-9_]+", e)}
     assert used, "no metrics found"
     missing = sorted(used - exported)
-    assert not missing, f"not exported by the scorer, sinks or operator: {missing}"
+    assert not missing, f"not exported by the scorer, sinks, console or operator: {missing}"
     dash = json.loads((CHART / "files/dashboards/fraud-detector.json").read_text())
     titles = {p["title"] for p in dash["panels"]}
     for wanted in (

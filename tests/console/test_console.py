@@ -291,3 +291,24 @@ def test_vendored_assets_are_pinned_by_digest() -> None:
     digest = hashlib.sha256((vendor / "chart.umd.min.js").read_bytes()).hexdigest()
     assert digest == "87364cc2b2a76a6684929e7d6b80b18a897794db38400caff1fcf1791c6925d2"
     assert digest in (vendor / "README.md").read_text()
+
+
+def test_failed_logins_are_throttled_per_key_over_a_sliding_window() -> None:
+    from fraud_console.auth import LoginThrottle
+
+    now = [0.0]
+    t = LoginThrottle(limit=3, window_s=60.0, max_keys=2, clock=lambda: now[0])
+    for _ in range(3):
+        assert not t.blocked("alice")
+        t.failed("alice")
+        now[0] += 1
+    assert t.blocked("alice") and not t.blocked("bob")
+    now[0] += 57.5  # t=60.5: the first failure (t=0) leaves the window
+    assert not t.blocked("alice")
+    t.failed("alice")
+    assert t.blocked("alice")
+    t.succeeded("alice")
+    assert not t.blocked("alice")
+    for key in ("a", "b", "c"):  # bounded: the oldest key goes
+        t.failed(key)
+    assert set(t._failures) == {"b", "c"}

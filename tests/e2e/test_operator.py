@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,9 @@ from fraud_operator.prometheus import Prometheus
 from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
 
+from tests.console.conftest import database  # noqa: F401 - a module fixture
 from tests.e2e.cluster import Cluster, control_plane, wait_for
+from tests.e2e.pods import container_process
 from tests.integration.harness import ScorerProcess, read_topic, steady_traffic
 from tests.rbac import grants
 from tests.servers import free_port, prometheus_server
@@ -555,6 +559,118 @@ def test_sinks_wait_for_their_secrets_then_run_and_go_when_removed(
     assert cluster.get("configmap", "alerting-sink-postgres-config", NS) is None
     assert cluster.get("deployment", "alerting-sink-webhook", NS) is not None
     cluster.kubectl("delete", "frauddetector", f"--namespace={NS}", "alerting", "--wait=true")
+
+
+def test_the_console_the_operator_deploys_serves_and_labels_the_case_store(
+    cluster: Cluster,
+    operator: dict[str, Any],
+    kafka: MockCluster,
+    database: dict[str, str],  # noqa: F811 - the console tests' case store
+    tmp_path: Path,
+) -> None:
+    """``spec.console`` becomes a Deployment, Service, disruption budget and NetworkPolicy.
+    Its container, run from the operator's ConfigMap and the Secrets it names, serves the
+    case store behind a proxy: probes and metrics answer, an analyst's label is audited and
+    reaches the labels topic, a viewer and an unknown caller are refused. Dropping
+    ``console`` from the spec removes it all."""
+    kafka.create_topic("desk-labels", 1)
+    for name, key, value in (
+        ("desk-cases", "dsn", database["sink"]),
+        ("desk-console-db", "dsn", database["console"]),
+        ("desk-console", "session", "s" * 48),
+    ):
+        cluster.kubectl("create", "secret", "generic", name, f"--namespace={NS}",
+                        f"--from-literal={key}={value}")  # fmt: skip
+    console = {
+        "dsnSecret": {"secretName": "desk-console-db", "key": "dsn"},
+        "sessionSecret": {"secretName": "desk-console", "key": "session"},
+        "proxy": {"trustedProxies": ["127.0.0.1/32"],
+                  "groups": {"fraud-ops": "analyst", "auditors": "viewer"}},
+    }  # fmt: skip
+    spec = {
+        "kafka": {"bootstrapServers": kafka.bootstrap_servers},
+        "topics__labels": "desk-labels",
+        "sinks": {"postgres": {"dsnSecret": {"secretName": "desk-cases", "key": "dsn"}}},
+    }
+    cluster.apply(detector("desk", kafka.bootstrap_servers, console=console, **spec))
+    dep = wait_for(lambda: cluster.get("deployment", "desk-console", NS), 60, "the console")
+    for kind in ("service", "poddisruptionbudget", "networkpolicy"):
+        assert cluster.get(kind, "desk-console", NS) is not None, kind
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    http, metrics = free_port(), free_port()
+    # This machine's stand-ins for the pod's network: loopback, free ports, plain http.
+    local = {"FRAUD_HOST": "127.0.0.1", "FRAUD_PORT": str(http), "FRAUD_SECURE_COOKIES": "false",
+             "FRAUD_METRICS__HOST": "127.0.0.1", "FRAUD_METRICS__PORT": str(metrics)}  # fmt: skip
+    proc = container_process(cluster, dep, tmp_path, local, tmp_path / "console.log")
+    url = f"http://127.0.0.1:{http}"
+    try:
+        ready = container["readinessProbe"]["httpGet"]["path"]
+        wait_for(lambda: _status(url + ready) == 200, 60, "the readiness probe")
+        assert _status(url + container["livenessProbe"]["httpGet"]["path"]) == 200
+        assert _status(url + "/") == 403  # no identity from the proxy
+        analyst = {"X-Forwarded-Email": "ana@example.com", "X-Forwarded-Groups": "fraud-ops"}
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        queue = _read(opener, url + "/?action=review", analyst)
+        victim = re.findall(r'<tr data-case="([^"]+)"', queue)[0]
+        page = _read(opener, f"{url}/cases/{victim}", analyst)
+        token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        form = {"verdict": "fraud", "note": "card used at two shops at once", "csrf": token}
+        _read(opener, f"{url}/cases/{victim}/label", analyst, form)
+        assert victim not in _read(opener, url + "/?action=review", analyst)
+        viewer = {"X-Forwarded-Email": "vic@example.com", "X-Forwarded-Groups": "auditors"}
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            _read(opener, f"{url}/cases/{victim}/label", viewer, form)
+        sent = wait_for(
+            lambda: [m for m in read_topic(kafka.bootstrap_servers, "desk-labels", 1)
+                     if json.loads(m.value or b"")["transaction_id"] == victim],
+            60, "the label on the labels topic",
+        )  # fmt: skip
+        assert json.loads(sent[0].value or b"")["by"] == "ana@example.com"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
+            scraped = r.read().decode()
+        assert "fraud_console_request_seconds_count" in scraped
+        assert "fraud_console_labels_published_total 1.0" in scraped
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    import psycopg
+
+    with psycopg.connect(database["owner"]) as conn:
+        audit = conn.execute(
+            "SELECT detail->>'analyst' FROM audit WHERE kind = 'label' AND subject = %s",
+            (victim,),
+        ).fetchall()
+    assert audit == [("ana@example.com",)]
+    cluster.apply(detector("desk", kafka.bootstrap_servers, **spec))
+    for kind, name in (
+        ("deployment", "desk-console"),
+        ("configmap", "desk-console-config"),
+        ("networkpolicy", "desk-console"),
+        ("poddisruptionbudget", "desk-console"),
+    ):
+        wait_for(lambda k=kind, n=name: cluster.get(k, n, NS) is None, 60, f"{name} pruned")
+    cluster.kubectl("delete", "frauddetector", f"--namespace={NS}", "desk", "--wait=true")
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def _read(
+    opener: urllib.request.OpenerDirector,
+    url: str,
+    headers: dict[str, str],
+    form: dict[str, str] | None = None,
+) -> str:
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    with opener.open(urllib.request.Request(url, data, headers), timeout=10) as r:
+        return str(r.read().decode())
 
 
 def test_staged_features_run_the_entity_stage_until_the_spec_drops_them(

@@ -18,6 +18,11 @@ SINKS = {
     "webhook": {"urlSecret": {"secretName": "hooks", "key": "url"}},
     "postgres": {"dsnSecret": {"secretName": "db", "key": "dsn"}},
 }
+CONSOLE = {
+    "dsnSecret": {"secretName": "console-db", "key": "dsn"},
+    "sessionSecret": {"secretName": "console", "key": "session"},
+    "proxy": {"trustedProxies": ["10.0.0.0/8"], "groups": {"fraud-ops": "analyst"}},
+}
 KAFKA = {
     "bootstrapServers": "k-0:9093,k-1:9093",
     "authentication": {
@@ -30,7 +35,7 @@ KAFKA = {
 
 
 def all_pods() -> dict[str, dict[str, Any]]:
-    d = make_detector(kafka=KAFKA, sinks=SINKS)
+    d = make_detector(kafka=KAFKA, sinks=SINKS, console=CONSOLE)
     candidate = ModelRef(
         version="m2", uri="https://models.example/m2/", digest="sha256:" + "d" * 64
     )
@@ -59,6 +64,7 @@ def test_every_pod_passes_the_restricted_pod_security_standard() -> None:
         "Deployment/retail-scorer-shadow",
         "Deployment/retail-sink-webhook",
         "Deployment/retail-sink-postgres",
+        "Deployment/retail-console",
         "Job/preflight",
         "chart/fraud-detector-operator",
     } <= set(pods)

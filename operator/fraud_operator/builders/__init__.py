@@ -10,6 +10,7 @@ are already as desired) (:mod:`.objects`). By concept:
 - :mod:`.monitoring`: metrics Services and ServiceMonitors;
 - :mod:`.sinks`: the sinks' Deployments and ConfigMaps;
 - :mod:`.entity_stage`: the entity stage's workload, when the features need it;
+- :mod:`.console`: the analyst console, when the spec asks for it;
 - :mod:`.networking`: NetworkPolicies;
 - :mod:`.preflight`: the candidate model's preflight Job.
 
@@ -21,6 +22,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from fraud_operator.builders.console import (
+    CONSOLE_CONFIG_FILE,
+    CONSOLE_METRICS_PORT,
+    CONSOLE_PORT,
+    console_children,
+    console_config,
+    console_deployment,
+    console_network_policy,
+)
 from fraud_operator.builders.entity_stage import (
     STAGE_CONFIG_FILE,
     STAGE_METRICS_PORT,
@@ -100,6 +110,9 @@ from fraud_operator.builders.sinks import (
 __all__ = [
     "CONFIG_DIR",
     "CONFIG_FILE",
+    "CONSOLE_CONFIG_FILE",
+    "CONSOLE_METRICS_PORT",
+    "CONSOLE_PORT",
     "HASH_ANNOTATION",
     "MANAGER",
     "METRICS_PORT",
@@ -123,6 +136,10 @@ __all__ = [
     "children",
     "config_map",
     "config_name",
+    "console_children",
+    "console_config",
+    "console_deployment",
+    "console_network_policy",
     "content_hash",
     "declared_sinks",
     "deployment",
@@ -192,7 +209,7 @@ def children(
         out += [auth] if auth else []
     if api.service_monitor:
         out.append(service_monitor(d))
-    return out + stage_children(d, api) + sink_children(d, api)
+    return out + stage_children(d, api) + sink_children(d, api) + console_children(d, api)
 
 
 def prunable_kinds(api: ApiVersions) -> list[tuple[str, str]]:

@@ -27,6 +27,7 @@ SINK: Final = f"{GROUP}/sink"
 SCORER_APP: Final = "fraud-scorer"
 SINK_APP: Final = "fraud-sink"
 STAGE_APP: Final = "fraud-entity-stage"
+CONSOLE_APP: Final = "fraud-console"
 
 # -- names -------------------------------------------------------------------------------------
 
@@ -98,6 +99,15 @@ def entity_table_topic(d: Detector) -> str:
     return d.spec.topics.entity_features or f"{d.name}-entity-features"
 
 
+def console_name(d: Detector) -> str:
+    """The console's Deployment, Service, disruption budget and NetworkPolicy."""
+    return f"{d.name}-console"
+
+
+def console_config_name(d: Detector) -> str:
+    return f"{console_name(d)}-config"
+
+
 def preflight_name(d: Detector, model: ModelRef) -> str:
     """One Job per candidate artifact digest."""
     return f"{d.name}-preflight-{model.digest.removeprefix('sha256:')[:10]}"
@@ -143,6 +153,10 @@ def sink_labels(d: Detector, kind: str | None) -> dict[str, str]:
 
 def stage_labels(d: Detector) -> dict[str, str]:
     return _labels(d, STAGE_APP, "entity-stage", {})
+
+
+def console_labels(d: Detector) -> dict[str, str]:
+    return _labels(d, CONSOLE_APP, "console", {})
 
 
 def selector(d: Detector, track: str = "stable") -> dict[str, str]:
