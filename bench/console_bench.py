@@ -10,7 +10,10 @@ template, no network), as a logged-in viewer:
 - ``queue_filtered``: by action, by reason, by merchant, by amount range, by score order;
 - ``queue_deep``: the 50th page, reached by following the keyset cursors;
 - ``case``: a random alert's page (transaction, reason codes, the user's recent cases, alerts
-  sharing the device and the merchant, the audit trail).
+  sharing the device and the merchant, the audit trail);
+- ``performance``: the last 30 days' precision by reason and by day, alerts by day, score
+  distributions by track and model, and the precision-recall curve (a third of the alerts
+  are labelled).
 
 Reports p50/p95 per page and size, and the ratio of p95 at 1M to p95 at 10k (a page should not
 get slower as the store grows). Goal (issue 17): p95 <= 200 ms at 1M. Writes
@@ -45,7 +48,8 @@ from tests.servers import postgres_server
 RULES = ["high-amount", "card-testing", "impossible-travel", "new-device-night", "velocity"]
 MERCHANTS = 5_000
 USERS = 200_000
-PAGES = ("queue", "queue_filtered", "queue_deep", "case")
+NOW = time.time()
+PAGES = ("queue", "queue_filtered", "queue_deep", "case", "performance")
 
 
 def _ts(at: float) -> str:
@@ -57,7 +61,7 @@ def fill(conn: psycopg.Connection[Any], n: int, seed: int = 7) -> None:
     rng = random.Random(seed)
     columns = (
         "transaction_id, user_id, detector, track, action, score, reasons, model_version, "
-        "rules_version, event_time, scored_at, transaction, why"
+        "rules_version, event_time, scored_at, transaction, why, label"
     )
     with conn.cursor().copy(f"COPY cases ({columns}) FROM STDIN") as copy:
         for i in range(n):
@@ -67,7 +71,7 @@ def fill(conn: psycopg.Connection[Any], n: int, seed: int = 7) -> None:
             if alert and (score > 0.8 or not reasons):
                 reasons.append("model")
             action = ("block" if score > 0.97 else "review") if alert else "allow"
-            at = 1_800_000_000 + i * 0.5
+            at = NOW - (n - i) * 0.5  # the most recent case now
             user, merchant = f"u-{rng.randrange(USERS):07d}", f"m-{rng.randrange(MERCHANTS):05d}"
             tx = {
                 "transaction_id": f"tx-{i:09d}",
@@ -83,9 +87,12 @@ def fill(conn: psycopg.Connection[Any], n: int, seed: int = 7) -> None:
             }
             rules = [{"rule": r, "values": {"tx.amount": tx["amount"]}} for r in reasons]
             why = {"rules": [r for r in rules if r["rule"] != "model"]} if alert else None
+            # A third of the alerts labelled, fraud more often the higher the score.
+            label = int(rng.random() < score) if alert and rng.random() < 1 / 3 else None
             copy.write_row((
                 tx["transaction_id"], user, "bench", "stable", action, score, reasons, "m1",
                 "r1", _ts(at), _ts(at + 0.05), json.dumps(tx), json.dumps(why) if why else None,
+                label,
             ))  # fmt: skip
     conn.execute("ANALYZE cases")
 
@@ -140,6 +147,8 @@ def measure(dsn: str, rounds: int, seed: int = 3) -> dict[str, dict[str, float]]
             query = filters[i % len(filters)] if i % 6 else f"merchant={merchant}"
             pages["queue_filtered"].append(timed(c, "/?" + query)[0])
             pages["case"].append(timed(c, f"/cases/{alerts[i % len(alerts)]}")[0])
+            if i % 3 == 0:  # the heaviest page; analysts open it far less often
+                pages["performance"].append(timed(c, "/performance?days=30")[0])
         for _ in range(max(rounds // 10, 3)):  # deep pages: 50 cursor hops each
             url, elapsed = "/", 0.0
             for _ in range(50):
