@@ -163,7 +163,7 @@ def test_monitoring_objects_render_when_enabled() -> None:
     rule = next(d for d in docs if d["kind"] == "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     names = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
-    assert len(names) == 11 and "FraudSinkCircuitOpen" in names
+    assert len(names) == 12 and {"FraudSinkCircuitOpen", "FraudConsoleLabelsDelayed"} <= set(names)
     dashboard = next(d for d in docs if d["kind"] == "ConfigMap")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["fraud-detector.json"])["uid"] == "fraud-detector"

@@ -77,7 +77,7 @@ def pipeline(
             cases = "SELECT count(*) FROM cases"
             wait_until(lambda: count(owner, cases) == len(items), 180, "every decision a case")
             scorer.stop()
-            truth = dict(zip(frame["transaction_id"], frame["is_fraud"], strict=True))
+            truth = dict(zip(frame["transaction_id"], frame["label"], strict=True))
             with psycopg.connect(owner) as conn:
                 query = "SELECT transaction_id FROM cases WHERE action <> 'allow' ORDER BY 1"
                 alerted = [r[0] for r in conn.execute(query)]

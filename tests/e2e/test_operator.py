@@ -1109,7 +1109,7 @@ def test_a_status_wiped_mid_canary_resumes_the_canary(
         "delete", "frauddetector", "wipe", f"--namespace={NS}", "--cascade=orphan", "--wait=true"
     )  # fmt: skip
     cluster.apply(detector("wipe", kafka.bootstrap_servers, rollout=policy, model=m2))
-    wait_for(lambda: status().get("rollout", {}).get("reason") == "Recovered", 30, "recovery")
+    wait_for(lambda: status().get("rollout", {}).get("reason") == "Recovered", 60, "recovery")
     st = status()
     assert (st["phase"], st["stableVersion"], st["canaryVersion"], st["canaryWeight"]) == (
         "Canary",

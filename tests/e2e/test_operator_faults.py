@@ -60,7 +60,7 @@ def faulty_operator(cluster: Cluster, proxy: FaultyApiProxy) -> Iterator[dict[st
         )
     )
     port, health = free_port(), free_port()
-    log_path = cluster.workdir / "operator.log"
+    log_path = cluster.workdir / "operator-faults.log"  # kept apart from the main e2e's log
     env = {**os.environ, "KUBECONFIG": str(config), "FRAUD_OPERATOR_RESYNC_SECONDS": "3"}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
