@@ -14,7 +14,7 @@ from fraud_console.app import create_app
 from fraud_console.metrics import ConsoleMetrics
 from fraud_console.outbox import Outbox
 from fraud_console.settings import load_console_settings
-from fraud_console.store import Store
+from fraud_console.store import Store, configure
 
 log = logging.getLogger("fraud_console")
 
@@ -27,6 +27,7 @@ def serve(config: Path | None) -> int:
         min_size=1,
         max_size=settings.pool_size,
         kwargs={"autocommit": True},
+        configure=configure,
         open=False,
     )
     # The pool opens in the background: the console starts (and says it is not ready) while

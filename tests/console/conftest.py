@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from fraud_console.auth import hash_password
 from fraud_console.settings import ConsoleSettings
+from fraud_console.store import configure
 from fraud_scorer.config import DecisionSettings, RuleSpec
 from fraud_scorer.features import FeatureEngine
 from fraud_scorer.model import load_model
@@ -78,7 +79,11 @@ def database(postgres_url: str, model_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pool(database: dict[str, str]) -> Iterator[ConnectionPool[Any]]:
     with ConnectionPool(
-        database["console"], min_size=1, max_size=4, kwargs={"autocommit": True}
+        database["console"],
+        min_size=1,
+        max_size=4,
+        kwargs={"autocommit": True},
+        configure=configure,
     ) as p:
         yield p
 

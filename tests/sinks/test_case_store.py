@@ -327,3 +327,36 @@ def test_the_runtime_login_cannot_touch_the_schema_or_forge_an_author(
     assert conn.execute("SELECT count(*) FROM audit WHERE kind = 'decision'").fetchone()[0] == (
         len(batch) + 1
     )
+
+
+def test_the_daily_rollup_counts_each_case_once_from_any_writer(conn: Any) -> None:
+    """``case_daily`` (migration 007) is what the console's performance view reads: cases
+    written before the migration are backfilled, each batch after it is counted, and a
+    redelivered decision (an upsert) is not counted again."""
+    frame = generate(SynthConfig(users=60, days=2.0, seed=5))
+    rows = decisions(frame)
+    first, rest = rows[: len(rows) // 2], rows[len(rows) // 2 :]
+    with conn.transaction():  # the schema as it was before migration 007
+        conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at "
+                     "timestamptz NOT NULL DEFAULT now())")  # fmt: skip
+        for name, sql in migrations():
+            if name < "007":
+                conn.execute(sql)
+                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+    store = CaseStore(conn)
+    store.write(first)
+    assert migrate(conn) == ["007_performance_rollup.sql"]
+    store.write(rest)
+    store.write([{**r, "score": 0.5, "action": "review"} for r in rows[:50]])  # redelivered
+    rolled = conn.execute(
+        "SELECT day, action, bucket, cases FROM case_daily ORDER BY 1, 2, 3"
+    ).fetchall()
+    assert sum(r[3] for r in rolled) == len(rows)
+    # As first written: the same grouping over the cases (less the 50 re-scored ones).
+    expected = {(r["action"], min(max(int(r["score"] * 20) + 1, 1), 20)): 0 for r in rows}
+    for r in rows:
+        expected[(r["action"], min(max(int(r["score"] * 20) + 1, 1), 20))] += 1
+    got: dict[tuple[str, int], int] = {}
+    for _, action, bucket, n in rolled:
+        got[(action, bucket)] = got.get((action, bucket), 0) + n
+    assert got == expected
