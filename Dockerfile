@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # Every image of the project, one target each (build from the repository root):
 #   docker build --target scorer   -t fraud-detector/scorer:dev .    # fraud-scorer, fraud-sink, fraud-cases
-#   docker build --target operator -t fraud-detector/operator:dev .  # python -m fraud_operator
+#   docker build --target operator -t fraud-detector/operator:dev .  # fraud-operator
 #   docker build --target tools    -t fraud-detector/tools:dev .     # fraud-train, fraud-produce (kind)
 #   docker build --target console  -t fraud-detector/console:dev .   # fraud-console (docs/console.md)
 # python:3.11-slim, multi-stage (the virtualenv is built in one stage and copied into a clean
@@ -53,7 +53,7 @@ FROM base AS operator
 LABEL org.opencontainers.image.title="fraud-detector operator"
 COPY --from=build-operator /opt/venv /opt/venv
 EXPOSE 8080 8081
-ENTRYPOINT ["python", "-m", "fraud_operator"]
+ENTRYPOINT ["fraud-operator"]
 
 FROM base AS tools
 LABEL org.opencontainers.image.title="fraud-detector tools"

@@ -48,6 +48,7 @@ bench: $(STAMP) postgres
 	$(PY) bench/entity_stage_bench.py
 	$(PY) bench/rules_bench.py
 	$(PY) bench/console_bench.py
+	$(PY) bench/quality_bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -92,6 +92,8 @@ def test_operator_image(wheels: dict[str, Path], tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert not imports(bin_dir, "numpy") and not imports(bin_dir, "onnxruntime")
     assert not imports(bin_dir, "fraud_devtools")
+    operator = run(bin_dir, "fraud-operator", "--help")  # the image's entrypoint
+    assert operator.returncode == 0 and "--allowed-image" in operator.stdout, operator.stderr
     wanted = {
         "fraud-scorer": "scorer",
         "fraud-sink": "sinks",
@@ -153,3 +155,11 @@ def test_the_dockerfile_copies_every_package_the_distribution_builds() -> None:
     named = set(re.findall(r"--target (\w+)", dockerfile))
     stages = set(re.findall(r"^FROM \S+ AS (\w+)$", dockerfile, re.MULTILINE))
     assert named == {"scorer", "operator", "tools", "console"} and named <= stages
+    # Each image starts one of the distribution's commands.
+    scripts = {
+        name
+        for project in ("pyproject.toml", "devtools/pyproject.toml")
+        for name in tomllib.loads((ROOT / project).read_text())["project"]["scripts"]
+    }
+    entrypoints = re.findall(r'^ENTRYPOINT \["([^"]+)"', dockerfile, re.MULTILINE)
+    assert entrypoints and set(entrypoints) <= scripts, set(entrypoints) - scripts

@@ -41,12 +41,33 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
 }
 
 
+# Where each platform's confluent-kafka wheel keeps its bundled librdkafka (auditwheel on
+# Linux, delocate on macOS, delvewheel on Windows).
+_BUNDLED = (
+    ("confluent_kafka.libs", "librdkafka*.so*"),
+    ("confluent_kafka/.dylibs", "librdkafka*.dylib"),
+    ("confluent_kafka.libs", "librdkafka*.dll"),
+    ("confluent_kafka", "librdkafka*.dll"),
+)
+
+
+def bundled_librdkafka(site_packages: Path) -> Path | None:
+    """The librdkafka the confluent-kafka wheel installed under ``site_packages``."""
+    for folder, pattern in _BUNDLED:
+        found = sorted(glob.glob(str(site_packages / folder / pattern)))
+        if found:
+            return Path(found[0])
+    return None
+
+
 def _librdkafka() -> ctypes.CDLL:
-    pkg = Path(confluent_kafka.__file__).parent
-    candidates = sorted(glob.glob(str(pkg.parent / "confluent_kafka.libs" / "librdkafka*.so*")))
-    if not candidates:
-        raise RuntimeError("librdkafka not found inside the confluent-kafka wheel")
-    lib = ctypes.CDLL(candidates[0])
+    site_packages = Path(confluent_kafka.__file__).parent.parent
+    path = bundled_librdkafka(site_packages)
+    if path is None:
+        raise RuntimeError(
+            f"librdkafka not found inside the confluent-kafka wheel ({site_packages})"
+        )
+    lib = ctypes.CDLL(str(path))
     for name, (restype, argtypes) in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes

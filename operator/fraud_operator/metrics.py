@@ -30,8 +30,8 @@ class OperatorMetrics:
         )
         self.rollout_transitions = Counter(
             "fraud_operator_rollout_transitions_total",
-            "rollout state changes, by reason (Promoted, RolledBack, CanaryStep, ...)",
-            ["reason"],
+            "rollout state changes, by FraudDetector and reason (Promoted, RolledBack, ...)",
+            ["namespace", "name", "reason"],
             registry=r,
         )
         self.detector_ready = Gauge(

@@ -231,7 +231,10 @@ class Reconciler:
 
     def _record(self, body: dict[str, Any], transition: rollout.Transition | None) -> None:
         if transition is not None:
-            self.metrics.rollout_transitions.labels(reason=transition.reason).inc()
+            meta = body["metadata"]
+            self.metrics.rollout_transitions.labels(
+                namespace=meta["namespace"], name=meta["name"], reason=transition.reason
+            ).inc()
             self.kube.event(
                 body,
                 type_="Warning" if transition.warning else "Normal",

@@ -14,7 +14,13 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def configure_logging(level: str = "info") -> None:
+    """JSON lines on stdout from ``level`` up (one of :data:`LOG_LEVELS`)."""
+    if level.lower() not in LOG_LEVELS:
+        raise ValueError(f"log level {level!r} is not one of {', '.join(LOG_LEVELS)}")
     structlog.configure(
         processors=[
             mask_event,

@@ -48,7 +48,7 @@ from pydantic import ValidationError
 
 from fraud_runtime.dead_letters import bounded
 from fraud_runtime.health import HealthServer
-from fraud_runtime.logs import configure_logging
+from fraud_runtime.logs import LOG_LEVELS, configure_logging
 from fraud_runtime.offsets import OffsetTracker
 from fraud_runtime.settings import KafkaSettings, MetricsSettings
 
@@ -611,8 +611,16 @@ def run_main(
     SIGTERM. Exit 2 for configuration problems (no restart will fix them), 1 for a
     :class:`FatalError` (a restart resumes from the last commit), 0 after a clean stop."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", type=Path, help="settings YAML (the operator's ConfigMap)")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--config", type=Path, help="settings YAML (the operator writes it to a ConfigMap)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="the least severe events logged (default: info)",
+    )
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     log = structlog.get_logger(log_name)

@@ -156,6 +156,18 @@ def test_chart_crds_are_the_generated_ones() -> None:
         )
 
 
+def test_the_notes_show_an_example_the_chart_ships() -> None:
+    """NOTES.txt prints the minimal FraudDetector from the chart's own files (a path into the
+    repository would not exist for someone installing the packaged chart)."""
+    notes = (CHART / "templates/NOTES.txt").read_text()
+    shipped = re.findall(r'\.Files\.Get "([^"]+)"', notes)
+    assert shipped == ["files/examples/minimal.yaml"]
+    assert (CHART / shipped[0]).read_text() == (ROOT / "examples/minimal.yaml").read_text(), (
+        "copy examples/minimal.yaml into charts/fraud-detector/files/examples/"
+    )
+    assert "kubectl apply -f examples/" not in notes
+
+
 def test_monitoring_objects_render_when_enabled() -> None:
     docs = render("values-kind.yaml")
     kinds = {d["kind"] for d in docs}
@@ -164,6 +176,10 @@ def test_monitoring_objects_render_when_enabled() -> None:
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     names = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
     assert len(names) == 12 and {"FraudSinkCircuitOpen", "FraudConsoleLabelsDelayed"} <= set(names)
+    # The operator's metrics name each FraudDetector's namespace: it must win over the
+    # target's (the operator's own), or alerts point at the wrong namespace.
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    assert all(e["honorLabels"] is True for e in monitor["spec"]["endpoints"])
     dashboard = next(d for d in docs if d["kind"] == "ConfigMap")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["fraud-detector.json"])["uid"] == "fraud-detector"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from pathlib import Path
 
 from confluent_kafka import Message, Producer
 from fraud_devtools.local import wait_until
@@ -59,3 +60,23 @@ def test_a_refused_batch_is_polled_again_until_it_goes_through() -> None:
             thread.join(30)
         assert set(process.taken) == set(range(120))
         assert all(n == 1 for n in process.taken.values())  # each once after the outage
+
+
+def test_a_bad_log_level_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    for command in ("fraud-scorer", "fraud-sink"):
+        done = subprocess.run(
+            [bin_dir / command, "--log-level", "loud", "--config", str(tmp_path / "x.yaml")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "invalid choice: 'loud'" in done.stderr and "Traceback" not in done.stderr
+    # Every component has its command, the operator too.
+    done = subprocess.run(
+        [bin_dir / "fraud-operator", "--help"], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and "--allowed-image" in done.stdout

