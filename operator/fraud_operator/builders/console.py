@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import yaml
 
+from fraud_operator.builders.monitoring import service_monitor_for
 from fraud_operator.builders.names import (
     CONSOLE_APP,
     console_config_name,
@@ -34,6 +35,7 @@ from fraud_operator.builders.objects import (
     pod_volumes,
     secret_env,
 )
+from fraud_operator.builders.scaling import one_at_a_time
 from fraud_operator.spec import Console
 
 CONSOLE_PORT: Final = 8080
@@ -173,22 +175,11 @@ def console_service(d: Detector) -> dict[str, Any]:
 
 
 def console_service_monitor(d: Detector) -> dict[str, Any]:
-    endpoints = [{"port": "metrics", "interval": "30s", "path": "/metrics"}]
-    body = {"spec": {"selector": {"matchLabels": console_labels(d)}, "endpoints": endpoints}}
-    return owned(
-        d, "monitoring.coreos.com/v1", "ServiceMonitor", console_name(d), body, console_labels(d)
-    )
+    return service_monitor_for(d, console_name(d), console_labels(d))
 
 
 def console_disruption_budget(d: Detector, api: ApiVersions) -> dict[str, Any]:
-    return owned(
-        d,
-        api.policy,
-        "PodDisruptionBudget",
-        console_name(d),
-        {"spec": {"maxUnavailable": 1, "selector": {"matchLabels": pods_of(d, CONSOLE_APP)}}},
-        console_labels(d),
-    )
+    return one_at_a_time(d, api, console_name(d), pods_of(d, CONSOLE_APP), console_labels(d))
 
 
 def console_network_policy(d: Detector) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from fraud_operator.builders.objects import (
     pod_volumes,
     staged_features,
 )
-from fraud_operator.builders.scaling import cpu_autoscaler_spec
+from fraud_operator.builders.scaling import cpu_autoscaler_spec, one_at_a_time
 
 STAGE_METRICS_PORT: Final = 9104
 STAGE_CONFIG_FILE: Final = "entity-stage.yaml"
@@ -154,14 +154,7 @@ def stage_autoscaler(d: Detector, api: ApiVersions) -> dict[str, Any]:
 
 def stage_disruption_budget(d: Detector, api: ApiVersions) -> dict[str, Any]:
     """One stage pod down at a time: each leaves a rebuild behind it."""
-    return owned(
-        d,
-        api.policy,
-        "PodDisruptionBudget",
-        stage_name(d),
-        {"spec": {"maxUnavailable": 1, "selector": {"matchLabels": pods_of(d, STAGE_APP)}}},
-        stage_labels(d),
-    )
+    return one_at_a_time(d, api, stage_name(d), pods_of(d, STAGE_APP), stage_labels(d))
 
 
 def stage_network_policy(d: Detector) -> dict[str, Any]:

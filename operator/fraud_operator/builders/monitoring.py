@@ -37,7 +37,8 @@ def _metrics_service(
     return owned(d, "v1", "Service", name, body, object_labels)
 
 
-def _service_monitor(d: Detector, name: str, object_labels: dict[str, str]) -> dict[str, Any]:
+def service_monitor_for(d: Detector, name: str, object_labels: dict[str, str]) -> dict[str, Any]:
+    """Prometheus scrapes the ``metrics`` port of the Service labelled ``object_labels``."""
     endpoints = [{"port": "metrics", "interval": "15s", "path": "/metrics"}]
     body = {"spec": {"selector": {"matchLabels": object_labels}, "endpoints": endpoints}}
     return owned(d, "monitoring.coreos.com/v1", "ServiceMonitor", name, body, object_labels)
@@ -51,7 +52,7 @@ def service(d: Detector) -> dict[str, Any]:
 
 
 def service_monitor(d: Detector) -> dict[str, Any]:
-    return _service_monitor(d, scorer_monitor_name(d), labels(d, None))
+    return service_monitor_for(d, scorer_monitor_name(d), labels(d, None))
 
 
 def sink_service(d: Detector) -> dict[str, Any]:
@@ -62,4 +63,4 @@ def sink_service(d: Detector) -> dict[str, Any]:
 
 
 def sink_service_monitor(d: Detector) -> dict[str, Any]:
-    return _service_monitor(d, sink_monitor_name(d), sink_labels(d, None))
+    return service_monitor_for(d, sink_monitor_name(d), sink_labels(d, None))

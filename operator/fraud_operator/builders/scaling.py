@@ -6,8 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fraud_operator.builders.names import group_of, kafka_auth_name, scorer_name, selector
-from fraud_operator.builders.objects import ApiVersions, Detector, scorer_object
+from fraud_operator.builders.names import (
+    group_of,
+    kafka_auth_name,
+    labels,
+    scorer_name,
+    selector,
+)
+from fraud_operator.builders.objects import ApiVersions, Detector, owned, scorer_object
 
 
 def uses_keda(d: Detector, api: ApiVersions) -> bool:
@@ -94,11 +100,16 @@ def trigger_authentication(d: Detector) -> dict[str, Any] | None:
 def pod_disruption_budget(d: Detector, api: ApiVersions, track: str = "stable") -> dict[str, Any]:
     """At most one scorer down at a time during voluntary disruptions (node drains): a
     rebalance per pod, not all partitions at once."""
-    return scorer_object(
-        d,
-        api.policy,
-        "PodDisruptionBudget",
-        scorer_name(d, track),
-        {"spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(d, track)}}},
-        track,
-    )
+    return one_at_a_time(d, api, scorer_name(d, track), selector(d, track), labels(d, track))
+
+
+def one_at_a_time(
+    d: Detector,
+    api: ApiVersions,
+    name: str,
+    select: dict[str, str],
+    object_labels: dict[str, str],
+) -> dict[str, Any]:
+    """A disruption budget letting one of the ``select``ed pods go at a time."""
+    body = {"spec": {"maxUnavailable": 1, "selector": {"matchLabels": select}}}
+    return owned(d, api.policy, "PodDisruptionBudget", name, body, object_labels)
