@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import yaml
 
-from fraud_operator.spec import GROUP, KIND, PLURAL, VERSION, FraudDetectorSpec
+from fraud_operator.spec import GROUP, KIND, PLURAL, VERSION, FraudDetectorSpec, ModelRef
 
 _KEEP: Final = (
     "type",
@@ -115,9 +115,51 @@ def _status_schema() -> dict[str, Any]:
             "rulesVersion": {"type": "string"},
             "rulesVersionDesired": {"type": "string"},
             "conditions": {"type": "array", "items": condition},
+            "rollout": _rollout_status_schema(),
         },
         # kopf keeps its own bookkeeping under status.kopf.
         "x-kubernetes-preserve-unknown-fields": True,
+    }
+
+
+def _rollout_status_schema() -> dict[str, Any]:
+    """``status.rollout`` (:meth:`fraud_operator.rollout.State.to_status`), so that
+    ``kubectl explain fraudDetector.status.rollout`` describes it."""
+    model = structural(ModelRef.model_json_schema(by_alias=True))
+
+    def text(description: str) -> dict[str, Any]:
+        return {"type": "string", "nullable": True, "description": description}
+
+    def release(description: str) -> dict[str, Any]:
+        return {**model, "nullable": True, "description": description}
+
+    return {
+        "type": "object",
+        "description": "the rollout's state: read back from the cluster on every pass, so "
+        "a lost status is recovered (docs/rollouts.md)",
+        "properties": {
+            "phase": {
+                "type": "string",
+                "enum": ["Stable", "Preflight", "Shadow", "Canary", "Promoting", "RolledBack"],
+            },
+            "stable": release("the model every user not on the canary gets"),
+            "candidate": release("the model being rolled out"),
+            "stableRules": text("the version of the rules stable runs"),
+            "candidateRules": text("the version of the rules being rolled out"),
+            "step": {"type": "integer", "description": "index of the current canary step"},
+            "since": {**text("when the current phase or step began"), "format": "date-time"},
+            "lastAnalysisAt": {**text("when the candidate was last judged"), "format": "date-time"},
+            "failures": {"type": "integer", "description": "failed analyses in a row"},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+            "rejected": text("the release last rolled back (not retried by itself)"),
+            "lastAnalysis": {
+                "type": "object",
+                "description": "the last analysis: each check's measure, limit and verdict, "
+                "and every rule's hit rate on both tracks",
+                "x-kubernetes-preserve-unknown-fields": True,
+            },
+        },
     }
 
 
@@ -132,7 +174,19 @@ PRINTER_COLUMNS: Final = [
     {"name": "Canary", "type": "string", "jsonPath": ".status.canaryVersion"},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
     {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    # Why it is (not) Ready: the reason always, the message with -o wide.
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Message",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+    },
 ]
 
 

@@ -3,6 +3,7 @@ ServiceAccount; FraudDetectors applied with kubectl."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -523,6 +524,13 @@ def test_sinks_wait_for_their_secrets_then_run_and_go_when_removed(
     )
     assert degraded["reason"] == "SecretMissing" and "cases-db" in degraded["message"]
     assert cluster.get("deployment", "alerting-scorer", NS) is None  # nothing half-created
+    # `kubectl get fd` says why it is not Ready; `-o wide` adds the message.
+    ready = condition(cluster, "alerting", "Ready")
+    assert ready is not None and ready["status"] == "False"
+    row = _table_row(cluster.kubectl("get", "fd", "alerting", f"--namespace={NS}").stdout)
+    assert (row["NAME"], row["READY"], row["REASON"]) == ("alerting", "False", ready["reason"])
+    wide = cluster.kubectl("get", "fd", "alerting", f"--namespace={NS}", "-o", "wide").stdout
+    assert "MESSAGE" in wide and ready["message"][:40] in wide
     for name, key, value in (
         ("hooks", "url", "https://hooks.example/T000/B000/xyz"),
         ("cases-db", "dsn", "postgresql://fraud:pw@db.example/cases"),
@@ -650,6 +658,15 @@ def test_the_console_the_operator_deploys_serves_and_labels_the_case_store(
     ):
         wait_for(lambda k=kind, n=name: cluster.get(k, n, NS) is None, 60, f"{name} pruned")
     cluster.kubectl("delete", "frauddetector", f"--namespace={NS}", "desk", "--wait=true")
+
+
+def _table_row(text: str) -> dict[str, str]:
+    """The first row of kubectl's table, by column (cells can be empty: columns are cut at
+    the header's offsets, not at spaces)."""
+    header, row = text.splitlines()[:2]
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    bounds = list(itertools.pairwise([*starts, max(len(header), len(row)) + 1]))
+    return {header[a:b].strip(): row[a:b].strip() for a, b in bounds}
 
 
 def _status(url: str) -> int:
