@@ -38,6 +38,9 @@ _KEEP: Final = (
 )
 
 
+_SCALARS = ("string", "integer", "number", "boolean")
+
+
 def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:
     """A Kubernetes structural schema equivalent to the pydantic JSON ``schema``."""
     defs = schema.get("$defs", {}) if defs is None else defs
@@ -47,6 +50,10 @@ def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> di
         return structural(merged, defs)
     if "anyOf" in schema:  # Optional[X]: X, and null is allowed
         options = [s for s in schema["anyOf"] if s.get("type") != "null"]
+        if len(options) > 1 and all(o.get("type") in _SCALARS for o in options):
+            # A scalar of several types (a librdkafka property): structural schemas cannot say
+            # "string, integer or boolean", so the value is kept as given and pydantic checks it.
+            return {"x-kubernetes-preserve-unknown-fields": True}
         if len(options) != 1:
             raise ValueError(f"cannot express anyOf {schema['anyOf']} structurally")
         rest = {k: v for k, v in schema.items() if k != "anyOf"}

@@ -52,16 +52,60 @@ class CertificateRef(_Model):
     )
 
 
+class ClientCertificate(_Model):
+    """This client's certificate and key for mutual TLS, from one Secret (a
+    ``kubernetes.io/tls`` Secret as is; a Strimzi KafkaUser's with ``user.crt``/``user.key``)."""
+
+    secret_name: DnsName
+    certificate: str = Field(default="tls.crt", min_length=1, description="key of the PEM")
+    key: str = Field(default="tls.key", min_length=1, description="key of the private key")
+
+
 class Tls(_Model):
     trusted_certificates: list[CertificateRef] = Field(
-        min_length=1, description="CA certificates the brokers' certificates chain to"
+        default_factory=list,
+        max_length=16,
+        description="CA certificates the brokers' certificates chain to; none: the system's "
+        "public CAs (a managed Kafka with a public certificate)",
     )
+    client_certificate: ClientCertificate | None = Field(
+        default=None, description="mutual TLS: the certificate the clients present"
+    )
+
+
+# librdkafka properties the operator sets itself, or that would carry a credential into a
+# ConfigMap: refused in kafka.extra, with what to use instead.
+_MANAGED_PREFIXES = ("bootstrap.servers", "group.id", "client.id", "security.protocol",
+                     "sasl.", "ssl.")  # fmt: skip
+_SECRET_WORDS = ("password", "secret", "token", "jaas", "credential")
 
 
 class Kafka(_Model):
     bootstrap_servers: str = Field(min_length=1, examples=["my-cluster-kafka-bootstrap:9093"])
     authentication: Authentication | None = None
     tls: Tls | None = None
+    extra: dict[str, str | int | bool] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="librdkafka properties for every client of this detector (e.g. "
+        "client.rack, socket.keepalive.enable); connection and credential settings are the "
+        "fields above, and no credential belongs here",
+    )
+
+    @model_validator(mode="after")
+    def _extra_allowed(self) -> Kafka:
+        for name in self.extra:
+            if name.startswith(_MANAGED_PREFIXES):
+                raise ValueError(
+                    f"kafka.extra.{name}: set by the operator from bootstrapServers, "
+                    "authentication and tls; use those fields"
+                )
+            if any(word in name.lower() for word in _SECRET_WORDS):
+                raise ValueError(
+                    f"kafka.extra.{name}: a credential would sit in a ConfigMap; credentials "
+                    "come from Secrets (authentication.passwordSecret, tls.clientCertificate)"
+                )
+        return self
 
 
 class Topics(_Model):

@@ -115,7 +115,7 @@ def check_transport(spec: FraudDetectorSpec) -> Problem | None:
         return Problem(
             "PlaintextCredentials",
             "kafka.authentication.type plain sends the password in clear without kafka.tls: "
-            "add kafka.tls (trustedCertificates) or use scram-sha-512",
+            "add kafka.tls (`tls: {}` for brokers with a public certificate) or use scram-sha-512",
         )
     return None
 
@@ -141,6 +141,8 @@ def required_secrets(spec: FraudDetectorSpec) -> dict[str, set[str]]:
     if tls is not None:
         for cert in tls.trusted_certificates:
             wanted.setdefault(cert.secret_name, set()).add(cert.certificate)
+        if (client := tls.client_certificate) is not None:
+            wanted.setdefault(client.secret_name, set()).update((client.certificate, client.key))
     sinks = spec.sinks
     if sinks is not None:
         for sink_ref in (

@@ -39,7 +39,21 @@ class KafkaSettings(Frozen):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
+    ssl_ca_location: str | None = Field(
+        default=None,
+        description="a PEM file (or OpenSSL hashed directory) of the CAs the brokers chain to; "
+        "none: the system's public CAs",
+    )
+    ssl_ca_files: list[str] = Field(
+        default_factory=list,
+        description="several CA PEM files, read at start into one bundle (ssl.ca.pem)",
+    )
+    ssl_certificate_location: str | None = Field(
+        default=None, description="this client's certificate (PEM), for mutual TLS"
+    )
+    ssl_key_location: str | None = Field(
+        default=None, description="this client's private key (PEM), for mutual TLS"
+    )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     start_from_group: str | None = Field(
         default=None,
@@ -60,6 +74,10 @@ class KafkaSettings(Frozen):
                 f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username "
                 "and sasl_password (set FRAUD_KAFKA__SASL_PASSWORD from a Secret)"
             )
+        if self.ssl_ca_location and self.ssl_ca_files:
+            raise ValueError("ssl_ca_location and ssl_ca_files are alternatives: set one")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together")
         if self.security_protocol == "SASL_PLAINTEXT" and self.sasl_mechanism == "PLAIN":
             raise ValueError(
                 "sasl_mechanism PLAIN sends the password as is: use security_protocol SASL_SSL "
@@ -89,6 +107,12 @@ class KafkaSettings(Frozen):
             )
         if self.ssl_ca_location:
             conf["ssl.ca.location"] = self.ssl_ca_location
+        if self.ssl_ca_files:
+            # One bundle: OpenSSL reads a directory only when its files are named by hash.
+            conf["ssl.ca.pem"] = "\n".join(Path(f).read_text().strip() for f in self.ssl_ca_files)
+        if self.ssl_certificate_location and self.ssl_key_location:
+            conf["ssl.certificate.location"] = self.ssl_certificate_location
+            conf["ssl.key.location"] = self.ssl_key_location
         conf.update(self.extra)
         return conf
 

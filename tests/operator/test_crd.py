@@ -52,7 +52,14 @@ def test_schema_is_structural_and_keeps_the_constraints() -> None:
     assert props["kafka"]["properties"]["authentication"]["nullable"] is True
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Ready", "Phase", "Stable", "Canary", "Weight", "Replicas", "Age"]
+    assert columns == [
+        "Ready", "Phase", "Stable", "Canary", "Weight", "Replicas", "Reason", "Age", "Message",
+    ]  # fmt: skip
+    wide_only = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
+    assert wide_only == ["Message"]  # long: with -o wide only
+    rollout = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["rollout"]
+    assert rollout["properties"]["candidate"]["properties"]["digest"]["pattern"]
+    assert {"phase", "stable", "candidate", "lastAnalysis"} <= set(rollout["properties"])
     names = crd_manifest()["spec"]["names"]
     assert (names["shortNames"], crd_manifest()["spec"]["scope"]) == (["fd"], "Namespaced")
 

@@ -23,6 +23,9 @@ MODEL_ANNOTATION: Final = f"{GROUP}/model"
 USERS_ANNOTATION: Final = f"{GROUP}/users"
 CONFIG_DIR: Final = "/etc/fraud"
 CA_DIR: Final = "/etc/fraud/kafka-ca"
+CLIENT_CERT_DIR: Final = "/etc/fraud/kafka-client"
+CLIENT_CERT_FILE: Final = "tls.crt"
+CLIENT_KEY_FILE: Final = "tls.key"
 PASSWORD_ENV: Final = "FRAUD_KAFKA__SASL_PASSWORD"  # noqa: S105 - a variable name
 RUN_AS: Final = 10001
 
@@ -185,12 +188,16 @@ def kafka_config(d: Detector, group_id: str, client_id: str) -> dict[str, Any]:
         kafka["sasl_mechanism"] = auth.type.upper()
         kafka["sasl_username"] = auth.username
     if tls is not None:
-        first = tls.trusted_certificates[0]
-        kafka["ssl_ca_location"] = (
-            f"{CA_DIR}/{first.secret_name}-{first.certificate}"
-            if len(tls.trusted_certificates) == 1
-            else CA_DIR
-        )
+        cas = [f"{CA_DIR}/{ref.secret_name}-{ref.certificate}" for ref in tls.trusted_certificates]
+        if len(cas) == 1:
+            kafka["ssl_ca_location"] = cas[0]
+        elif cas:
+            kafka["ssl_ca_files"] = cas  # read into one bundle at start
+        if tls.client_certificate is not None:
+            kafka["ssl_certificate_location"] = f"{CLIENT_CERT_DIR}/{CLIENT_CERT_FILE}"
+            kafka["ssl_key_location"] = f"{CLIENT_CERT_DIR}/{CLIENT_KEY_FILE}"
+    if spec.kafka.extra:
+        kafka["extra"] = dict(spec.kafka.extra)
     return kafka
 
 
@@ -224,14 +231,24 @@ def pod_volumes(
     if ca is not None:
         volumes.append(ca)
         mounts.append({"name": "kafka-ca", "mountPath": CA_DIR, "readOnly": True})
+    tls = d.spec.kafka.tls
+    if tls is not None and (client := tls.client_certificate) is not None:
+        items = [
+            {"key": client.certificate, "path": CLIENT_CERT_FILE},
+            {"key": client.key, "path": CLIENT_KEY_FILE},
+        ]
+        # 0440: the key readable by the pod's group (fsGroup) only, not by every user.
+        secret = {"secretName": client.secret_name, "items": items, "defaultMode": 0o440}
+        volumes.append({"name": "kafka-client", "secret": secret})
+        mounts.append({"name": "kafka-client", "mountPath": CLIENT_CERT_DIR, "readOnly": True})
     return volumes, mounts
 
 
 def _ca_volume(d: Detector) -> dict[str, Any] | None:
     """The brokers' CA certificates, projected from their Secrets."""
     tls = d.spec.kafka.tls
-    if tls is None:
-        return None
+    if tls is None or not tls.trusted_certificates:
+        return None  # no private CA: the system's public ones
     sources = [
         {
             "secret": {
