@@ -175,7 +175,7 @@ def test_monitoring_objects_render_when_enabled() -> None:
     rule = next(d for d in docs if d["kind"] == "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     names = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
-    assert len(names) == 12 and {"FraudSinkCircuitOpen", "FraudConsoleLabelsDelayed"} <= set(names)
+    assert len(names) == 14 and {"FraudSinkCircuitOpen", "FraudConsoleLabelsDelayed"} <= set(names)
     # The operator's metrics name each FraudDetector's namespace: it must win over the
     # target's (the operator's own), or alerts point at the wrong namespace.
     monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
@@ -183,6 +183,62 @@ def test_monitoring_objects_render_when_enabled() -> None:
     dashboard = next(d for d in docs if d["kind"] == "ConfigMap")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["fraud-detector.json"])["uid"] == "fraud-detector"
+
+
+def test_every_alert_links_a_runbook_section_that_exists() -> None:
+    """``runbook_url`` on every alert, each pointing at its own section of docs/runbooks.md
+    (GitHub's anchor: the heading in lower case)."""
+    alerts = yaml.safe_load((CHART / "files/alerts.yaml").read_text())
+    rules = [r for g in alerts["groups"] for r in g["rules"]]
+    headings = re.findall(r"^## (\w+)$", (ROOT / "docs/runbooks.md").read_text(), re.MULTILINE)
+    anchors = {h.lower() for h in headings}
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        base, anchor = url.split("#")
+        assert base.endswith("/docs/runbooks.md") and anchor == rule["alert"].lower(), url
+        assert anchor in anchors, f"docs/runbooks.md has no section for {rule['alert']}"
+    assert sorted(headings) == sorted(r["alert"] for r in rules)  # and none left over
+
+
+def test_alerts_are_tuned_from_values_and_stay_valid_rules(tmp_path: Path) -> None:
+    """By default the PrometheusRule holds files/alerts.yaml as is (what promtool tests).
+    Values disable an alert, change a severity or a duration, add labels to every alert and
+    move the runbooks; promtool accepts what is rendered."""
+
+    def rule_spec(*sets: str) -> dict[str, Any]:
+        extra = [a for s in sets for a in ("--set", s)]
+        docs = render("values-kind.yaml", *extra)
+        spec: dict[str, Any] = next(d for d in docs if d["kind"] == "PrometheusRule")["spec"]
+        return spec
+
+    assert rule_spec() == yaml.safe_load((CHART / "files/alerts.yaml").read_text())
+    p = "monitoring.prometheusRule."
+    tuned = rule_spec(
+        p + "alerts.FraudSinkLagGrowing.disabled=true",
+        p + "alerts.FraudLatencyP99High.severity=critical",
+        p + "alerts.FraudLatencyP99High.for=5m",
+        p + "additionalRuleLabels.team=payments",
+        p + "runbookBaseUrl=https://wiki.example/fraud/runbooks",
+    )
+    rules = {r["alert"]: r for g in tuned["groups"] for r in g["rules"]}
+    assert "FraudSinkLagGrowing" not in rules and len(rules) == 13
+    latency = rules["FraudLatencyP99High"]
+    assert (latency["labels"]["severity"], latency["for"]) == ("critical", "5m")
+    assert all(r["labels"]["team"] == "payments" for r in rules.values())
+    assert rules["FraudScoringErrors"]["labels"]["severity"] == "critical"  # untouched
+    assert latency["annotations"]["runbook_url"] == (
+        "https://wiki.example/fraud/runbooks#fraudlatencyp99high"
+    )
+    rendered = tmp_path / "rules.yaml"
+    rendered.write_text(yaml.safe_dump(tuned))
+    promtool = shutil.which("promtool")
+    assert promtool
+    check = subprocess.run([promtool, "check", "rules", str(rendered)], capture_output=True,
+                           text=True, check=False)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    bad = helm("template", "x", str(CHART), "--set", p + "alerts.FraudScoringErrors.severity=page",
+               check=False)  # fmt: skip
+    assert bad.returncode != 0 and "severity" in bad.stderr
 
 
 def test_alert_rules_with_promtool() -> None:
