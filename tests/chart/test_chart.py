@@ -156,6 +156,44 @@ def test_chart_crds_are_the_generated_ones() -> None:
         )
 
 
+def test_the_conventions_sres_expect_of_a_chart() -> None:
+    """Names, private registries, digests, extra arguments and environment, security contexts
+    and a disruption budget, as cert-manager's or KEDA's charts take them."""
+    digest = "sha256:" + "ab" * 32
+    docs = render(
+        "values.yaml",
+        "--set", "fullnameOverride=fd",
+        "--set", "imagePullSecrets[0].name=regcred",
+        "--set", f"operator.image.digest={digest}",
+        "--set", "operator.extraArgs[0]=--verbose",
+        "--set", "operator.extraEnv[0].name=HTTPS_PROXY",
+        "--set", "operator.extraEnv[0].value=http://proxy:3128",
+    )  # fmt: skip
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["metadata"]["name"] == "fd-operator"
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert container["image"] == f"ghcr.io/fraud-detector/operator@{digest}"
+    assert container["args"][-1] == "--verbose"
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
+    assert pod["securityContext"]["runAsNonRoot"] is True  # the defaults: restricted
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    budget = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert (
+        budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    )
+    single = render("values.yaml", "--set", "operator.replicas=1")
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
+    named = render("values.yaml", "--set", "nameOverride=scoring")
+    assert next(d for d in named if d["kind"] == "Deployment")["metadata"]["name"] == (
+        "fraud-detector-scoring-operator"
+    )
+    bad = helm("template", "x", str(CHART), "--set", "operator.image.digest=latest", check=False)
+    assert bad.returncode != 0
+
+
 def test_the_notes_show_an_example_the_chart_ships() -> None:
     """NOTES.txt prints the minimal FraudDetector from the chart's own files (a path into the
     repository would not exist for someone installing the packaged chart)."""
