@@ -17,6 +17,8 @@ import sys
 
 import kopf
 
+from fraud_operator.spec import DefaultImages
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fraud-operator", description=__doc__)
@@ -34,8 +36,20 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="PATTERN",
-        help="scorer and sink images a FraudDetector may name (shell-style, e.g. "
+        help="scorer, sink and console images a FraudDetector may name (shell-style, e.g. "
         "'registry.example/fraud/*'; repeatable; default 'ghcr.io/fraud-detector/*')",
+    )
+    defaults = DefaultImages()
+    parser.add_argument(
+        "--scorer-image",
+        default=defaults.scorer,
+        help="the image of scorers, sinks and entity stages whose FraudDetector names none "
+        f"(default {defaults.scorer}); always allowed",
+    )
+    parser.add_argument(
+        "--console-image",
+        default=defaults.console,
+        help=f"the analyst console's image when the spec names none (default {defaults.console})",
     )
     parser.add_argument("--metrics-host", default="0.0.0.0")  # noqa: S104
     parser.add_argument("--metrics-port", type=int, default=8080)
@@ -63,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         peering=args.peering,
         namespaces=tuple(args.namespace),
         allowed_images=tuple(args.allowed_image) or handlers.OPTIONS["allowed_images"],
+        default_images=DefaultImages(scorer=args.scorer_image, console=args.console_image),
     )
     if args.prometheus_url:
         handlers.OPTIONS["prometheus_url"] = args.prometheus_url

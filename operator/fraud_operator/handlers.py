@@ -14,7 +14,7 @@ from fraud_operator.builders import MANAGER
 from fraud_operator.kube import Kube, load_config
 from fraud_operator.metrics import OperatorMetrics
 from fraud_operator.reconcile import Reconciler
-from fraud_operator.spec import GROUP, KIND, PLURAL, VERSION
+from fraud_operator.spec import GROUP, KIND, PLURAL, PROJECT_IMAGES, VERSION
 from fraud_operator.validation import DEFAULT_ALLOWED_IMAGES
 
 log = logging.getLogger("fraud_operator")
@@ -39,6 +39,7 @@ def reconciler() -> Reconciler:
             metrics,
             prometheus_url=OPTIONS["prometheus_url"],
             allowed_images=tuple(OPTIONS["allowed_images"]),
+            default_images=OPTIONS.get("default_images") or PROJECT_IMAGES,
         )
     return _state["r"]
 

@@ -28,7 +28,14 @@ from fraud_operator.prometheus import (
     loaded_rules_versions,
     track_sample,
 )
-from fraud_operator.spec import GROUP, FraudDetectorSpec, Rollout, Rulebook
+from fraud_operator.spec import (
+    GROUP,
+    PROJECT_IMAGES,
+    DefaultImages,
+    FraudDetectorSpec,
+    Rollout,
+    Rulebook,
+)
 from fraud_operator.status import CONDITIONS, build_status, condition, transitions
 from fraud_operator.validation import (
     DEFAULT_ALLOWED_IMAGES,
@@ -53,6 +60,7 @@ class Reconciler:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     api_ttl_s: float = 60.0
     allowed_images: tuple[str, ...] = DEFAULT_ALLOWED_IMAGES
+    default_images: DefaultImages = PROJECT_IMAGES
     _api: tuple[float, ApiVersions] | None = None
     _seen: set[tuple[str, str]] = field(default_factory=set)
     _locks: defaultdict[tuple[str, str], threading.Lock] = field(
@@ -87,7 +95,9 @@ class Reconciler:
         partitions = None
         if check_transport(parsed) is None:  # never probe with a password sent in clear
             partitions = self.probe(parsed, self._kafka_password(parsed, namespace, secrets))
-        return parsed, validate(parsed, namespace, secrets, partitions, self.allowed_images)
+        return parsed, validate(
+            parsed, namespace, secrets, partitions, self.allowed_images, self.default_images
+        )
 
     def _kafka_password(
         self, spec: FraudDetectorSpec, namespace: str, secrets: dict[str, set[str] | None]
@@ -113,7 +123,7 @@ class Reconciler:
         state = rollout.State.from_status(old_status)
         preflight_note = ""
         if spec is not None and not problems:
-            detector = Detector(name, namespace, meta["uid"], spec)
+            detector = Detector(name, namespace, meta["uid"], spec, self.default_images)
             api = self.api_versions()
             state, preflight_note, stable_rules = self._advance(detector, body, state)
             plans = plans_for(state, stable_rules)

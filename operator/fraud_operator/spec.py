@@ -7,6 +7,7 @@ Field names are camelCase on the wire (Kubernetes convention) and snake_case in 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from ipaddress import ip_network
 from typing import Annotated, Any, Literal
 
@@ -238,8 +239,40 @@ class Resources(_Model):
     limits: ResourceList = ResourceList(cpu="1", memory="1Gi")
 
 
+IMAGES_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class DefaultImages:
+    """The images a FraudDetector runs when its spec names none: the operator's
+    ``--scorer-image`` and ``--console-image`` (the chart's ``scorer.image`` and
+    ``console.image``), so that a registry mirror is one chart value, not an edit of every
+    FraudDetector."""
+
+    scorer: str = f"ghcr.io/fraud-detector/scorer:{IMAGES_VERSION}"
+    console: str = f"ghcr.io/fraud-detector/console:{IMAGES_VERSION}"
+
+    def of(self, spec: FraudDetectorSpec) -> dict[str, str]:
+        """The image each workload of ``spec`` runs: scorer (its tracks, preflight Jobs and the
+        entity stage), sinks and console (when declared)."""
+        scorer = spec.scorer.image or self.scorer
+        out = {"scorer": scorer}
+        if spec.sinks is not None:
+            out["sinks"] = spec.sinks.image or scorer
+        if spec.console is not None:
+            out["console"] = spec.console.image or self.console
+        return out
+
+
+PROJECT_IMAGES = DefaultImages()  # the project's own, from ghcr.io
+
+
 class Scorer(_Model):
-    image: str = Field(default="ghcr.io/fraud-detector/scorer:0.1.0", min_length=1)
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="default: the operator's scorer image (the chart's scorer.image)",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: Resources = Resources()
     alert_carry_fields: list[str] = Field(
@@ -437,7 +470,11 @@ class Console(_Model):
     """The analyst console (docs/console.md) over ``sinks.postgres``'s case store: a
     Deployment, its Service, a disruption budget, a NetworkPolicy and metrics."""
 
-    image: str = Field(default="ghcr.io/fraud-detector/console:0.1.0", min_length=1)
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="default: the operator's console image (the chart's console.image)",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     replicas: int = Field(default=2, ge=1, le=20)
     dsn_secret: SecretKeyRef = Field(

@@ -19,7 +19,7 @@ from fraud_scorer.feature_sets import FeatureSet
 from fraud_scorer.rules import RuleCompileError, compile_rules
 from pydantic import ValidationError
 
-from fraud_operator.spec import FraudDetectorSpec, Rulebook
+from fraud_operator.spec import PROJECT_IMAGES, DefaultImages, FraudDetectorSpec, Rulebook
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,16 @@ def check_rules(
 DEFAULT_ALLOWED_IMAGES = ("ghcr.io/fraud-detector/*",)
 
 
-def check_images(spec: FraudDetectorSpec, allowed: tuple[str, ...]) -> Problem | None:
-    """The FraudDetector's author picks the scorer, sink and console images; the platform team
-    decides which may run (they get the Kafka credentials and the case store's DSNs)."""
-    images = [spec.scorer.image] + ([spec.sinks.image] if spec.sinks and spec.sinks.image else [])
-    images += [spec.console.image] if spec.console else []
-    for image in images:
+def check_images(
+    spec: FraudDetectorSpec, allowed: tuple[str, ...], defaults: DefaultImages = PROJECT_IMAGES
+) -> Problem | None:
+    """The FraudDetector's author may pick the scorer, sink and console images; the platform
+    team decides which may run (they get the Kafka credentials and the case store's DSNs).
+    The operator's own defaults always may."""
+    trusted = {defaults.scorer, defaults.console}
+    for image in defaults.of(spec).values():
+        if image in trusted:
+            continue
         if not any(fnmatch.fnmatchcase(image, pattern) for pattern in allowed):
             return Problem(
                 "ImageNotAllowed",
@@ -201,13 +205,14 @@ def validate(
     secrets: Mapping[str, set[str] | None],
     partitions: int | None,
     allowed_images: tuple[str, ...] = DEFAULT_ALLOWED_IMAGES,
+    default_images: DefaultImages = PROJECT_IMAGES,
 ) -> list[Problem]:
     features = feature_set_of(spec)
     checks = (
         features if isinstance(features, Problem) else None,
         check_rules(spec, features),
         check_transport(spec),
-        check_images(spec, allowed_images),
+        check_images(spec, allowed_images, default_images),
         check_model(spec),
         check_secrets(spec, namespace, secrets),
         check_partitions(spec, partitions),

@@ -192,6 +192,17 @@ def test_the_conventions_sres_expect_of_a_chart() -> None:
     )
     bad = helm("template", "x", str(CHART), "--set", "operator.image.digest=latest", check=False)
     assert bad.returncode != 0
+    # A registry mirror for every FraudDetector's scorers and console: one value each.
+    mirrored = render(
+        "values.yaml",
+        "--set", "scorer.image.repository=mirror.example/fraud/scorer",
+        "--set", f"console.image.digest={digest}",
+    )  # fmt: skip
+    args = next(d for d in mirrored if d["kind"] == "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    assert "--scorer-image=mirror.example/fraud/scorer:0.1.0" in args
+    assert f"--console-image=ghcr.io/fraud-detector/console@{digest}" in args
 
 
 def test_the_notes_show_an_example_the_chart_ships() -> None:

@@ -186,3 +186,33 @@ def test_the_console_image_and_secrets_are_checked_like_the_others() -> None:
         "console-db": {"dsn"},
         "console": {"session", "users"},
     }
+
+
+def test_images_default_to_the_operators_so_a_mirror_is_one_setting() -> None:
+    """A FraudDetector naming no image runs the operator's (``--scorer-image``,
+    ``--console-image``: the chart's ``scorer.image`` and ``console.image``); one naming its
+    own runs that, if the platform team allows it. The operator's own are always allowed."""
+    from fraud_operator.builders import Detector
+    from fraud_operator.spec import DefaultImages
+
+    mirror = DefaultImages("mirror.example/fraud/scorer:7", "mirror.example/fraud/console:7")
+    spec = FraudDetectorSpec.model_validate(spec_dict(sinks=POSTGRES, console=PROXY))
+    images = {
+        c["metadata"]["name"]: c["spec"]["template"]["spec"]["containers"][0]["image"]
+        for c in builders.children(Detector("retail", "shop", "u", spec, mirror), ApiVersions())
+        if c["kind"] == "Deployment"
+    }
+    assert images == {
+        "retail-scorer": "mirror.example/fraud/scorer:7",
+        "retail-sink-postgres": "mirror.example/fraud/scorer:7",  # the sinks run the scorer's
+        "retail-console": "mirror.example/fraud/console:7",
+    }
+    assert check_images(spec, ("ghcr.io/fraud-detector/*",), mirror) is None
+    own = FraudDetectorSpec.model_validate(
+        spec_dict(scorer={"image": "registry.example/team/scorer:2"})
+    )
+    assert Detector("r", "s", "u", own, mirror).scorer_image == "registry.example/team/scorer:2"
+    refused = check_images(own, ("ghcr.io/fraud-detector/*",), mirror)
+    assert refused is not None and refused.reason == "ImageNotAllowed"
+    # Without a mirror: the project's images, at the operator's version.
+    assert Detector("r", "s", "u", spec).console_image == "ghcr.io/fraud-detector/console:0.1.0"

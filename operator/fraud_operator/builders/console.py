@@ -102,7 +102,7 @@ def console_deployment(d: Detector) -> dict[str, Any]:
     probe = {"port": "http"}
     container = {
         "name": "console",
-        "image": c.image,
+        "image": d.console_image,
         "imagePullPolicy": c.image_pull_policy,
         "command": ["fraud-console"],
         "args": ["--config", f"{CONFIG_DIR}/{CONSOLE_CONFIG_FILE}"],

@@ -82,7 +82,7 @@ def stage_deployment(d: Detector) -> dict[str, Any]:
     probe = {"port": STAGE_METRICS_PORT}
     container = {
         "name": "entity-stage",
-        "image": spec.scorer.image,
+        "image": d.scorer_image,
         "imagePullPolicy": spec.scorer.image_pull_policy,
         "command": ["python", "-m", "fraud_scorer.entity_stage"],
         "args": ["--config", f"{CONFIG_DIR}/{STAGE_CONFIG_FILE}"],

@@ -13,7 +13,16 @@ from typing import Any, Final
 from fraud_scorer.feature_defs import FeatureSetDef, needs_stage, parse_feature_set
 
 from fraud_operator.builders.names import labels
-from fraud_operator.spec import GROUP, KIND, VERSION, FraudDetectorSpec, ModelRef, Rulebook
+from fraud_operator.spec import (
+    GROUP,
+    KIND,
+    PROJECT_IMAGES,
+    VERSION,
+    DefaultImages,
+    FraudDetectorSpec,
+    ModelRef,
+    Rulebook,
+)
 
 HASH_ANNOTATION: Final = f"{GROUP}/spec-hash"
 RESTART_ANNOTATION: Final = f"{GROUP}/restart-hash"
@@ -38,6 +47,19 @@ class Detector:
     namespace: str
     uid: str
     spec: FraudDetectorSpec
+    images: DefaultImages = PROJECT_IMAGES
+
+    @property
+    def scorer_image(self) -> str:
+        return self.images.of(self.spec)["scorer"]
+
+    @property
+    def sink_image(self) -> str:
+        return self.images.of(self.spec).get("sinks", self.scorer_image)
+
+    @property
+    def console_image(self) -> str:
+        return self.images.of(self.spec).get("console", self.images.console)
 
     @property
     def consumer_group(self) -> str:

@@ -43,7 +43,7 @@ def preflight_job(d: Detector, model: ModelRef) -> dict[str, Any]:
                         "containers": [
                             {
                                 "name": "preflight",
-                                "image": d.spec.scorer.image,
+                                "image": d.scorer_image,
                                 "imagePullPolicy": d.spec.scorer.image_pull_policy,
                                 "command": ["python", "-m", "fraud_scorer.preflight"],
                                 "args": fetch_args(model)

@@ -117,7 +117,7 @@ def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
     probe = {"port": METRICS_PORT}
     container = {
         "name": "scorer",
-        "image": spec.scorer.image,
+        "image": d.scorer_image,
         "imagePullPolicy": spec.scorer.image_pull_policy,
         "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
         "env": env,
@@ -139,7 +139,7 @@ def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
     }
     fetch = {
         "name": "fetch-model",
-        "image": spec.scorer.image,
+        "image": d.scorer_image,
         "imagePullPolicy": spec.scorer.image_pull_policy,
         "command": ["python", "-m", "fraud_scorer.fetch"],
         "args": [*fetch_args(model), "--dest", MODEL_DIR],

@@ -106,7 +106,7 @@ def sink_deployment(d: Detector, kind: str) -> dict[str, Any]:
     probe = {"port": SINK_METRICS_PORT}
     container = {
         "name": "sink",
-        "image": sinks.image or d.spec.scorer.image,
+        "image": d.sink_image,
         "imagePullPolicy": d.spec.scorer.image_pull_policy,
         "command": ["fraud-sink"],
         "args": ["--config", f"{CONFIG_DIR}/{SINK_CONFIG_FILE}"],
