@@ -517,6 +517,29 @@ class Console(_Model):
         return self
 
 
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0)
+
+
+class Placement(_Model):
+    """Where every pod of the detector runs (scorers, preflight Jobs, sinks, the entity stage,
+    the console): dedicated node pools, tainted nodes, priority."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    affinity: dict[str, Any] | None = Field(
+        default=None,
+        description="a pod affinity as in a pod spec (nodeAffinity, podAffinity, "
+        "podAntiAffinity); the scorers' own anti-affinity stays unless this sets one",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    priority_class_name: str | None = Field(default=None, min_length=1, max_length=253)
+
+
 class FraudDetectorSpec(_Model):
     kafka: Kafka
     topics: Topics
@@ -539,6 +562,7 @@ class FraudDetectorSpec(_Model):
     rollout: Rollout | None = None
     sinks: Sinks | None = None
     console: Console | None = None
+    placement: Placement = Placement()
     network_policy: NetworkPolicy = NetworkPolicy()
 
     @model_validator(mode="after")

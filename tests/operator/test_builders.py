@@ -466,3 +466,39 @@ def test_staged_features_bring_the_entity_stage_and_its_table(tmp_path: Path) ->
     assert builders.stage_children(plain, api) == []
     assert "entity_features" not in builders.scorer_config(plain)["topics"]
     assert not any("entity-stage" in o["metadata"]["name"] for o in builders.children(plain, api))
+
+
+def test_placement_reaches_every_pod_the_detector_runs() -> None:
+    """``spec.placement``: a dedicated, tainted node pool and a priority for scorers (every
+    track), the preflight Job, sinks and the entity stage; the scorers keep their spread."""
+    place = {
+        "nodeSelector": {"pool": "fraud"},
+        "tolerations": [{"key": "dedicated", "value": "fraud", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "arch", "operator": "In", "values": ["amd64"]}]}]}}},
+        "priorityClassName": "payments-critical",
+    }  # fmt: skip
+    sinks = {"webhook": {"urlSecret": {"secretName": "hooks", "key": "url"}}}
+    d = make_detector(placement=place, sinks=sinks)
+    pods = [
+        c["spec"]["template"]["spec"]
+        for c in builders.children(d, ApiVersions())
+        if c["kind"] == "Deployment"
+    ]
+    candidate = d.spec.model.model_copy(update={"digest": "sha256:" + "e" * 64})
+    pods.append(builders.preflight_job(d, candidate)["spec"]["template"]["spec"])
+    assert len(pods) == 3
+    for pod in pods:
+        assert pod["nodeSelector"] == {"pool": "fraud"}
+        assert pod["tolerations"] == [
+            {"key": "dedicated", "operator": "Equal", "value": "fraud", "effect": "NoSchedule"}
+        ]
+        assert pod["priorityClassName"] == "payments-critical"
+        assert "nodeAffinity" in pod["affinity"]
+    scorer = pods[0]
+    assert "podAntiAffinity" in scorer["affinity"]  # the scorers' own spread stays
+    assert scorer["topologySpreadConstraints"]
+    plain = builders.deployment(make_detector())["spec"]["template"]["spec"]
+    assert "nodeSelector" not in plain and "tolerations" not in plain
+    assert set(plain["affinity"]) == {"podAntiAffinity"}

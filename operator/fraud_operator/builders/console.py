@@ -24,7 +24,6 @@ from fraud_operator.builders.names import (
 from fraud_operator.builders.objects import (
     CONFIG_DIR,
     CONTAINER_SECURITY,
-    POD_SECURITY,
     RESTART_ANNOTATION,
     ApiVersions,
     Detector,
@@ -32,6 +31,7 @@ from fraud_operator.builders.objects import (
     kafka_config,
     kafka_env,
     owned,
+    pod_spec,
     pod_volumes,
     secret_env,
 )
@@ -144,14 +144,7 @@ def console_deployment(d: Detector) -> dict[str, Any]:
                             "prometheus.io/port": str(CONSOLE_METRICS_PORT),
                         },
                     },
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "enableServiceLinks": False,
-                        "terminationGracePeriodSeconds": 30,
-                        "securityContext": POD_SECURITY,
-                        "containers": [container],
-                        "volumes": volumes,
-                    },
+                    "spec": pod_spec(d, [container], volumes),
                 },
             }
         },

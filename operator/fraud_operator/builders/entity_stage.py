@@ -27,7 +27,6 @@ from fraud_operator.builders.networking import kafka_ports
 from fraud_operator.builders.objects import (
     CONFIG_DIR,
     CONTAINER_SECURITY,
-    POD_SECURITY,
     RESTART_ANNOTATION,
     ApiVersions,
     Detector,
@@ -35,6 +34,7 @@ from fraud_operator.builders.objects import (
     kafka_config,
     kafka_env,
     owned,
+    pod_spec,
     pod_volumes,
     staged_features,
 )
@@ -126,14 +126,7 @@ def stage_deployment(d: Detector) -> dict[str, Any]:
                             "prometheus.io/port": str(STAGE_METRICS_PORT),
                         },
                     },
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "enableServiceLinks": False,
-                        "terminationGracePeriodSeconds": 30,
-                        "securityContext": POD_SECURITY,
-                        "containers": [container],
-                        "volumes": volumes,
-                    },
+                    "spec": pod_spec(d, [container], volumes),
                 },
             }
         },

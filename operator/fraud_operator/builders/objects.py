@@ -191,6 +191,41 @@ CONTAINER_SECURITY: Final = {
 }
 
 
+def pod_spec(
+    d: Detector,
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    grace_s: int = 30,
+    affinity: dict[str, Any] | None = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """Every pod the operator runs: no service-account token, no service links, the
+    restricted security context, and ``spec.placement`` (node selector, tolerations,
+    priority; its affinity's kinds replace ``affinity``'s)."""
+    place = d.spec.placement
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": grace_s,
+        "securityContext": POD_SECURITY,
+        **more,
+        "containers": containers,
+        "volumes": volumes,
+    }
+    merged = {**(affinity or {}), **(place.affinity or {})}
+    if merged:
+        spec["affinity"] = merged
+    if place.node_selector:
+        spec["nodeSelector"] = dict(place.node_selector)
+    if place.tolerations:
+        spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in place.tolerations
+        ]
+    if place.priority_class_name:
+        spec["priorityClassName"] = place.priority_class_name
+    return spec
+
+
 def kafka_config(d: Detector, group_id: str, client_id: str) -> dict[str, Any]:
     """The Kafka part of a scorer's or sink's config, without the password (an env var)."""
     spec = d.spec

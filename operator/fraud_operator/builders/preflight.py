@@ -9,9 +9,9 @@ from typing import Any
 from fraud_operator.builders.names import labels, preflight_name
 from fraud_operator.builders.objects import (
     CONTAINER_SECURITY,
-    RUN_AS,
     Detector,
     fetch_args,
+    pod_spec,
     scorer_object,
 )
 from fraud_operator.spec import ModelRef
@@ -32,15 +32,9 @@ def preflight_job(d: Detector, model: ModelRef) -> dict[str, Any]:
                 "activeDeadlineSeconds": 600,
                 "template": {
                     "metadata": {"labels": labels(d, "preflight")},
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "automountServiceAccountToken": False,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "containers": [
+                    "spec": pod_spec(
+                        d,
+                        [
                             {
                                 "name": "preflight",
                                 "image": d.scorer_image,
@@ -57,8 +51,9 @@ def preflight_job(d: Detector, model: ModelRef) -> dict[str, Any]:
                                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
                             }
                         ],
-                        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
-                    },
+                        [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+                        restartPolicy="Never",
+                    ),
                 },
             }
         },

@@ -23,7 +23,6 @@ from fraud_operator.builders.objects import (
     CONFIG_DIR,
     CONTAINER_SECURITY,
     MODEL_ANNOTATION,
-    POD_SECURITY,
     RESTART_ANNOTATION,
     STABLE,
     USERS_ANNOTATION,
@@ -33,6 +32,7 @@ from fraud_operator.builders.objects import (
     fetch_args,
     kafka_config,
     kafka_env,
+    pod_spec,
     pod_volumes,
     scorer_object,
     staged_features,
@@ -174,15 +174,12 @@ def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
                             "prometheus.io/port": str(METRICS_PORT),
                         },
                     },
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "enableServiceLinks": False,
-                        "terminationGracePeriodSeconds": 30,
-                        "securityContext": POD_SECURITY,
-                        "initContainers": [fetch],
-                        "containers": [container],
-                        "volumes": volumes,
-                        "affinity": {
+                    "spec": pod_spec(
+                        d,
+                        [container],
+                        volumes,
+                        initContainers=[fetch],
+                        affinity={
                             "podAntiAffinity": {
                                 "preferredDuringSchedulingIgnoredDuringExecution": [
                                     {
@@ -195,7 +192,7 @@ def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
                                 ]
                             }
                         },
-                        "topologySpreadConstraints": [
+                        topologySpreadConstraints=[
                             {
                                 "maxSkew": 1,
                                 "topologyKey": "topology.kubernetes.io/zone",
@@ -203,7 +200,7 @@ def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
                                 "labelSelector": {"matchLabels": selector(d, track)},
                             }
                         ],
-                    },
+                    ),
                 },
             }
         },

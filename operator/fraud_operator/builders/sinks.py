@@ -23,7 +23,6 @@ from fraud_operator.builders.networking import sink_network_policy
 from fraud_operator.builders.objects import (
     CONFIG_DIR,
     CONTAINER_SECURITY,
-    POD_SECURITY,
     RESTART_ANNOTATION,
     ApiVersions,
     Detector,
@@ -31,6 +30,7 @@ from fraud_operator.builders.objects import (
     kafka_config,
     kafka_env,
     owned,
+    pod_spec,
     pod_volumes,
     secret_env,
 )
@@ -143,14 +143,7 @@ def sink_deployment(d: Detector, kind: str) -> dict[str, Any]:
                             "prometheus.io/port": str(SINK_METRICS_PORT),
                         },
                     },
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "enableServiceLinks": False,
-                        "terminationGracePeriodSeconds": 60,
-                        "securityContext": POD_SECURITY,
-                        "containers": [container],
-                        "volumes": volumes,
-                    },
+                    "spec": pod_spec(d, [container], volumes, grace_s=60),
                 },
             }
         },
