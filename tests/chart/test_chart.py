@@ -205,6 +205,32 @@ def test_the_conventions_sres_expect_of_a_chart() -> None:
     assert f"--console-image=ghcr.io/fraud-detector/console@{digest}" in args
 
 
+def test_the_readme_is_generated_from_documented_values() -> None:
+    """Every value carries a ``# --`` comment (its own or a parent's), and the chart's README
+    is the table generated from them."""
+    from fraud_devtools.chart_readme import documented, render
+
+    text = (CHART / "values.yaml").read_text()
+    docs = {key for key, _ in documented(text)}
+
+    def leaves(node: dict[str, Any], prefix: str = "") -> list[str]:
+        out: list[str] = []
+        for key, value in node.items():
+            path = prefix + key
+            out += leaves(value, path + ".") if isinstance(value, dict) and value else [path]
+        return out
+
+    bare = [
+        leaf
+        for leaf in leaves(yaml.safe_load(text))
+        if not any(leaf == d or leaf.startswith(d + ".") for d in docs)
+    ]
+    assert not bare, f"values without a '# --' comment: {bare}"
+    assert (CHART / "README.md").read_text() == render(), (
+        "run: python -m fraud_devtools.chart_readme > charts/fraud-detector/README.md"
+    )
+
+
 def test_the_notes_show_an_example_the_chart_ships() -> None:
     """NOTES.txt prints the minimal FraudDetector from the chart's own files (a path into the
     repository would not exist for someone installing the packaged chart)."""
