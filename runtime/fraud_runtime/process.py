@@ -28,7 +28,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol
@@ -356,11 +356,21 @@ class KafkaProcess:
                 ]
                 topic, (value, headers) = self.dead_letter_topic, bounded(value, meta, limit=0)
 
-    def produce_all(self, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> None:
-        """:meth:`produce` for many (key, value) messages without headers: the producer's own
-        call per message, and :meth:`produce`'s waiting or stub only for a message the producer
-        refuses (the scorer's decisions: a Python call less per decision)."""
+    def produce_all(
+        self,
+        topic: str,
+        messages: Iterable[tuple[bytes | None, bytes]],
+        headers_of: Mapping[bytes, Any] | None = None,
+    ) -> None:
+        """:meth:`produce` for many (key, value) messages: the producer's own call per
+        message, and :meth:`produce`'s waiting or stub only for a message the producer
+        refuses (the scorer's decisions: a Python call less per decision). ``headers_of``
+        gives some keys their headers (trace context); the others go without."""
         fast = self.producer.produce
+        if headers_of:
+            for key, value in messages:
+                self.produce(topic, key, value, headers_of.get(key) if key else None)
+            return
         for key, value in messages:
             try:
                 fast(topic, value, key)

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from fraud_runtime.dead_letters import bounded, dead_letter_headers
 from fraud_runtime.logs import first_line
 from fraud_runtime.redact import mask_pans, may_hold_pans
+from fraud_runtime.trace import TraceHeaders, trace_context
 
 from fraud_scorer.config import ModelFallback, SliceSettings
 from fraud_scorer.contract import (
@@ -81,6 +82,9 @@ class BatchResult:
     other_track: int = 0  # valid transactions of users outside this track's slice
     model_error: str | None = None  # why the model could not score this batch
     rejected_elsewhere: int = 0  # bad messages left for the stable track to dead-letter
+    # W3C trace headers of the inputs that had them, by transaction key: their decision and
+    # alert carry them (empty for most traffic: the fast path produces without headers).
+    traces: dict[bytes, TraceHeaders] = field(default_factory=dict)
 
 
 def _take(items: list[T], indexes: list[int]) -> list[T]:
@@ -157,9 +161,12 @@ class BatchScorer:
         times: list[float] = []
         raws: list[bytes] = []
         kafka_ms: list[int] = []
+        traced: dict[str, TraceHeaders] = {}
         for msg in records:
             value, headers = msg.value(), msg.headers()
             tx = decode(value, _content_type(headers) if headers else None)
+            if headers and type(tx) is Transaction and (ctx := trace_context(headers)):
+                traced[tx.transaction_id] = ctx
             if type(tx) is not Transaction:
                 assert isinstance(tx, Rejected)
                 if self.dead_letters:
@@ -195,6 +202,9 @@ class BatchScorer:
         out.latencies_s = now - np.asarray(kafka_ms) / 1000.0
         latency_ms = np.round(out.latencies_s * 1000.0, 3).tolist()
         self._decide(out, txs, rows, raws, times, scores, latency_ms, now, matrix)
+        if traced:
+            kept = {tx.transaction_id for tx in txs}
+            out.traces = {t.encode(): ctx for t, ctx in traced.items() if t in kept}
         return out
 
     def _decide(
@@ -295,8 +305,10 @@ class BatchScorer:
         headers = dead_letter_headers(
             msg, rejected.reason, rejected.detail, self.detector, track=self.track
         )
-        for name, value in msg.headers() or ():
+        original = msg.headers() or ()
+        for name, value in original:
             headers.append((f"original.{name}", value or b""))
+        headers += trace_context(original) or []  # the trace goes on, under its own name
         value, headers = bounded(msg.value(), headers)
         return DeadLetter(msg.key(), value, headers, rejected.reason)
 

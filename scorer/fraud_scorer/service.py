@@ -149,8 +149,8 @@ class ScorerService(KafkaProcess):
         started = time.perf_counter()
         result = self.scorer.process(cast(list[Record], records))
         topics = self.settings.topics
-        self.produce_all(topics.decisions, result.decisions)
-        self.produce_all(topics.alerts, result.alerts)
+        self.produce_all(topics.decisions, result.decisions, result.traces)
+        self.produce_all(topics.alerts, result.alerts, result.traces)
         for dl in result.dead_letters:
             self.produce(topics.dead_letter, dl.key, dl.value, dl.headers)
         self._observe(result, len(records), time.perf_counter() - started)

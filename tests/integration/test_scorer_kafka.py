@@ -39,6 +39,9 @@ MALFORMED = [
 ]
 
 
+TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
 def decisions_by_id(bootstrap: str) -> dict[str, list[dict[str, object]]]:
     out: dict[str, list[dict[str, object]]] = {}
     for rec in read_topic(bootstrap, TOPICS["decisions"]):
@@ -56,8 +59,15 @@ def test_scores_a_stream_end_to_end(
     head = small_stream.iloc[start : start + 3000]
     items = stream(head)
     scorer = ScorerProcess(tmp_path, cluster.bootstrap_servers, model_dir).start()
-    produce(cluster.bootstrap_servers, TOPICS["input"], items + MALFORMED)
+    # W3C trace context on a share of the input (and a broken one on another share): each
+    # decision, alert and dead letter made from a traced message carries its trace.
+    traced, broken, plain = items[:300], items[300:400], items[400:]
+    trace = [("traceparent", TRACEPARENT), ("tracestate", b"vendor=abc")]
     bootstrap = cluster.bootstrap_servers
+    produce(bootstrap, TOPICS["input"], traced, headers=trace)
+    produce(bootstrap, TOPICS["input"], broken, headers=[("traceparent", b"00-xyz-01")])
+    produce(bootstrap, TOPICS["input"], plain)
+    produce(bootstrap, TOPICS["input"], MALFORMED, headers=trace)
     wait_until(
         lambda: (
             topic_size(bootstrap, TOPICS["decisions"]) >= len(items)
@@ -80,7 +90,16 @@ def test_scores_a_stream_end_to_end(
         t for t, ds in decisions.items() if ds[0]["action"] != "allow"
     }
 
+    traced_ids = {k.decode() for k, _ in traced}
+    for rec in [*read_topic(bootstrap, TOPICS["decisions"]), *alerts]:
+        carried = rec.headers.get("traceparent")
+        assert carried == (TRACEPARENT if rec.key.decode() in traced_ids else None)  # type: ignore[union-attr]
+        if carried:
+            assert rec.headers["tracestate"] == b"vendor=abc"
+    assert any(r.key.decode() in traced_ids for r in alerts)  # type: ignore[union-attr]
+
     dead = {r.key: r for r in read_topic(bootstrap, TOPICS["dead_letter"])}
+    assert all(r.headers["traceparent"] == TRACEPARENT for r in dead.values())
     assert {k: r.headers["dlq.reason"] for k, r in dead.items()} == {
         b"k1": b"invalid_json",
         b"k2": b"missing_field",
