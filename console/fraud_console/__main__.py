@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     require("fraud-console", "console", MODULES)
     parser = argparse.ArgumentParser(prog="fraud-console", description=__doc__)
-    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument(
+        "--config", type=Path, default=None, help="settings YAML (secrets from the environment)"
+    )
     opts = parser.parse_args(args)
     from fraud_console.server import serve
 

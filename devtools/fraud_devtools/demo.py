@@ -499,22 +499,38 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fraud-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--transactions", type=int, default=100_000)
+    parser.add_argument(
+        "--transactions", type=int, default=100_000, help="transactions to produce and decide"
+    )
     parser.add_argument("--rate", type=int, default=5_000, help="offered load, tx/s")
-    parser.add_argument("--users", type=int, default=25_000)
-    parser.add_argument("--train-users", type=int, default=10_000)
-    parser.add_argument("--malformed-share", type=float, default=0.002)
+    parser.add_argument(
+        "--users", type=int, default=25_000, help="cardholders in the traffic the scorer decides"
+    )
+    parser.add_argument(
+        "--train-users",
+        type=int,
+        default=10_000,
+        help="cardholders in the history the demo's model is trained on (others than above)",
+    )
+    parser.add_argument(
+        "--malformed-share",
+        type=float,
+        default=0.002,
+        help="share of messages made malformed, to show the dead-letter topic",
+    )
     parser.add_argument(
         "--compromised-merchants",
         type=float,
         default=6.0,
         help="compromised merchants per day per 10,000 users (the generator's default is 0.6)",
     )
-    parser.add_argument("--build-dir", default="build")
+    parser.add_argument(
+        "--build-dir", default="build", help="where the model, data and report are written"
+    )
     parser.add_argument(
         "--keep-decisions",
         type=Path,
@@ -528,7 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--console-seconds", type=float, help="stop the console after this long")
     parser.add_argument("--console-port", type=int, help="the console's port (default: a free one)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
     # Ctrl-C and SIGTERM stop the demo cleanly (children, PostgreSQL, the console) even when it
     # was started with SIGINT ignored, as background jobs of a non-interactive shell are.
     signal.signal(signal.SIGINT, signal.default_int_handler)

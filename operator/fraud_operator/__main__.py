@@ -20,7 +20,7 @@ import kopf
 from fraud_operator.spec import DefaultImages
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fraud-operator", description=__doc__)
     parser.add_argument("--peering", default=None, help="ClusterKopfPeering name (HA)")
     parser.add_argument(
@@ -51,17 +51,27 @@ def main(argv: list[str] | None = None) -> int:
         default=defaults.console,
         help=f"the analyst console's image when the spec names none (default {defaults.console})",
     )
-    parser.add_argument("--metrics-host", default="0.0.0.0")  # noqa: S104
-    parser.add_argument("--metrics-port", type=int, default=8080)
-    parser.add_argument("--health-port", type=int, default=8081)
+    parser.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",  # noqa: S104 - scraped and probed from other pods
+        help="address of /metrics and the liveness probe",
+    )
+    parser.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics")
+    parser.add_argument(
+        "--health-port", type=int, default=8081, help="port of the liveness probe (/healthz)"
+    )
     parser.add_argument(
         "--prometheus-url",
         default=None,
         help="Prometheus for canary analysis (or FRAUD_OPERATOR_PROMETHEUS_URL; "
         "spec.rollout.prometheusUrl overrides it per detector)",
     )
-    parser.add_argument("--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--verbose", action="store_true", help="kopf's debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON,

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Check fraud rules offline with the scorer's own compiler.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion for bash, zsh, fish and PowerShell
     pretty_exceptions_enable=False,
 )
 

@@ -34,7 +34,7 @@ from fraud_sinks.messages import Label
 app = typer.Typer(
     help="Work the fraud case store: list open cases, label them, migrate the schema.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion for bash, zsh, fish and PowerShell
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)

@@ -40,7 +40,7 @@ from fraud_training.train import SplitSpec, Target, TrainResult, export_result, 
 app = typer.Typer(
     help="Train, evaluate and export fraud models on the scorer's own features.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion for bash, zsh, fish and PowerShell
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
@@ -78,10 +78,12 @@ def _write_frame(frame: Any, out: Path) -> None:
 @app.command()
 def generate(
     out: Annotated[Path, typer.Argument(help="output file, .parquet or .csv")],
-    users: int = 5000,
-    days: float = 7.0,
-    seed: int = 7,
-    fraud_users_share: float = SynthConfig.fraud_users_share,
+    users: Annotated[int, typer.Option(help="cardholders in the synthetic population")] = 5000,
+    days: Annotated[float, typer.Option(help="days of transactions to generate")] = 7.0,
+    seed: Annotated[int, typer.Option(help="random seed: the same seed, the same data")] = 7,
+    fraud_users_share: Annotated[
+        float, typer.Option(help="share of cardholders whose cards are attacked")
+    ] = SynthConfig.fraud_users_share,
     handbook: Annotated[
         bool, typer.Option(help="write the handbook simulator's data (its own schema) instead")
     ] = False,
@@ -136,11 +138,22 @@ def fit(
     table: Annotated[
         str | None, typer.Option(help="table name or SELECT query, with a postgresql:// URL")
     ] = None,
-    label_column: str = "label",
-    model: ModelChoice = ModelChoice.lightgbm,
-    test_days: float = 2.0,
-    delay_days: float = 1.0,
-    train_days: float | None = None,
+    label_column: Annotated[
+        str, typer.Option(help="the column holding 1 for fraud and 0 for legitimate")
+    ] = "label",
+    model: Annotated[ModelChoice, typer.Option(help="the kind of model to fit")] = (
+        ModelChoice.lightgbm
+    ),
+    test_days: Annotated[
+        float, typer.Option(help="the last days of the data, held out to measure the model")
+    ] = 2.0,
+    delay_days: Annotated[
+        float,
+        typer.Option(help="days between training and test, as labels arrive late in production"),
+    ] = 1.0,
+    train_days: Annotated[
+        float | None, typer.Option(help="days of training data before the delay (default: all)")
+    ] = None,
     alert_rate: Annotated[float, typer.Option(help="share of test rows to alert on")] = 0.01,
     target_fpr: Annotated[
         float | None, typer.Option(help="place the threshold at this false-positive rate instead")
@@ -148,7 +161,7 @@ def fit(
     select: Annotated[
         bool, typer.Option(help="choose hyper-parameters on the two previous periods")
     ] = False,
-    seed: int = 7,
+    seed: Annotated[int, typer.Option(help="random seed of the model fit")] = 7,
     features: Annotated[
         Path | None,
         typer.Option(help="a feature-set file (docs/features.md); default: the shipped v1 set"),
@@ -273,7 +286,9 @@ def digest(
 @app.command()
 def benchmark(
     out: Annotated[Path, typer.Option(help="report directory")] = Path("build/benchmark"),
-    seed: int = 0,
+    seed: Annotated[
+        int, typer.Option(help="the simulator's random seed (the handbook's figures: 0)")
+    ] = 0,
     sweep: Annotated[
         int, typer.Option(help="also run this many further simulator seeds (RF and LightGBM)")
     ] = 0,
