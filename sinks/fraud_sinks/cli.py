@@ -1,6 +1,7 @@
 """``fraud-cases``: the analyst's side of the case store.
 
-    fraud-cases open --limit 20                     # open cases, newest first
+    fraud-cases open --limit 20 --since 24h         # open cases, newest first (--json)
+    fraud-cases show tx-123                         # one case and its audit trail (--json)
     fraud-cases label tx-123 tx-456 --fraud         # recorded as your database login
     fraud-cases label --file verdicts.csv           # transaction_id,is_fraud[,at]
     fraud-cases label tx-789 --legit --by bob --kafka broker:9092 --topic fraud-labels [--dsn]
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,11 +65,32 @@ def migrate_cmd(dsn: Dsn = None) -> None:
     console.print(f"applied: {', '.join(applied)}" if applied else "schema up to date")
 
 
+def _since(text: str | None) -> datetime | None:
+    """``30m``, ``24h``, ``7d`` ago, or an ISO 8601 time."""
+    if not text:
+        return None
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter("30m, 24h, 7d or an ISO time", param_hint="--since") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+Json = Annotated[bool, typer.Option("--json", help="JSON on stdout instead of a table")]
+
+
 @app.command("open")
 def open_cmd(
     dsn: Dsn = None,
     limit: Annotated[int, typer.Option(min=1, help="rows to show")] = 20,
     detector: Annotated[str | None, typer.Option(help="only this FraudDetector")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="only cases scored since: 30m, 24h, 7d or an ISO time")
+    ] = None,
+    as_json: Json = False,
 ) -> None:
     """Cases that were alerted (review or block) and have no label yet, newest first."""
     with _connect(dsn) as conn:
@@ -76,13 +98,68 @@ def open_cmd(
             "SELECT transaction_id, user_id, action, score, reasons, "
             "transaction ->> 'amount', scored_at FROM cases "
             "WHERE action <> 'allow' AND label IS NULL AND (%s::text IS NULL OR detector = %s) "
+            "AND (%s::timestamptz IS NULL OR scored_at >= %s) "
             "ORDER BY scored_at DESC LIMIT %s",
-            (detector, detector, limit),
+            (detector, detector, since_at := _since(since), since_at, limit),
         ).fetchall()
+    if as_json:
+        keys = ("transaction_id", "user_id", "action", "score", "reasons", "amount", "scored_at")
+        typer.echo(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], default=str))
+        return
     table = Table("transaction", "user", "action", "score", "reasons", "amount", "scored at")
     for tx, user, action, score, reasons, amount, at in rows:
         table.add_row(tx, user, action, f"{score:.3f}", ", ".join(reasons), amount or "", str(at))
     Console().print(table)
+
+
+@app.command("show")
+def show_cmd(
+    transaction_id: Annotated[str, typer.Argument(help="the case's transaction id")],
+    dsn: Dsn = None,
+    as_json: Json = False,
+) -> None:
+    """One case: its decision and reasons, the transaction (card numbers masked), the
+    verdict, and its audit trail."""
+    from psycopg.rows import dict_row
+
+    with _connect(dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
+        case = cur.execute(
+            "SELECT * FROM cases WHERE transaction_id = %s", (transaction_id,)
+        ).fetchone()
+        if case is None:
+            console.print(f"[red]no case {transaction_id}[/red]")
+            raise typer.Exit(1)
+        audit = cur.execute(
+            "SELECT at, kind, detail FROM audit WHERE subject = %s ORDER BY at", (transaction_id,)
+        ).fetchall()
+    case = {k: _masked(v) for k, v in case.items()}
+    if as_json:
+        typer.echo(json.dumps({"case": case, "audit": audit}, default=str))
+        return
+    table = Table("field", "value", title=f"case {transaction_id}", show_header=False)
+    for key, value in case.items():
+        if value is not None:
+            text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+            table.add_row(key, text)
+    Console().print(table)
+    trail = Table("at", "kind", "detail", title="audit trail")
+    for row in audit:
+        trail.add_row(str(row["at"]), row["kind"], json.dumps(row["detail"], default=str))
+    Console().print(trail)
+
+
+def _masked(value: Any) -> Any:
+    """Card numbers masked in anything shown (the store keeps alerts' transactions masked
+    already; this holds for whatever a case may carry)."""
+    from fraud_runtime.redact import mask_pans
+
+    if isinstance(value, str):
+        return mask_pans(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
 
 
 @app.command("label")

@@ -360,3 +360,38 @@ def test_the_daily_rollup_counts_each_case_once_from_any_writer(conn: Any) -> No
     for _, action, bucket, n in rolled:
         got[(action, bucket)] = got.get((action, bucket), 0) + n
     assert got == expected
+
+
+def test_fraud_cases_shows_a_case_and_lists_as_json_since_a_time(conn: Any) -> None:
+    migrate(conn)
+    batch = decisions(generate(SynthConfig(users=100, days=1.0, seed=11, fraud_users_share=0.2)))
+    alerted = [d for d in batch if d["action"] != "allow"]
+    alerted[0]["transaction"] = {**alerted[0]["transaction"], "note": "card 4111111111111111"}
+    CaseStore(conn).write(batch)
+    info = conn.info
+    dsn = f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+    runner = CliRunner(env={"FRAUD_CASES_DSN": dsn, "COLUMNS": "200"})
+    listed = runner.invoke(app, ["open", "--limit", "500", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert {r["transaction_id"] for r in rows} == {d["transaction_id"] for d in alerted}
+    # The synthetic cases were scored on 2027-01-15.
+    later = runner.invoke(app, ["open", "--json", "--since", "2027-02-01"])
+    assert json.loads(later.stdout) == []
+    for since in ("2027-01-01T00:00:00+00:00", "7d"):
+        everything = runner.invoke(app, ["open", "--json", "--limit", "500", "--since", since])
+        assert len(json.loads(everything.stdout)) == len(alerted), since
+    bad = runner.invoke(app, ["open", "--since", "yesterday"])
+    assert bad.exit_code == 2 and "--since" in bad.output
+    tx = alerted[0]["transaction_id"]
+    shown = runner.invoke(app, ["show", tx, "--json"])
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.stdout)
+    assert doc["case"]["transaction_id"] == tx and doc["case"]["action"] == "review"
+    assert [a["kind"] for a in doc["audit"]] == ["decision"]
+    assert "4111111111111111" not in shown.stdout and "1111" in shown.stdout
+    table = runner.invoke(app, ["show", tx])
+    assert table.exit_code == 0 and "audit trail" in table.stdout
+    assert "4111111111111111" not in table.stdout
+    missing = runner.invoke(app, ["show", "no-such-tx"])
+    assert missing.exit_code == 1
