@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
-	$(PY) -m pip install -q -e '.[scorer,training,operator,sinks,rules,console]' -e ./devtools --group dev
+	$(PY) -m pip install -q -e '.[scorer,training,operator,sinks,rules,console,ctl]' -e ./devtools --group dev
 	touch $@
 
 demo: $(STAMP)

@@ -690,6 +690,63 @@ def _read(
         return str(r.read().decode())
 
 
+def test_fraudctl_shows_pauses_resumes_and_promotes_a_rollout(
+    cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
+) -> None:
+    """``fraudctl`` (``kubectl fraud``) against the real API server, with kubectl's own
+    kubeconfig: the rollout's table and JSON, pause and resume through the spec, promote
+    through the annotation the operator acts on; a caller without rights gets one clear line."""
+    policy = {"steps": [{"weight": 25, "pause": "1h"}], "analysis": {"interval": "1h"}}
+    m2 = {"version": "m2", "uri": "https://models.example/m2/", "digest": "sha256:" + "b" * 64}
+    ctl = [str(Path(sys.executable).parent / "fraudctl")]
+    env = {**os.environ, "KUBECONFIG": str(cluster.admin_kubeconfig), "COLUMNS": "200"}
+
+    def fraudctl(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+        config = {"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}
+        return subprocess.run([*ctl, *args], capture_output=True, text=True, timeout=60,
+                              env={**env, **config}, check=False)  # fmt: skip
+
+    def status() -> dict[str, Any]:
+        return (cluster.get("frauddetector", "ctl", NS) or {}).get("status") or {}
+
+    cluster.apply(detector("ctl", kafka.bootstrap_servers, rollout=policy))
+    wait_for(lambda: status().get("stableVersion") == "m1", 30, "m1 stable")
+    cluster.apply(detector("ctl", kafka.bootstrap_servers, rollout=policy, model=m2))
+    wait_for(lambda: status().get("rollout", {}).get("phase") == "Preflight", 30, "Preflight")
+    finish_preflight(cluster, "ctl", "b" * 64, ok=True)
+    wait_for(lambda: status().get("canaryWeight") == 25, 30, "canary at 25%")
+
+    shown = fraudctl("status", "-n", NS, "--json")
+    assert shown.returncode == 0, shown.stderr
+    (row,) = [r for r in json.loads(shown.stdout) if r["name"] == "ctl"]
+    assert (row["rollout"], row["stable"], row["canary"], row["weight"]) == ("Canary", "m1",
+                                                                           "m2", 25)  # fmt: skip
+    table = fraudctl("status", "-A")
+    assert table.returncode == 0 and "ctl" in table.stdout and "25%" in table.stdout
+
+    assert fraudctl("pause", "ctl", "-n", NS).returncode == 0
+    fd = cluster.get("frauddetector", "ctl", NS) or {}
+    assert fd["spec"]["rollout"]["paused"] is True
+    wait_for(lambda: status().get("rollout", {}).get("reason") == "Paused", 30, "Paused")
+    assert fraudctl("resume", "ctl", "-n", NS).returncode == 0
+    assert (cluster.get("frauddetector", "ctl", NS) or {})["spec"]["rollout"]["paused"] is False
+
+    promoted = fraudctl("promote", "ctl", "-n", NS)
+    assert promoted.returncode == 0, promoted.stderr
+    wait_for(lambda: status().get("stableVersion") == "m2", 30, "m2 promoted")
+    assert "promote" not in str((cluster.get("frauddetector", "ctl", NS) or {})["metadata"].get(
+        "annotations", {}))  # the operator cleared it  # fmt: skip
+
+    missing = fraudctl("abort", "no-such", "-n", NS)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    cluster.kubectl("create", "serviceaccount", "nobody", f"--namespace={NS}")
+    nobody = cluster.service_account_kubeconfig(NS, "nobody")
+    refused = fraudctl("status", "-n", NS, kubeconfig=nobody)
+    assert refused.returncode == 1 and "refused" in refused.stderr
+    cluster.kubectl("delete", "frauddetector", f"--namespace={NS}", "ctl", "--wait=true")
+
+
 def test_staged_features_run_the_entity_stage_until_the_spec_drops_them(
     cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
 ) -> None:
