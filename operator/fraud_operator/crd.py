@@ -140,33 +140,35 @@ def _rollout_status_schema() -> dict[str, Any]:
     def release(description: str) -> dict[str, Any]:
         return {**model, "nullable": True, "description": description}
 
+    properties: dict[str, Any] = {
+        "phase": {
+            "type": "string",
+            "enum": ["Stable", "Preflight", "Shadow", "Canary", "Promoting", "RolledBack"],
+        },
+        "stable": release("the model every user not on the canary gets"),
+        "candidate": release("the model being rolled out"),
+        "stableRules": text("the version of the rules stable runs"),
+        "candidateRules": text("the version of the rules being rolled out"),
+        "step": {"type": "integer", "description": "index of the current canary step"},
+        "since": {**text("when the current phase or step began"), "format": "date-time"},
+        "lastAnalysisAt": {**text("when the candidate was last judged"), "format": "date-time"},
+        "failures": {"type": "integer", "description": "failed analyses in a row"},
+        "reason": {"type": "string"},
+        "message": {"type": "string"},
+        "rejected": text("the release last rolled back (not retried by itself)"),
+        "lastAnalysis": {
+            "type": "object",
+            "description": "the last analysis: each check's measure, limit and verdict, "
+            "and every rule's hit rate on both tracks",
+            "x-kubernetes-preserve-unknown-fields": True,
+        },
+    }
+    # The operator writes the whole status, absent values as null.
     return {
         "type": "object",
         "description": "the rollout's state: read back from the cluster on every pass, so "
         "a lost status is recovered (docs/rollouts.md)",
-        "properties": {
-            "phase": {
-                "type": "string",
-                "enum": ["Stable", "Preflight", "Shadow", "Canary", "Promoting", "RolledBack"],
-            },
-            "stable": release("the model every user not on the canary gets"),
-            "candidate": release("the model being rolled out"),
-            "stableRules": text("the version of the rules stable runs"),
-            "candidateRules": text("the version of the rules being rolled out"),
-            "step": {"type": "integer", "description": "index of the current canary step"},
-            "since": {**text("when the current phase or step began"), "format": "date-time"},
-            "lastAnalysisAt": {**text("when the candidate was last judged"), "format": "date-time"},
-            "failures": {"type": "integer", "description": "failed analyses in a row"},
-            "reason": {"type": "string"},
-            "message": {"type": "string"},
-            "rejected": text("the release last rolled back (not retried by itself)"),
-            "lastAnalysis": {
-                "type": "object",
-                "description": "the last analysis: each check's measure, limit and verdict, "
-                "and every rule's hit rate on both tracks",
-                "x-kubernetes-preserve-unknown-fields": True,
-            },
-        },
+        "properties": {k: {**v, "nullable": True} for k, v in properties.items()},
     }
 
 

@@ -184,6 +184,11 @@ def test_the_conventions_sres_expect_of_a_chart() -> None:
     assert (
         budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     )
+    assert budget["apiVersion"] == "policy/v1"
+    older = render("values.yaml", "--kube-version", "1.20.2")  # no policy/v1 before 1.21
+    assert next(d for d in older if d["kind"] == "PodDisruptionBudget")["apiVersion"] == (
+        "policy/v1beta1"
+    )
     single = render("values.yaml", "--set", "operator.replicas=1")
     assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
     named = render("values.yaml", "--set", "nameOverride=scoring")

@@ -52,6 +52,8 @@ def chart_manifests(
             str(ROOT / "charts/fraud-detector"),
             "--namespace",
             namespace,
+            "--kube-version",  # what `helm install` reads from the cluster
+            "1.20.2",
             *(arg for value in values for arg in ("--set", value)),
         ],
         capture_output=True,
@@ -305,7 +307,9 @@ def test_valid_detector_gets_its_children_and_status(
     }
     assert condition(cluster, "retail", "RulesValid")["status"] == "True"  # type: ignore[index]
     header = cluster.kubectl("get", "fd", f"--namespace={NS}").stdout.splitlines()[0].split()
-    assert header == ["NAME", "READY", "PHASE", "STABLE", "CANARY", "WEIGHT", "REPLICAS", "AGE"]
+    assert header == [
+        "NAME", "READY", "PHASE", "STABLE", "CANARY", "WEIGHT", "REPLICAS", "REASON", "AGE",
+    ]  # fmt: skip
     assert "fraud_operator_reconciles_total" in (_get(operator["metrics"]) or "")
 
 
