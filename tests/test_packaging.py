@@ -163,3 +163,14 @@ def test_the_dockerfile_copies_every_package_the_distribution_builds() -> None:
     }
     entrypoints = re.findall(r'^ENTRYPOINT \["([^"]+)"', dockerfile, re.MULTILINE)
     assert entrypoints and set(entrypoints) <= scripts, set(entrypoints) - scripts
+
+
+def test_fraudctl_installs_light(wheels: dict[str, Path], tmp_path: Path) -> None:
+    """``pip install 'fraud-detector[ctl]'`` on a laptop: fraudctl and its kubectl plugin name,
+    without the operator's kopf or anything of the scorer's."""
+    bin_dir = install(tmp_path, f"{wheels['product']}[ctl]")
+    for script in ("fraudctl", "kubectl-fraud"):
+        result = run(bin_dir, script, "--help")
+        assert result.returncode == 0 and "promote" in result.stdout, (script, result.stderr)
+    for heavy in ("numpy", "onnxruntime", "kopf", "confluent_kafka", "fraud_devtools"):
+        assert not imports(bin_dir, heavy), heavy
