@@ -1,0 +1,34 @@
+"""``fraudctl explain``: a real scorer's decision, read back from the case store with the rules
+that fired, the values they read and the model's top features."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+from fraud_operator.ctl import app
+from typer.testing import CliRunner
+
+
+def test_explain_says_why_a_transaction_was_decided(database: dict[str, str]) -> None:
+    with psycopg.connect(database["owner"]) as conn:
+        ruled, modelled = (
+            conn.execute(
+                "SELECT transaction_id FROM cases WHERE why -> 'rules' <> '[]'::jsonb LIMIT 1"
+            ).fetchone(),
+            conn.execute("SELECT transaction_id FROM cases WHERE why ? 'model' LIMIT 1").fetchone(),
+        )
+    assert ruled and modelled
+    runner = CliRunner(env={"FRAUD_CASES_DSN": database["console"], "COLUMNS": "200"})
+    as_json = runner.invoke(app, ["explain", ruled[0], "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    case: dict[str, Any] = json.loads(as_json.stdout)
+    assert case["transaction_id"] == ruled[0] and case["action"] in ("review", "block")
+    rule = case["why"]["rules"][0]
+    shown = runner.invoke(app, ["explain", ruled[0]])
+    assert shown.exit_code == 0 and f"rule {rule['rule']}:" in shown.stdout
+    model = runner.invoke(app, ["explain", modelled[0]])
+    assert model.exit_code == 0 and "the model's top features" in model.stdout
+    missing = runner.invoke(app, ["explain", "no-such-tx"])
+    assert missing.exit_code == 1 and "no decision" in missing.output
