@@ -36,6 +36,7 @@ class Receiver:
         self.down = False
         self.bodies: list[dict[str, Any]] = []
         self.keys: list[str] = []
+        self.traces: list[str | None] = []  # the traceparent header of each delivered post
         self.posts = 0
         receiver = self
 
@@ -49,6 +50,7 @@ class Receiver:
                 if status == 200:
                     receiver.bodies.append(body)
                     receiver.keys.append(self.headers["Idempotency-Key"])
+                    receiver.traces.append(self.headers.get("traceparent"))
                 self.send_response(status)
                 self.end_headers()
 

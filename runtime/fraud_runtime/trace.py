@@ -10,7 +10,7 @@ dropped rather than passed downstream.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 TRACEPARENT: Final = "traceparent"
@@ -21,12 +21,18 @@ _FORMAT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2
 TraceHeaders = list[tuple[str, bytes]]
 
 
-def trace_context(headers: Iterable[tuple[str, bytes | None]] | None) -> TraceHeaders | None:
-    """The trace headers worth carrying from ``headers`` (a record's), or None."""
+Headers = Iterable[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None
+
+
+def trace_context(headers: Headers) -> TraceHeaders | None:
+    """The trace headers worth carrying from ``headers`` (a record's, as confluent-kafka
+    gives them: a list of pairs, or a dict), or None."""
     if not headers:
         return None
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
     parent = state = None
-    for name, value in headers:
+    for name, raw in pairs:
+        value = raw.encode() if isinstance(raw, str) else raw
         lowered = name.lower()
         if lowered == TRACEPARENT:
             parent = value

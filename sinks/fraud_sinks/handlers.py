@@ -14,6 +14,7 @@ import msgspec
 import structlog
 from confluent_kafka import Message
 from fraud_runtime.logs import first_line
+from fraud_runtime.trace import trace_context
 
 from fraud_sinks.config import SinkSettings
 from fraud_sinks.messages import Label, as_dict, decode_decision, decode_label
@@ -75,7 +76,7 @@ class WebhookHandler:
                 continue
             tx = msgspec.json.decode(d.transaction)
             retried, started = sink.retried, time.perf_counter()
-            outcome = sink.send(as_dict(d, tx))
+            outcome = sink.send(as_dict(d, tx), trace_context(msg.headers()))
             m.retries.inc(sink.retried - retried)
             m.messages(**m.base(), outcome=outcome).inc()
             if outcome == "delivered":

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from http.client import HTTPException
 from typing import Any, Literal
 
+from fraud_runtime.trace import TraceHeaders
+
 Outcome = Literal["delivered", "duplicate", "filtered", "dead_letter"]
 _ACTIONS = {"review": 1, "block": 2}
 
@@ -108,7 +110,9 @@ class WebhookSink:
     _tokens: float = -1.0
     _refilled_at: float = 0.0
 
-    def send(self, alert: dict[str, Any]) -> Outcome:
+    def send(self, alert: dict[str, Any], trace: TraceHeaders | None = None) -> Outcome:
+        """Post ``alert`` (at most once per transaction), with its W3C trace context
+        (``trace``: the Kafka record's) as HTTP headers."""
         s = self.settings
         if _ACTIONS.get(alert.get("action", ""), 0) < _ACTIONS[s.min_action]:
             return "filtered"
@@ -120,7 +124,7 @@ class WebhookSink:
             return self._dead_letter(alert, "circuit open")
         self._take_token()
         try:
-            self._post_with_retries(alert)
+            self._post_with_retries(alert, trace)
         except (_Retryable, _Permanent) as exc:
             self._consecutive_failures += 1
             if self._consecutive_failures >= s.failure_threshold:
@@ -136,12 +140,13 @@ class WebhookSink:
     def circuit_open(self) -> bool:
         return self.clock() < self._open_until
 
-    def _post_with_retries(self, alert: dict[str, Any]) -> None:
+    def _post_with_retries(self, alert: dict[str, Any], trace: TraceHeaders | None) -> None:
         s = self.settings
         body = json.dumps(payload(alert, s.style)).encode()
+        extra = {name: value.decode("ascii", "replace") for name, value in trace or ()}
         for attempt in range(1, s.max_attempts + 1):
             try:
-                self._post(body, alert["transaction_id"])
+                self._post(body, alert["transaction_id"], extra)
                 return
             except _Retryable:
                 if attempt == s.max_attempts:
@@ -150,12 +155,10 @@ class WebhookSink:
                 cap = min(s.backoff_max_s, s.backoff_base_s * 2 ** (attempt - 1))
                 self.sleep(self.rng.uniform(0, cap))  # full jitter
 
-    def _post(self, body: bytes, key: str) -> None:
+    def _post(self, body: bytes, key: str, extra: dict[str, str] | None = None) -> None:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(key)}
         request = urllib.request.Request(  # noqa: S310 - http(s) only, checked in the settings
-            self.settings.url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key(key)},
+            self.settings.url, data=body, method="POST", headers={**headers, **(extra or {})}
         )
         try:
             with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as response:  # noqa: S310

@@ -30,6 +30,7 @@ from tests.servers import case_store_logins, free_port, http_receiver, postgres_
 
 pytestmark = pytest.mark.integration
 LABELS = "labels"
+TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def fresh_database(postgres_url: str, name: str) -> str:
@@ -355,6 +356,12 @@ def test_a_running_webhook_sink_posts_alerts_with_header_hostile_ids(
         )
         wait_until(lambda: receiver.posts >= len(ids), 60, "every alert posted")
         assert "plain-1" in receiver.keys
+        # An alert with W3C trace context is posted with it, as HTTP headers.
+        produce(bootstrap, TOPICS["alerts"], [decision(9, transaction_id="traced")],
+                headers=[("traceparent", TRACEPARENT), ("tracestate", b"a=b")])  # fmt: skip
+        wait_until(lambda: "traced" in receiver.keys, 60, "the traced alert posted")
+        assert receiver.traces[receiver.keys.index("traced")] == TRACEPARENT.decode()
+        assert receiver.traces[receiver.keys.index("plain-1")] is None
         assert sum(k.startswith("sha256:") for k in receiver.keys) == 2
         assert sink.proc is not None and sink.proc.poll() is None
         assert sink.stop() == 0
