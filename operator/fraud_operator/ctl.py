@@ -6,6 +6,7 @@ engineers, instead of hand-written annotations and JSONPath.
     fraudctl abort NAME -n NS               # roll the candidate back now
     fraudctl pause NAME -n NS / resume      # hold the rollout where it is, or let it go on
     fraudctl explain TX_ID --dsn ...        # a decision and its reasons, from the case store
+    fraudctl explain TX_ID --kafka ... --topic fraud-alerts --since 6h   # or from a topic
 
 It talks to the cluster as kubectl does (the current kubeconfig context, or in-cluster), with
 the caller's own rights: ``promote``, ``abort``, ``pause`` and ``resume`` need ``patch`` on
@@ -187,26 +188,100 @@ def resume(name: Name, namespace: Namespace = None, context: Context = None) -> 
 def explain(
     transaction_id: Annotated[str, typer.Argument(help="the transaction's id")],
     dsn: Annotated[
-        str, typer.Option(envvar="FRAUD_CASES_DSN", help="postgresql://... of the case store")
-    ],
+        str | None,
+        typer.Option(envvar="FRAUD_CASES_DSN", help="postgresql://... of the case store"),
+    ] = None,
+    kafka: Annotated[
+        str | None,
+        typer.Option(help="bootstrap servers: read the decision from a topic instead"),
+    ] = None,
+    topic: Annotated[
+        str, typer.Option(help="with --kafka: the decisions (or alerts, with reasons) topic")
+    ] = "scored-transactions",
+    since: Annotated[
+        str, typer.Option(help="with --kafka: how far back to look: 30m, 6h, 2d, or all")
+    ] = "1h",
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout")] = False,
 ) -> None:
     """Why a transaction was decided as it was: its action, score, the rules that fired with
-    the values they read, and the model's top contributing features (from the case store)."""
+    the values they read, and the model's top contributing features. From the case store, or
+    from a decisions or alerts topic (the newest decision for it since --since)."""
+    if (dsn is None) == (kafka is None):
+        raise typer.BadParameter("give --dsn (or FRAUD_CASES_DSN) or --kafka", param_hint="--dsn")
+    case = _from_topic(transaction_id, kafka, topic, since) if kafka else _from_store(
+        transaction_id, dsn or ""
+    )  # fmt: skip
+    if case is None:
+        where = f"topic {topic} since {since}" if kafka else "the case store"
+        raise _fail(f"no decision for {transaction_id} in {where}")
+    if as_json:
+        typer.echo(json.dumps(case, default=str))
+        return
+    _render(case)
+
+
+def _from_store(transaction_id: str, dsn: str) -> dict[str, Any] | None:
     import psycopg
     from psycopg.rows import dict_row
 
     with psycopg.connect(dsn, connect_timeout=10) as conn, conn.cursor(row_factory=dict_row) as cur:
-        case = cur.execute(
+        found: dict[str, Any] | None = cur.execute(
             "SELECT transaction_id, detector, track, action, score, reasons, model_version, "
             "rules_version, scored_at, why, verdict FROM cases WHERE transaction_id = %s",
             (transaction_id,),
         ).fetchone()
-    if case is None:
-        raise _fail(f"no decision for {transaction_id} in the case store")
-    if as_json:
-        typer.echo(json.dumps(case, default=str))
-        return
+    return found
+
+
+def _from_topic(
+    transaction_id: str, bootstrap: str, topic: str, since: str
+) -> dict[str, Any] | None:
+    """The newest decision keyed ``transaction_id`` on ``topic`` since ``since`` ago: every
+    partition read from that time to its end (no consumer group, nothing committed)."""
+    try:
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+    except ImportError:
+        raise _fail(
+            "--kafka needs the Kafka client: pip install 'fraud-detector[ctl,runtime]'"
+        ) from None
+    import time
+
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if since != "all" and (since[-1:] not in units or not since[:-1].isdigit()):
+        raise typer.BadParameter("30m, 6h, 2d or all", param_hint="--since")
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "fraudctl-explain",
+        "enable.auto.commit": False, "enable.partition.eof": True,
+    })  # fmt: skip
+    key, found = transaction_id.encode(), None
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise _fail(f"topic {topic} not found on {bootstrap}")
+        if since == "all":  # the whole retained log
+            positions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        else:  # the broker finds the first offset at or after the time
+            start_ms = int((time.time() - int(since[:-1]) * units[since[-1]]) * 1000)
+            wanted = [TopicPartition(topic, p, start_ms) for p in meta.partitions]
+            positions = consumer.offsets_for_times(wanted, timeout=10)
+        consumer.assign(positions)
+        open_partitions = {tp.partition for tp in positions if tp.offset != OFFSET_END}
+        deadline = time.monotonic() + 60
+        while open_partitions and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            if msg.error():
+                open_partitions.discard(msg.partition() or 0)  # end of partition, or broken
+                continue
+            if msg.key() == key:
+                found = json.loads(msg.value() or b"{}")
+    finally:
+        consumer.close()
+    return found
+
+
+def _render(case: dict[str, Any]) -> None:
     console = Console()
     console.print(
         f"[bold]{case['transaction_id']}[/bold]: {case['action']} (score {case['score']:.3f}) "
@@ -214,7 +289,7 @@ def explain(
         f"{case['rules_version']}, at {case['scored_at']}"
     )
     console.print(f"reasons: {', '.join(case['reasons']) or 'none'}")
-    why = case["why"] or {}
+    why = case.get("why") or {}
     for rule in why.get("rules") or []:
         values = ", ".join(f"{k} = {v}" for k, v in (rule.get("values") or {}).items())
         console.print(f"  rule {rule.get('rule')}: {values}")
@@ -226,7 +301,12 @@ def explain(
                 str(c.get("feature")), str(c.get("value")), f"{c.get('contribution'):+.4f}"
             )
         console.print(table)
-    if case["verdict"]:
+    elif case.get("features"):
+        table = Table("feature", "value", title="the features the model read")
+        for name, value in case["features"].items():
+            table.add_row(name, f"{value:.4g}")
+        console.print(table)
+    if case.get("verdict"):
         console.print(f"analyst's verdict: {case['verdict']}")
 
 

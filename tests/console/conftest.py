@@ -16,7 +16,7 @@ from fraud_console.store import configure
 from fraud_scorer.config import DecisionSettings, RuleSpec
 from fraud_scorer.features import FeatureEngine
 from fraud_scorer.model import load_model
-from fraud_scorer.pipeline import BatchScorer
+from fraud_scorer.pipeline import BatchResult, BatchScorer
 from fraud_scorer.rules import compile_rules
 from fraud_sinks.case_store import CaseStore, migrate
 from fraud_sinks.messages import as_dict, decode_decision
@@ -35,6 +35,17 @@ _HASHES = {name: hash_password(pw) for name, pw in PASSWORDS.items()}
 def scored(model_dir: Path, n: int = 3000) -> list[dict[str, Any]]:
     """Decisions of a real scorer (rules, model, reason codes) as the case-store sink reads
     them from the decisions topic (alerts: with their transaction)."""
+    result = scorer_output(model_dir, n)
+    alerts = dict(result.alerts)
+    rows = []
+    for key, value in result.decisions:
+        d = decode_decision(alerts.get(key, value))
+        rows.append(as_dict(d, d.transaction_text()))
+    return rows
+
+
+def scorer_output(model_dir: Path, n: int = 3000) -> BatchResult:
+    """A real scorer pipeline's decisions and alerts (key, value) on ``n`` transactions."""
     frame = generate(SynthConfig(users=400, days=2.0, seed=17)).iloc[:n]
     scorer = BatchScorer(
         model=load_model(model_dir),
@@ -45,13 +56,7 @@ def scored(model_dir: Path, n: int = 3000) -> list[dict[str, Any]]:
         ),
         engine=FeatureEngine(), detector="retail", track="stable", max_message_bytes=1 << 16,
     )  # fmt: skip
-    result = scorer.process([Msg(p) for p in to_payloads(frame)])
-    alerts = dict(result.alerts)
-    rows = []
-    for key, value in result.decisions:
-        d = decode_decision(alerts.get(key, value))
-        rows.append(as_dict(d, d.transaction_text()))
-    return rows
+    return scorer.process([Msg(p) for p in to_payloads(frame)])
 
 
 @pytest.fixture(scope="module")

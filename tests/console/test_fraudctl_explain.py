@@ -32,3 +32,33 @@ def test_explain_says_why_a_transaction_was_decided(database: dict[str, str]) ->
     assert model.exit_code == 0 and "the model's top features" in model.stdout
     missing = runner.invoke(app, ["explain", "no-such-tx"])
     assert missing.exit_code == 1 and "no decision" in missing.output
+
+
+def test_explain_reads_a_decision_from_a_topic(model_dir: Any) -> None:
+    """From the alerts topic (a real scorer pipeline's alerts on librdkafka's mock cluster):
+    the newest decision for the id, with its reasons."""
+    from fraud_devtools.mock_cluster import MockCluster
+
+    from tests.console.conftest import scorer_output
+    from tests.integration.harness import produce
+
+    alerts = scorer_output(model_dir, n=1500).alerts
+    assert len(alerts) > 10
+    with MockCluster() as kafka:
+        kafka.create_topic("fraud-alerts", 2)
+        produce(kafka.bootstrap_servers, "fraud-alerts", alerts)
+        runner = CliRunner(env={"COLUMNS": "200"})
+        # (librdkafka's mock cluster does not answer lookups by time, which --since 1h makes:
+        # the whole log instead.)
+        args = ["--kafka", kafka.bootstrap_servers, "--topic", "fraud-alerts", "--since", "all"]
+        target = alerts[len(alerts) // 2][0].decode()
+        found = runner.invoke(app, ["explain", target, *args, "--json"])
+        assert found.exit_code == 0, found.output
+        decision = json.loads(found.stdout)
+        assert decision["transaction_id"] == target and decision["why"]
+        shown = runner.invoke(app, ["explain", target, *args])
+        assert shown.exit_code == 0 and "reasons:" in shown.stdout
+        none = runner.invoke(app, ["explain", "no-such-tx", *args])
+        assert none.exit_code == 1 and "since all" in none.output
+    neither = runner.invoke(app, ["explain", "x"])
+    assert neither.exit_code == 2
