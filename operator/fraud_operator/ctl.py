@@ -44,7 +44,9 @@ def _api(context: str | None = None) -> Any:
 
     try:
         config.load_kube_config(context=context)  # type: ignore[no-untyped-call]
-        namespace = config.list_kube_config_contexts()[1]["context"].get("namespace")  # type: ignore[no-untyped-call]
+        contexts, current = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+        chosen = next((c for c in contexts if c["name"] == context), current)
+        namespace = chosen["context"].get("namespace")  # the namespace kubectl would use
     except config.ConfigException:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
         namespace = None

@@ -16,7 +16,9 @@ from typing import Final
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 _MAX_STATE: Final = 512
-_FORMAT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+_FORMAT = re.compile(
+    rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[\x21-\x7e]*)?$"
+)
 
 TraceHeaders = list[tuple[str, bytes]]
 
@@ -49,6 +51,12 @@ def trace_context(headers: Headers) -> TraceHeaders | None:
     if version == b"00" and rest:  # version 00 has exactly four fields
         return None
     out: TraceHeaders = [(TRACEPARENT, parent.strip())]
-    if state and len(state) <= _MAX_STATE:
+    if state and len(state) <= _MAX_STATE and _printable(state):
         out.append((TRACESTATE, state))
     return out
+
+
+def _printable(value: bytes) -> bool:
+    """Printable ASCII only (the recommendation's character set): a CR, LF or non-ASCII byte
+    carried on would break the HTTP header the webhook sink makes of it."""
+    return all(0x20 <= b <= 0x7E for b in value)

@@ -362,6 +362,12 @@ def test_a_running_webhook_sink_posts_alerts_with_header_hostile_ids(
         wait_until(lambda: "traced" in receiver.keys, 60, "the traced alert posted")
         assert receiver.traces[receiver.keys.index("traced")] == TRACEPARENT.decode()
         assert receiver.traces[receiver.keys.index("plain-1")] is None
+        # A hostile tracestate (CR/LF) is dropped, not made an HTTP header: the alert goes out.
+        hostile = [("traceparent", TRACEPARENT), ("tracestate", b"a=b\r\nX-Injected: 1")]
+        produce(bootstrap, TOPICS["alerts"], [decision(10, transaction_id="traced-2")],
+                headers=hostile)  # fmt: skip
+        wait_until(lambda: "traced-2" in receiver.keys, 60, "the hostile-state alert posted")
+        assert receiver.traces[receiver.keys.index("traced-2")] == TRACEPARENT.decode()
         assert sum(k.startswith("sha256:") for k in receiver.keys) == 2
         assert sink.proc is not None and sink.proc.poll() is None
         assert sink.stop() == 0

@@ -40,3 +40,12 @@ def test_no_headers_and_an_oversized_state() -> None:
     assert trace_context([("traceparent", GOOD), ("tracestate", b"x" * 600)]) == [
         ("traceparent", GOOD)
     ]
+
+
+@pytest.mark.parametrize("state", [b"a=b\r\nX-Injected: 1", "rojo=é".encode(), b"a=\x00b"])
+def test_a_tracestate_that_is_not_printable_ascii_is_dropped(state: bytes) -> None:
+    """It would become an HTTP header at the webhook sink; CR/LF or a non-ASCII byte there
+    would make the alert undeliverable."""
+    assert trace_context([("traceparent", GOOD), ("tracestate", state)]) == [("traceparent", GOOD)]
+    future = GOOD.replace(b"00-", b"01-", 1) + b"-x\ry"
+    assert trace_context([("traceparent", future)]) is None
