@@ -299,6 +299,8 @@ def test_alerts_are_tuned_from_values_and_stay_valid_rules(tmp_path: Path) -> No
         p + "alerts.FraudLatencyP99High.for=5m",
         p + "additionalRuleLabels.team=payments",
         p + "runbookBaseUrl=https://wiki.example/fraud/runbooks",
+        p + "alerts.FraudConsumerLagGrowing.threshold=40000",
+        p + "alerts.FraudLatencyP99High.threshold=0.1",  # --set passes it as text
     )
     rules = {r["alert"]: r for g in tuned["groups"] for r in g["rules"]}
     assert "FraudSinkLagGrowing" not in rules and len(rules) == 13
@@ -319,6 +321,35 @@ def test_alerts_are_tuned_from_values_and_stay_valid_rules(tmp_path: Path) -> No
     bad = helm("template", "x", str(CHART), "--set", p + "alerts.FraudScoringErrors.severity=page",
                check=False)  # fmt: skip
     assert bad.returncode != 0 and "severity" in bad.stderr
+    # Thresholds: the expression and the threshold annotation move together, and the tuned
+    # rule really is quieter (promtool on what was rendered: 30,000 behind and growing fires
+    # at the default 10,000, not at 40,000).
+    lag = rules["FraudConsumerLagGrowing"]
+    assert "(fraud_consumer_lag) > 40000" in lag["expr"]
+    assert lag["annotations"]["threshold"] == "40000"
+    assert ") > 0.1\n" in latency["expr"] and latency["annotations"]["threshold"] == "0.1"
+    quiet = tmp_path / "quiet_test.yaml"
+    quiet.write_text(yaml.safe_dump({
+        "rule_files": [rendered.name],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{
+                "series": 'fraud_consumer_lag{namespace="shop",detector="retail",track="stable"}',
+                "values": "5000+1000x30",
+            }],
+            "alert_rule_test": [
+                {"eval_time": "25m", "alertname": "FraudConsumerLagGrowing", "exp_alerts": []}
+            ],
+        }],
+    }))  # fmt: skip
+    test = subprocess.run([promtool, "test", "rules", quiet.name], cwd=tmp_path,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert test.returncode == 0, test.stdout + test.stderr
+    for value, problem in [("1", "has no threshold"), ("lots", "Does not match pattern")]:
+        refused = helm("template", "x", str(CHART), "--set", p + "enabled=true", "--set",
+                       p + f"alerts.FraudScoringErrors.threshold={value}", check=False)  # fmt: skip
+        assert refused.returncode != 0 and problem in refused.stderr, refused.stderr
 
 
 def test_alert_rules_with_promtool() -> None:
