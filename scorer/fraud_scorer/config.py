@@ -31,14 +31,18 @@ from fraud_scorer.feature_defs import FeatureSetDef, needs_stage
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 
 
+OBJECT_STORE_SCHEMES = ("s3", "gs")  # read with fsspec (extras s3, gcs) and workload identity
+
+
 def model_uri_problem(uri: str, *, allow_http: bool = False) -> str | None:
     """Why a model URI is refused (None when it is fine); the message never echoes the URI,
     which may hold a credential. Shared by the fetch (init container, preflight Job) and the
     operator's validation, so a refused URI is reported before any pod starts."""
+    import re
     import urllib.parse
 
     parts = urllib.parse.urlsplit(uri)
-    allowed = ("https", "http", "file") if allow_http else ("https", "file")
+    allowed = ("https", "file", *OBJECT_STORE_SCHEMES) + (("http",) if allow_http else ())
     if parts.scheme not in allowed:
         if parts.scheme == "http":
             return (
@@ -46,7 +50,7 @@ def model_uri_problem(uri: str, *, allow_http: bool = False) -> str | None:
                 "over https:// or set allowHttp: true (its digest still pins the content)"
             )
         shown = parts.scheme if parts.scheme.isalnum() and len(parts.scheme) < 16 else "?"
-        return f"unsupported model URI scheme {shown!r} (use https:// or file://)"
+        return f"unsupported model URI scheme {shown!r} (use https://, s3://, gs:// or file://)"
     if "@" in parts.netloc:
         return (
             "the model URI carries credentials, which would sit in the FraudDetector in clear; "
@@ -54,6 +58,13 @@ def model_uri_problem(uri: str, *, allow_http: bool = False) -> str | None:
         )
     if parts.query or parts.fragment:
         return "the model URI names a directory: no query string or fragment"
+    if parts.scheme in OBJECT_STORE_SCHEMES and not re.fullmatch(
+        r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", parts.netloc
+    ):
+        return (
+            f"a {parts.scheme}:// model URI names a bucket, then the artifact's folder: "
+            f"{parts.scheme}://BUCKET/PATH (the pod's workload identity supplies the credentials)"
+        )
     return None
 
 

@@ -1,8 +1,11 @@
 """``python -m fraud_scorer.fetch --uri URI --digest sha256:HEX --dest DIR``: put a model
 artifact in place before the scorer starts (the scorer pod's init container).
 
-``URI`` names a model directory (``https://``, ``file://``, or ``http://`` with
-``--allow-http``) holding ``manifest.json`` and ``model.onnx``. The manifest must have the
+``URI`` names a model directory (``https://``, ``s3://``, ``gs://``, ``file://``, or
+``http://`` with ``--allow-http``) holding ``manifest.json`` and ``model.onnx``. Object stores
+are read with fsspec (s3fs, gcsfs: the ``s3`` and ``gcs`` extras, both in the scorer image)
+and credentials from the pod's environment only: workload identity (EKS IRSA or Pod Identity,
+GKE Workload Identity), never the URI or the FraudDetector. The manifest must have the
 digest the FraudDetector pins (:func:`fraud_scorer.model.digest_of`), and ``model.onnx`` the
 sha256 the manifest names; otherwise nothing is written and the exit code is 2. Redirects never
 change the scheme to a weaker one (https to http) and no URL is shown with credentials. The
@@ -26,7 +29,7 @@ from typing import IO, Any
 
 from fraud_runtime.redact import public_url
 
-from fraud_scorer.config import model_uri_problem
+from fraud_scorer.config import OBJECT_STORE_SCHEMES, model_uri_problem
 from fraud_scorer.model import EXPLAINER_FILE, MANIFEST_FILE, MODEL_FILE, digest_of
 
 _MAX_BYTES = {MANIFEST_FILE: 1 << 20, MODEL_FILE: 512 << 20, EXPLAINER_FILE: 256 << 20}
@@ -59,14 +62,53 @@ class _NoDowngrade(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
+def _read_object(url: str, scheme: str, limit: int) -> bytes:
+    """One object from s3:// or gs://; credentials come from the client's default chain (the
+    pod's workload identity, or the platform's AWS_* / GOOGLE_* environment)."""
+    # gcsfs's experimental zonal-bucket support asks a gRPC control API for every bucket's
+    # type first; three plain reads need none of it (set it to true to have it back).
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    try:
+        import fsspec
+
+        fsspec.get_filesystem_class(scheme)
+    except ImportError:
+        extra = {"s3": "s3", "gs": "gcs"}[scheme]
+        raise FetchError(
+            f"reading {scheme}:// needs the {extra} extra (pip install "
+            f"'fraud-detector[{extra}]'); the scorer image has it"
+        ) from None
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        with fs.open(path, "rb", cache_type="none") as f:
+            body: bytes = f.read(limit + 1)
+    except FileNotFoundError:
+        raise FetchError(f"{url} does not exist") from None
+    except PermissionError:
+        raise FetchError(
+            f"{url}: access denied; the scorer pods read it as spec.model.serviceAccountName, "
+            "whose cloud role (workload identity) needs read access to it"
+        ) from None
+    except Exception as exc:  # the store's client, whatever it raises: a refusal, not a crash
+        detail = " ".join(str(exc).split())[:300]
+        raise FetchError(f"cannot read {url}: {type(exc).__name__}: {detail}") from None
+    return body
+
+
 def _read(uri: str, name: str, *, allow_http: bool) -> bytes:
     if problem := model_uri_problem(uri, allow_http=allow_http):
         raise FetchError(problem)
     url = uri.rstrip("/") + "/" + name
-    # A redirect may keep or strengthen the scheme asked for, never weaken it.
-    allowed = ("https", "http") if urllib.parse.urlsplit(uri).scheme == "http" else ("https",)
-    opener = urllib.request.build_opener(_NoDowngrade(allowed))
+    scheme = urllib.parse.urlsplit(uri).scheme
     limit = _MAX_BYTES[name]
+    if scheme in OBJECT_STORE_SCHEMES:
+        body = _read_object(url, scheme, limit)
+        if len(body) > limit:
+            raise FetchError(f"{url} is larger than {limit >> 20} MiB")
+        return body
+    # A redirect may keep or strengthen the scheme asked for, never weaken it.
+    allowed = ("https", "http") if scheme == "http" else ("https",)
+    opener = urllib.request.build_opener(_NoDowngrade(allowed))
     try:
         with opener.open(url, timeout=60) as response:
             data: bytes = response.read(limit + 1)

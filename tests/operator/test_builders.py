@@ -502,3 +502,31 @@ def test_placement_reaches_every_pod_the_detector_runs() -> None:
     plain = builders.deployment(make_detector())["spec"]["template"]["spec"]
     assert "nodeSelector" not in plain and "tolerations" not in plain
     assert set(plain["affinity"]) == {"podAntiAffinity"}
+
+
+def test_an_object_store_model_is_fetched_as_its_service_account() -> None:
+    """s3:// and gs:// models: the scorer pods and the preflight Job run as the model's
+    ServiceAccount (workload identity binds it to read access), still with no API token; a
+    model without one leaves the namespace's default, and sinks never get it."""
+    from fraud_operator.spec import ModelRef
+
+    model = {
+        "version": "v3",
+        "uri": "s3://models/fraud/v3",
+        "digest": "sha256:" + "c" * 64,
+        "serviceAccountName": "fraud-models-reader",
+    }
+    d = make_detector(model=model, sinks=SINKS)
+    pod = builders.deployment(d)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "fraud-models-reader"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["initContainers"][0]["args"][:2] == ["--uri", "s3://models/fraud/v3"]
+    candidate = ModelRef.model_validate({**model, "version": "v4", "uri": "gs://m/fraud/v4"})
+    job = builders.preflight_job(d, candidate)["spec"]["template"]["spec"]
+    assert job["serviceAccountName"] == "fraud-models-reader"
+    for kind in ("webhook", "postgres"):
+        sink = builders.sink_deployment(d, kind)
+        assert "serviceAccountName" not in sink["spec"]["template"]["spec"]
+    assert (
+        "serviceAccountName" not in builders.deployment(make_detector())["spec"]["template"]["spec"]
+    )

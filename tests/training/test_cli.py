@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from fraud_scorer.model import artifact_digest, load_model
 from fraud_training.cli import app
 from typer.testing import CliRunner
@@ -40,10 +41,22 @@ def test_generate_fit_evaluate_export(tmp_path: Path) -> None:
     assert (work / "pr_curve.png").stat().st_size > 10_000
     assert "| lightgbm |" in (work / "report.md").read_text()
 
-    result = runner.invoke(app, ["export", str(work), "--out", str(model), "--version", "v7"])
+    uri = "s3://models/fraud/v7"
+    result = runner.invoke(
+        app, ["export", str(work), "--out", str(model), "--version", "v7", "--uri", uri]
+    )
     assert result.exit_code == 0, result.output
     digest = artifact_digest(model)
-    assert digest in result.output  # what a FraudDetector pins
+    assert result.stdout.strip() == digest  # alone: DIGEST=$(fraud-train export ...)
+    # The spec.model to paste, which the operator's own model accepts as it is.
+    from fraud_operator.spec import ModelRef
+
+    snippet = yaml.safe_load(result.stderr.split("first):\n", 1)[1].split("digest (")[0])
+    assert ModelRef.model_validate(snippet["model"]) == ModelRef(
+        version="v7", uri=uri, digest=digest
+    )
+    refused = runner.invoke(app, ["export", str(work), "--uri", "s3://key:secret@models/v7"])
+    assert refused.exit_code != 0 and "secret" not in refused.output
     assert runner.invoke(app, ["digest", str(model)]).output.strip() == digest
     loaded = load_model(model, digest=digest)
     assert loaded.version == "v7"

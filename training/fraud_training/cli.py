@@ -254,8 +254,20 @@ def export(
     workdir: Annotated[Path, typer.Argument(help="the directory `fit` wrote")] = Path("build/fit"),
     out: Annotated[Path, typer.Option(help="model directory to write")] = Path("build/model"),
     version: Annotated[str, typer.Option(help="model version for the manifest")] = "dev",
+    uri: Annotated[
+        str | None,
+        typer.Option(
+            help="where the model directory will be published (https://, s3://BUCKET/PATH, "
+            "gs://BUCKET/PATH): the printed spec.model names it"
+        ),
+    ] = None,
 ) -> None:
-    """Export a fitted model to ONNX, verify it against the native model, write the manifest."""
+    """Export a fitted model to ONNX, verify it against the native model, write the manifest;
+    print its digest (stdout, alone) and a FraudDetector's spec.model for it (stderr)."""
+    from fraud_scorer.config import model_uri_problem
+
+    if uri is not None and (problem := model_uri_problem(uri)):
+        raise _fail(f"--uri: {problem}")
     result = _load(workdir)
     try:
         with console.status("converting and verifying..."):
@@ -268,8 +280,18 @@ def export(
         f"{manifest['graph_nodes']} graph node(s), max |onnx - native| "
         f"{parity['max_abs_diff']:.1e} on {parity['rows']:,} held-out rows"
     )
+    digest = artifact_digest(out)
+    where = uri or f"<where {out} is published: https://, s3:// or gs://>"
+    snippet = {"model": {"version": version, "uri": where, "digest": digest}}
+    console.print(
+        f"spec.model of a FraudDetector (publish {out}'s files there first):\n"
+        + yaml.safe_dump(snippet, sort_keys=False),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print("digest (spec.model.digest):")
-    typer.echo(artifact_digest(out))  # stdout, alone: DIGEST=$(fraud-train export ...)
+    typer.echo(digest)  # stdout, alone: DIGEST=$(fraud-train export ...)
 
 
 @app.command()

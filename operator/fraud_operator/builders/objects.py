@@ -117,6 +117,12 @@ def fetch_args(model: ModelRef) -> list[str]:
     )
 
 
+def model_identity(model: ModelRef) -> dict[str, Any]:
+    """The pod fields that let a model fetch read object storage as the model's
+    ServiceAccount (workload identity); none for a model served over https."""
+    return {"serviceAccountName": model.service_account_name} if model.service_account_name else {}
+
+
 def owner_reference(d: Detector) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",

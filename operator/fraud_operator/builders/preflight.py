@@ -11,6 +11,7 @@ from fraud_operator.builders.objects import (
     CONTAINER_SECURITY,
     Detector,
     fetch_args,
+    model_identity,
     pod_spec,
     scorer_object,
 )
@@ -53,6 +54,7 @@ def preflight_job(d: Detector, model: ModelRef) -> dict[str, Any]:
                         ],
                         [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
                         restartPolicy="Never",
+                        **model_identity(model),
                     ),
                 },
             }

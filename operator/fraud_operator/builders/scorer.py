@@ -32,6 +32,7 @@ from fraud_operator.builders.objects import (
     fetch_args,
     kafka_config,
     kafka_env,
+    model_identity,
     pod_spec,
     pod_volumes,
     scorer_object,
@@ -179,6 +180,7 @@ def deployment(d: Detector, plan: TrackPlan = STABLE) -> dict[str, Any]:
                         [container],
                         volumes,
                         initContainers=[fetch],
+                        **model_identity(model),
                         affinity={
                             "podAntiAffinity": {
                                 "preferredDuringSchedulingIgnoredDuringExecution": [
