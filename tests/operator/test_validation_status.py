@@ -49,7 +49,9 @@ def _spec(**overrides: Any) -> FraudDetectorSpec:
         ("https://reader:T0P-S3CRET@models.example/m1/", False, "carries credentials"),
         ("https://models.example/m1/?X-Amz-Signature=T0P-S3CRET", False, "no query string"),
         ("ftp://models.example/m1/", True, "unsupported model URI scheme 'ftp'"),
-        ("s3://T0P-S3CRET/m1/", False, "unsupported model URI scheme 's3'"),
+        ("gopher://T0P-S3CRET/m1/", False, "unsupported model URI scheme 'gopher'"),
+        ("s3://AKIA0:T0P-S3CRET@models/m1/", False, "carries credentials"),
+        ("gs://T0P-S3CRET_/m1/", False, "gs://BUCKET/PATH"),
     ],
 )
 def test_model_uris_the_fetch_would_refuse_are_refused_first(
