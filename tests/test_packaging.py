@@ -19,7 +19,8 @@ import pytest
 pytestmark = pytest.mark.packaging
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("fraud-scorer", "fraud-sink", "fraud-cases", "fraud-train")
-UV = Path(sys.executable).parent / "uv"  # the dev group's, the version scripts/uv-bootstrap.txt pins
+# The dev group's uv: the version scripts/uv-bootstrap.txt pins.
+UV = Path(sys.executable).parent / "uv"
 
 
 def image_sync(image: str) -> list[str]:
