@@ -70,6 +70,12 @@ def arguments() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_timer(record: logging.LogRecord) -> bool:
+    """Drop kopf's line for each successful tick of the periodic timer: one per detector per
+    tick (33 a second with 1,000 detectors), saying nothing. Its failures are still logged."""
+    return not record.getMessage().endswith("Timer 'resync' succeeded.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = arguments().parse_args(argv)
     kopf.configure(
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         log_refkey="object",
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(_quiet_timer)
     from fraud_operator import handlers  # registers the handlers
 
     handlers.OPTIONS.update(

@@ -27,7 +27,10 @@ OPTIONS: dict[str, Any] = {
     "namespaces": (),  # empty: every namespace
     "allowed_images": DEFAULT_ALLOWED_IMAGES,
 }
+# Every detector's timer ticks this often; a settled one that has not changed is skipped
+# without an API call (Reconciler.quiet) and gets a full pass only every FULL_RESYNC_S (+-20%).
 RESYNC_S = float(os.environ.get("FRAUD_OPERATOR_RESYNC_SECONDS", "30"))
+FULL_RESYNC_S = float(os.environ.get("FRAUD_OPERATOR_FULL_RESYNC_SECONDS", "600"))
 OWNED = {"app.kubernetes.io/managed-by": MANAGER}
 
 
@@ -40,6 +43,7 @@ def reconciler() -> Reconciler:
             prometheus_url=OPTIONS["prometheus_url"],
             allowed_images=tuple(OPTIONS["allowed_images"]),
             default_images=OPTIONS.get("default_images") or PROJECT_IMAGES,
+            full_resync_s=FULL_RESYNC_S,
         )
     return _state["r"]
 
@@ -85,9 +89,11 @@ def on_change(namespace: str | None, name: str, **_: Any) -> None:
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S, backoff=RETRY_S)
-def resync(namespace: str | None, name: str, **_: Any) -> None:
-    """Status from what exists now, and drift repaired even if a child event was missed."""
-    reconciler()(namespace or "", name)
+def resync(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
+    """Rollouts and problems that only a later look can clear (a Secret created, a preflight
+    Job finished, Prometheus's verdict) move on; settled detectors are skipped until their
+    safety-net pass (drift repaired even if a child event was missed)."""
+    reconciler()(namespace or "", name, dict(body))
 
 
 def _owner_changed(body: kopf.Body, event_type: str | None) -> None:

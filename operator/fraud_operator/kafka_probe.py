@@ -2,13 +2,17 @@
 
 Used only to refuse ``maxReplicas`` above the partition count. Any failure (brokers not
 reachable from the operator, no permission) means "unknown", never an error. Results are
-cached for a few minutes so the periodic reconcile does not hammer the brokers.
+cached for a few minutes so the periodic reconcile does not hammer the brokers, and asked by
+one thread at a time per brokers and topic: a burst of detectors on the same cluster waits for
+one answer instead of opening a client each (and blocking a worker each for the timeout).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import defaultdict
 from typing import Any, Final
 
 from fraud_operator.spec import FraudDetectorSpec
@@ -17,6 +21,7 @@ log = logging.getLogger("fraud_operator.kafka")
 _TTL_S: Final = 300.0
 _UNKNOWN_TTL_S: Final = 30.0  # brokers unreachable now may be reachable soon
 _cache: dict[tuple[str, ...], tuple[float, int | None]] = {}
+_asking: defaultdict[tuple[str, ...], threading.Lock] = defaultdict(threading.Lock)
 
 
 def client_config(spec: FraudDetectorSpec, password: str | None) -> dict[str, Any]:
@@ -45,11 +50,18 @@ def partitions(spec: FraudDetectorSpec, password: str | None, timeout_s: float =
         str(conf.get(k)) for k in ("bootstrap.servers", "security.protocol", "sasl.username")
     )
     key += (spec.topics.input,)
-    cached = _cache.get(key)
-    if cached is not None:
-        age, ttl = time.monotonic() - cached[0], _TTL_S if cached[1] is not None else _UNKNOWN_TTL_S
-        if age < ttl:
-            return cached[1]
+    with _asking[key]:
+        cached = _cache.get(key)
+        if cached is not None:
+            age = time.monotonic() - cached[0]
+            if age < (_TTL_S if cached[1] is not None else _UNKNOWN_TTL_S):
+                return cached[1]
+        count = _ask(spec, conf, timeout_s)
+        _cache[key] = (time.monotonic(), count)
+        return count
+
+
+def _ask(spec: FraudDetectorSpec, conf: dict[str, Any], timeout_s: float) -> int | None:
     try:
         from confluent_kafka.admin import AdminClient
 
@@ -60,5 +72,4 @@ def partitions(spec: FraudDetectorSpec, password: str | None, timeout_s: float =
     except Exception as exc:
         log.info("partition count of %s unknown: %s", spec.topics.input, exc)
         count = None
-    _cache[key] = (time.monotonic(), count)
     return count

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,9 +65,22 @@ class Kube:
     def __post_init__(self) -> None:
         self.dynamic = DynamicClient(self.api)  # type: ignore[no-untyped-call]
         self.core = client.CoreV1Api(self.api)
+        # The dynamic client's discovery cache is not thread-safe: kopf's worker threads
+        # looking kinds up at once raced it into KeyErrors ('resources', 'apis') under a
+        # burst of creations. Each kind is looked up once, under this lock, and kept.
+        self._discovery = threading.Lock()
+        self._resources: dict[tuple[str, str], Any] = {}
 
     def _resource(self, api_version: str, kind: str) -> Any:
-        return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        key = (api_version, kind)
+        found = self._resources.get(key)
+        if found is None:
+            with self._discovery:
+                found = self._resources.get(key)
+                if found is None:
+                    found = self.dynamic.resources.get(api_version=api_version, kind=kind)
+                    self._resources[key] = found
+        return found
 
     def serves(self, api_version: str, kind: str) -> bool:
         try:
@@ -77,7 +91,9 @@ class Kube:
 
     def discover(self) -> ApiVersions:
         """Which versions this cluster serves, and which optional CRDs are installed."""
-        self.dynamic.resources.invalidate_cache()
+        with self._discovery:
+            self.dynamic.resources.invalidate_cache()
+            self._resources.clear()
         return ApiVersions(
             autoscaling=next(
                 (
@@ -224,10 +240,11 @@ class Kube:
                 content_type="application/merge-patch+json",
             )
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> str | None:
+        """Write the status; the object's resourceVersion after the write (None: gone)."""
         resource = self._resource(f"{GROUP}/{VERSION}", "FraudDetector")
         try:
-            resource.status.patch(
+            patched = resource.status.patch(
                 name=name,
                 namespace=namespace,
                 body={"status": status},
@@ -235,6 +252,9 @@ class Kube:
             )
         except NotFoundError:
             log.info("FraudDetector %s/%s is gone; no status to write", namespace, name)
+            return None
+        version: str | None = patched.metadata.resourceVersion
+        return version
 
     def event(
         self,

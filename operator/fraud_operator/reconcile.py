@@ -6,6 +6,7 @@ periodic timer, a child edited or deleted by hand) ends up here.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import defaultdict
@@ -51,6 +52,20 @@ log = logging.getLogger("fraud_operator.reconcile")
 PartitionProbe = Callable[[FraudDetectorSpec, str | None], int | None]
 
 
+@dataclass(frozen=True)
+class Quiet:
+    """A detector whose last pass left nothing to poll for: no rollout in flight, no problem
+    that only a later look could clear (a missing Secret, a refused apply), the rules the
+    scorers report equal to the spec's. What can still change it wakes a pass through an event
+    (the detector edited, a child changed or deleted), so the periodic timer skips it, with no
+    API call, while its resourceVersion is still the one that pass left, until the safety-net
+    pass is due."""
+
+    version: str
+    phase: str
+    until: float  # time.monotonic() of the safety-net pass
+
+
 @dataclass
 class Reconciler:
     kube: Kube
@@ -66,14 +81,23 @@ class Reconciler:
     _locks: defaultdict[tuple[str, str], threading.Lock] = field(
         default_factory=lambda: defaultdict(threading.Lock)
     )
+    # The safety net for settled detectors: a full pass at least this often (jittered, so a
+    # thousand detectors created together do not come due together).
+    full_resync_s: float = 600.0
+    _quiet: dict[tuple[str, str], Quiet] = field(default_factory=dict)
 
     def api_versions(self) -> ApiVersions:
         if self._api is None or time.monotonic() - self._api[0] > self.api_ttl_s:
             self._api = (time.monotonic(), self.kube.discover())
         return self._api[1]
 
-    def __call__(self, namespace: str, name: str) -> str:
-        """Reconcile one FraudDetector; returns its phase ("Gone" if it no longer exists)."""
+    def __call__(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> str:
+        """Reconcile one FraudDetector; returns its phase ("Gone" if it no longer exists).
+        With ``body`` (the periodic timer's copy from kopf's watch), a settled detector that
+        has not changed since its last pass is skipped without any API call."""
+        if body is not None and (quiet := self.quiet(namespace, name, body)) is not None:
+            self.metrics.reconciles.labels(result="skipped").inc()
+            return quiet.phase
         started = time.perf_counter()
         with self._locks[(namespace, name)]:
             try:
@@ -84,6 +108,18 @@ class Reconciler:
         self.metrics.reconciles.labels(result="ok").inc()
         self.metrics.duration.observe(time.perf_counter() - started)
         return phase
+
+    def quiet(self, namespace: str, name: str, body: dict[str, Any]) -> Quiet | None:
+        found = self._quiet.get((namespace, name))
+        if found is None or time.monotonic() >= found.until:
+            return None
+        return found if body.get("metadata", {}).get("resourceVersion") == found.version else None
+
+    def _settle(self, namespace: str, name: str, version: str | None, phase: str) -> None:
+        jitter = random.uniform(0.8, 1.2)
+        if version:
+            until = time.monotonic() + self.full_resync_s * jitter
+            self._quiet[(namespace, name)] = Quiet(version, phase, until)
 
     def _problems(
         self, body: dict[str, Any], namespace: str
@@ -111,6 +147,7 @@ class Reconciler:
     def _reconcile(self, namespace: str, name: str) -> str:
         body = self.kube.detector(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self._quiet.pop((namespace, name), None)
             if (namespace, name) in self._seen:
                 self.metrics.detector_ready.remove(namespace, name)
                 self._seen.discard((namespace, name))
@@ -153,7 +190,22 @@ class Reconciler:
         status = merge_rollout(status, state, preflight_note, previous)
         if spec is not None and not problems:
             status.update(self._rules_status(name, spec, status.get("rulesVersion")))
-        self.kube.patch_status(namespace, name, status)
+        self._quiet.pop((namespace, name), None)
+        if without_nulls(status) == old_status:  # nothing new to say: no write
+            version = meta.get("resourceVersion")
+            self.metrics.writes.labels(kind="FraudDetectorStatus", outcome="unchanged").inc()
+        else:
+            version = self.kube.patch_status(namespace, name, status)
+            self.metrics.writes.labels(kind="FraudDetectorStatus", outcome="updated").inc()
+        settled = (
+            spec is not None
+            and not problems
+            and state.candidate is None
+            and not preflight_note
+            and status.get("rulesVersion") in (None, status.get("rulesVersionDesired"))
+        )
+        if settled:
+            self._settle(namespace, name, version, str(status["phase"]))
         ready: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Ready"), {})
         self.metrics.detector_ready.labels(namespace, name).set(ready.get("status") == "True")
         self._seen.add((namespace, name))
@@ -373,6 +425,15 @@ class Reconciler:
 
 
 OVERRIDES = (f"{GROUP}/promote", f"{GROUP}/abort")
+
+
+def without_nulls(value: Any) -> Any:
+    """``value`` as the API server keeps it after a merge patch: a null field is removed."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
 
 
 def overrides(annotations: dict[str, str]) -> rollout.Override:

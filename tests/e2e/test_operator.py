@@ -433,6 +433,44 @@ def test_drift_is_repaired(cluster: Cluster, operator: dict[str, Any], kafka: Mo
     wait_for(lambda: cluster.get("configmap", "drift-scorer-config", NS), 20, "ConfigMap back")
 
 
+def test_a_settled_detector_costs_no_api_call_until_something_changes(
+    cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
+) -> None:
+    """The periodic timer (every 3 s here) skips a detector whose last pass left nothing to
+    poll for, without one API request; an edit of the detector or of a child still brings a
+    pass at once (issue 20)."""
+    name = "settled"
+    fd = detector(name, kafka.bootstrap_servers)
+    del fd["spec"]["kafka"]["authentication"]  # plaintext, no Secret: no problem to poll for
+    cluster.apply(fd)
+    wait_for(lambda: condition(cluster, name, "Ready"), 30, "a status")
+    user = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR}"
+
+    def touching() -> int:
+        return sum(
+            1
+            for e in cluster.audit_events(user)
+            if (e.get("objectRef") or {}).get("name", "").startswith(name)
+        )
+
+    def skipped() -> float:
+        text = _get(operator["metrics"]) or ""
+        found = re.search(r'^fraud_operator_reconciles_total\{result="skipped"\} (\S+)$', text,
+                          re.MULTILINE)  # fmt: skip
+        return float(found.group(1)) if found else 0.0
+
+    # The pass after its own status write settles it; then the timer's ticks cost nothing.
+    wait_for(lambda: skipped() > 0, 20, "a skipped pass")
+    before, skips = touching(), skipped()
+    time.sleep(10)  # three ticks of its timer
+    assert touching() == before, "a settled detector's timer made API requests"
+    assert skipped() >= skips + 2
+    cluster.kubectl("annotate", "frauddetector", name, f"--namespace={NS}", "team=payments")
+    wait_for(lambda: touching() > before, 20, "a pass after the detector was edited")
+    cluster.kubectl("delete", "configmap", f"--namespace={NS}", f"{name}-scorer-config")
+    wait_for(lambda: cluster.get("configmap", f"{name}-scorer-config", NS), 20, "ConfigMap back")
+
+
 def test_updates_propagate_and_rules_do_not_restart_pods(
     cluster: Cluster, operator: dict[str, Any], kafka: MockCluster
 ) -> None:
