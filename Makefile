@@ -56,7 +56,7 @@ soak: $(STAMP)
 	$(PY) bench/soak.py
 
 # BENCH_BASELINE=<git revision>: also measure that revision's scorer in the same run.
-bench: $(STAMP) postgres
+bench: $(STAMP) postgres kube helm
 	$(PY) bench/run_bench.py $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 	$(PY) bench/training_bench.py
 	$(PY) bench/sinks_bench.py
@@ -64,6 +64,7 @@ bench: $(STAMP) postgres
 	$(PY) bench/rules_bench.py
 	$(PY) bench/console_bench.py
 	$(PY) bench/quality_bench.py
+	$(PY) bench/operator_bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

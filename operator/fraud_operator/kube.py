@@ -34,10 +34,12 @@ Outcome = Literal["created", "updated", "unchanged", "gone"]
 
 def is_subset(desired: Any, live: Any) -> bool:
     """Does ``live`` hold every value of ``desired``? (The API server adds defaults and status;
-    those are not drift.)"""
+    those are not drift. It also drops empty lists and maps, such as a container's ``env: []``:
+    not drift either. Taking that for drift re-applied the Deployment on every pass, and each
+    apply's MODIFIED event brought the next pass: a loop per detector without Kafka auth.)"""
     if isinstance(desired, dict):
         return isinstance(live, dict) and all(
-            k in live and is_subset(v, live[k]) for k, v in desired.items()
+            is_subset(v, live[k]) if k in live else v in ([], {}) for k, v in desired.items()
         )
     if isinstance(desired, list):
         return (

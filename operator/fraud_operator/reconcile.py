@@ -5,12 +5,14 @@ periodic timer, a child edited or deleted by hand) ends up here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,10 +60,10 @@ class Quiet:
     that only a later look could clear (a missing Secret, a refused apply), the rules the
     scorers report equal to the spec's. What can still change it wakes a pass through an event
     (the detector edited, a child changed or deleted), so the periodic timer skips it, with no
-    API call, while its resourceVersion is still the one that pass left, until the safety-net
-    pass is due."""
+    API call, while the detector's inputs (:func:`inputs_of`) are the ones that pass read,
+    until the safety-net pass is due."""
 
-    version: str
+    inputs: str
     phase: str
     until: float  # time.monotonic() of the safety-net pass
 
@@ -113,13 +115,7 @@ class Reconciler:
         found = self._quiet.get((namespace, name))
         if found is None or time.monotonic() >= found.until:
             return None
-        return found if body.get("metadata", {}).get("resourceVersion") == found.version else None
-
-    def _settle(self, namespace: str, name: str, version: str | None, phase: str) -> None:
-        jitter = random.uniform(0.8, 1.2)
-        if version:
-            until = time.monotonic() + self.full_resync_s * jitter
-            self._quiet[(namespace, name)] = Quiet(version, phase, until)
+        return found if inputs_of(body) == found.inputs else None
 
     def _problems(
         self, body: dict[str, Any], namespace: str
@@ -192,10 +188,9 @@ class Reconciler:
             status.update(self._rules_status(name, spec, status.get("rulesVersion")))
         self._quiet.pop((namespace, name), None)
         if without_nulls(status) == old_status:  # nothing new to say: no write
-            version = meta.get("resourceVersion")
             self.metrics.writes.labels(kind="FraudDetectorStatus", outcome="unchanged").inc()
         else:
-            version = self.kube.patch_status(namespace, name, status)
+            self.kube.patch_status(namespace, name, status)
             self.metrics.writes.labels(kind="FraudDetectorStatus", outcome="updated").inc()
         settled = (
             spec is not None
@@ -205,7 +200,8 @@ class Reconciler:
             and status.get("rulesVersion") in (None, status.get("rulesVersionDesired"))
         )
         if settled:
-            self._settle(namespace, name, version, str(status["phase"]))
+            until = time.monotonic() + self.full_resync_s * random.uniform(0.8, 1.2)
+            self._quiet[(namespace, name)] = Quiet(inputs_of(body), str(status["phase"]), until)
         ready: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Ready"), {})
         self.metrics.detector_ready.labels(namespace, name).set(ready.get("status") == "True")
         self._seen.add((namespace, name))
@@ -425,6 +421,24 @@ class Reconciler:
 
 
 OVERRIDES = (f"{GROUP}/promote", f"{GROUP}/abort")
+
+
+def inputs_of(body: Mapping[str, Any]) -> str:
+    """What a FraudDetector gives its pass (spec, generation, deletion, the override
+    annotations and anyone's but the operator's own), as a digest. Its status (our output) and
+    kopf's bookkeeping annotations are left out: writing them does not call for another pass."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    given = {
+        "generation": meta.get("generation"),
+        "deletion": meta.get("deletionTimestamp"),
+        "spec": body.get("spec"),
+        "annotations": {
+            k: v for k, v in annotations.items() if k in OVERRIDES or not k.startswith(GROUP)
+        },
+    }
+    text = json.dumps(given, sort_keys=True, default=dict)  # kopf's views are mappings
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def without_nulls(value: Any) -> Any:

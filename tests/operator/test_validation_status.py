@@ -295,6 +295,10 @@ def test_last_transition_time_changes_only_on_flips() -> None:
         ({"a": 1}, {"a": 1.0}, True),
         ({"a": "1"}, {"a": 1}, False),
         ({"a": 1}, {}, False),
+        # The API server drops empty lists and maps (a container's env: []): not drift.
+        ({"env": [], "args": ["x"]}, {"args": ["x"]}, True),
+        ({"annotations": {}}, {}, True),
+        ({"env": [{"name": "A"}]}, {}, False),
     ],
 )
 def test_is_subset(desired: Any, live: Any, expected: bool) -> None:
