@@ -30,21 +30,15 @@ from fraud_devtools.local import free_port
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.cluster import Cluster, control_plane, wait_for  # noqa: E402
+from tests.e2e.cluster import Cluster, chart_manifests, control_plane, wait_for  # noqa: E402
 
 OPERATOR_NS, OPERATOR, NS = "fraud-system", "fraud-detector-operator", "bench"
-HELM = Path.home() / ".cache/fraud-detector/helm-3.17.3/helm"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 def chart(cluster: Cluster) -> None:
-    rendered = subprocess.run(
-        [str(HELM), "template", "fraud-detector", str(ROOT / "charts/fraud-detector"),
-         "--namespace", OPERATOR_NS, "--kube-version", "1.20.2"],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
     cluster.kubectl("create", "namespace", OPERATOR_NS)
-    for doc in (d for d in yaml.safe_load_all(rendered) if d):
+    for doc in chart_manifests("fraud-detector", OPERATOR_NS):
         cluster_scoped = doc["kind"] in ("CustomResourceDefinition", "ClusterRole",
                                          "ClusterRoleBinding")  # fmt: skip
         cluster.apply(doc, namespace=None if cluster_scoped else OPERATOR_NS)

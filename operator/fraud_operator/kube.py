@@ -242,11 +242,10 @@ class Kube:
                 content_type="application/merge-patch+json",
             )
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> str | None:
-        """Write the status; the object's resourceVersion after the write (None: gone)."""
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         resource = self._resource(f"{GROUP}/{VERSION}", "FraudDetector")
         try:
-            patched = resource.status.patch(
+            resource.status.patch(
                 name=name,
                 namespace=namespace,
                 body={"status": status},
@@ -254,9 +253,6 @@ class Kube:
             )
         except NotFoundError:
             log.info("FraudDetector %s/%s is gone; no status to write", namespace, name)
-            return None
-        version: str | None = patched.metadata.resourceVersion
-        return version
 
     def event(
         self,

@@ -140,6 +140,31 @@ class Cluster:
         return kubeconfig(self.server, self.ca_file, value, self.workdir / f"{name}.kubeconfig")
 
 
+def chart_manifests(
+    release: str = "fraud-detector", namespace: str = "fraud-system", *values: str
+) -> list[dict[str, Any]]:
+    """``helm template`` of the chart, as the platform team would install it."""
+    helm = Path.home() / ".cache/fraud-detector/helm-3.17.3/helm"
+    out = subprocess.run(
+        [
+            str(helm),
+            "template",
+            release,
+            str(Path(__file__).resolve().parents[2] / "charts/fraud-detector"),
+            "--namespace",
+            namespace,
+            "--kube-version",  # what `helm install` reads from the cluster
+            "1.20.2",
+            *(arg for value in values for arg in ("--set", value)),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
 def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     fh = log.open("wb")
     return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)

@@ -27,7 +27,7 @@ from fraud_training.data import to_payloads
 from fraud_training.synth import SynthConfig, generate
 
 from tests.console.conftest import database  # noqa: F401 - a module fixture
-from tests.e2e.cluster import Cluster, control_plane, wait_for
+from tests.e2e.cluster import Cluster, chart_manifests, control_plane, wait_for
 from tests.e2e.pods import container_process
 from tests.integration.harness import ScorerProcess, read_topic, steady_traffic
 from tests.rbac import grants
@@ -38,31 +38,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NS = "shop"
 OPERATOR_NS = "fraud-system"
 OPERATOR = "fraud-detector-operator"  # the chart's names for release "fraud-detector"
-
-
-def chart_manifests(
-    release: str = "fraud-detector", namespace: str = OPERATOR_NS, *values: str
-) -> list[dict[str, Any]]:
-    """``helm template`` of the chart, as the platform team would install it."""
-    helm = Path.home() / ".cache/fraud-detector/helm-3.17.3/helm"
-    out = subprocess.run(
-        [
-            str(helm),
-            "template",
-            release,
-            str(ROOT / "charts/fraud-detector"),
-            "--namespace",
-            namespace,
-            "--kube-version",  # what `helm install` reads from the cluster
-            "1.20.2",
-            *(arg for value in values for arg in ("--set", value)),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
 
 
 SHA = "sha256:" + "a" * 64
