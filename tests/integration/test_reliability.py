@@ -153,6 +153,12 @@ def paced(bootstrap: str, items: list[tuple[bytes, bytes]], per_s: int) -> threa
     return thread
 
 
+def holds_partitions(scorer: ScorerProcess) -> bool:
+    """Whether ``scorer`` has logged an assignment of at least one input partition."""
+    held = f'"{TOPICS["input"]}['
+    return any("partitions assigned" in line and held in line for line in scorer.log().splitlines())
+
+
 def test_broker_away_for_30s_scorer_not_ready_keeps_state_and_catches_up(
     wide_cluster: MockCluster, tmp_path: Path, model_dir: Path, small_stream: pd.DataFrame
 ) -> None:
@@ -202,9 +208,15 @@ def test_scaling_consumers_up_and_down_mid_stream_keeps_features_identical(
     bootstrap = wide_cluster.bootstrap_servers
     items = stream(small_stream.iloc[:12_000])
     first = ScorerProcess(tmp_path, bootstrap, model_dir, name="first").start()
-    producer = paced(bootstrap, items, per_s=600)  # 20 s of traffic
+    before = paced(bootstrap, items[:6000], per_s=600)  # 10 s of traffic
     wait_until(lambda: first.metric("fraud_transactions_total") > 1000, 60, "traffic")
     extra = [ScorerProcess(tmp_path, bootstrap, model_dir, name=f"x{i}").start() for i in (1, 2)]
+    # The rest of the traffic waits for the group to take in both new members, however long a
+    # loaded machine makes that: a stream that ended before the rebalance would leave them
+    # nothing to decide.
+    wait_until(lambda: all(holds_partitions(s) for s in extra), 60, "both extras assigned")
+    before.join(120)
+    producer = paced(bootstrap, items[6000:], per_s=600)  # 10 s more
     wait_until(
         lambda: all(s.metric("fraud_transactions_total") > 0 for s in extra), 60, "scaled up to 3"
     )
