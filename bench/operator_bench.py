@@ -7,7 +7,9 @@ For each size: the time until every detector has a status (from the operator's s
 until the operator goes quiet (the follow-up passes that child events bring are done: under
 one API request a second), the operator's CPU over an idle window after that, its peak RSS (VmHWM),
 handler errors in its log, and the API requests its ServiceAccount made per detector per minute
-in the idle window (from the API server's audit log). Writes ``build/bench-operator.json``.
+in the idle window (from the API server's audit log). For the start (until quiet): the
+operator's and the control plane's CPU-seconds and the operator's requests per detector, by
+verb. Writes ``build/bench-operator.json``.
 
     python bench/operator_bench.py [--sizes 10,100,1000] [--idle 60]
 """
@@ -88,6 +90,32 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def control_plane_cpu_seconds(cluster: Cluster) -> float:
+    """CPU-seconds so far of etcd, the API server and the controller manager: every process
+    whose command line names the cluster's work directory."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if str(cluster.workdir) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                total += cpu_seconds(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return total
+
+
+def by_verb(events: list[dict[str, Any]], top: int = 10) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for event in events:
+        ref = event.get("objectRef") or {}
+        key = f"{event['verb']} {ref.get('resource', '?')}"
+        if ref.get("subresource"):
+            key += f"/{ref['subresource']}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:top])
+
+
 def requests_between(cluster: Cluster, start: float, end: float) -> list[dict[str, Any]]:
     user = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR}"
     out = []
@@ -107,7 +135,8 @@ def measure(n: int, idle_s: float, limit_s: float, work: Path) -> dict[str, Any]
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         env.pop("FRAUD_OPERATOR_RESYNC_SECONDS", None)  # as deployed
         with log_path.open("wb") as log:
-            started = time.monotonic()
+            started, started_wall = time.monotonic(), time.time()
+            plane0 = control_plane_cpu_seconds(cluster)
             proc = subprocess.Popen(
                 [sys.executable, "-m", "fraud_operator", "--peering", OPERATOR,
                  "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port()),
@@ -132,6 +161,7 @@ def measure(n: int, idle_s: float, limit_s: float, work: Path) -> dict[str, Any]
                 reached = False
             settled_s = time.monotonic() - started - 7
             cpu0, t0, wall0 = cpu_seconds(proc.pid), time.monotonic(), time.time()
+            plane1 = control_plane_cpu_seconds(cluster)
             time.sleep(idle_s)
             cpu1, t1, wall1 = cpu_seconds(proc.pid), time.monotonic(), time.time()
             rss = peak_rss_mib(proc.pid)
@@ -144,25 +174,26 @@ def measure(n: int, idle_s: float, limit_s: float, work: Path) -> dict[str, Any]
                 proc.wait()
         time.sleep(1)  # the audit log's last lines
         idle_requests = requests_between(cluster, wall0, wall1)
+        start_requests = requests_between(cluster, started_wall, wall0)
         lines = [json.loads(x) for x in log_path.read_text().splitlines() if x.startswith("{")]
         errors = [x["message"] for x in lines if x.get("severity") in ("error", "critical")]
-        by_verb: dict[str, int] = {}
-        for event in idle_requests:
-            key = f"{event['verb']} {(event.get('objectRef') or {}).get('resource', '?')}"
-            by_verb[key] = by_verb.get(key, 0) + 1
         minutes = (t1 - t0) / 60
         return {
             "detectors": n,
             "all_reconciled": reached,
             "reconciled_s": round(reconciled_s, 1),
             "settled_s": round(settled_s, 1),
+            "start_operator_cpu_s": round(cpu0, 1),
+            "start_control_plane_cpu_s": round(plane1 - plane0, 1),
+            "start_requests_per_detector": round(len(start_requests) / n, 1),
+            "start_requests_by_verb": by_verb(start_requests),
             "idle_cpu_share_of_a_core": round((cpu1 - cpu0) / (t1 - t0), 4),
             "idle_window_s": round(t1 - t0, 1),
             "peak_rss_mib": round(rss, 1),
             "handler_errors": len(errors),
             "first_errors": sorted(set(errors))[:5],
             "idle_requests_per_detector_per_minute": round(len(idle_requests) / n / minutes, 3),
-            "idle_requests_by_verb": dict(sorted(by_verb.items(), key=lambda kv: -kv[1])[:10]),
+            "idle_requests_by_verb": by_verb(idle_requests),
         }
 
 

@@ -3,15 +3,20 @@ Reconciler`, which does the work; kopf runs these sync handlers in its thread po
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
+from fraud_operator import builders
 from fraud_operator.builders import MANAGER
-from fraud_operator.kube import Kube, load_config
+from fraud_operator.builders.names import INSTANCE
+from fraud_operator.kube import Children, Kube, load_config
 from fraud_operator.metrics import OperatorMetrics
 from fraud_operator.reconcile import Reconciler
 from fraud_operator.spec import GROUP, KIND, PLURAL, PROJECT_IMAGES, VERSION
@@ -32,6 +37,9 @@ OPTIONS: dict[str, Any] = {
 RESYNC_S = float(os.environ.get("FRAUD_OPERATOR_RESYNC_SECONDS", "30"))
 FULL_RESYNC_S = float(os.environ.get("FRAUD_OPERATOR_FULL_RESYNC_SECONDS", "600"))
 OWNED = {"app.kubernetes.io/managed-by": MANAGER}
+# The child kinds kopf lists and watches for the index below, chosen at startup from what the
+# cluster serves (a 1.20 cluster has policy/v1beta1, not policy/v1).
+WATCHED: set[tuple[str, str]] = set()
 
 
 def reconciler() -> Reconciler:
@@ -56,6 +64,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # we write our own Events, only on transitions
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 4
+    # The children are listed and watched once per kind, only the operator's own (selected by
+    # the API server, not filtered here), and indexed by their detector: a pass reads them
+    # from memory. kopf starts no handler before the first listing is indexed.
+    WATCHED.update(builders.watched_kinds(reconciler().api_versions()))
+    settings.watching.label_selectors[is_watched_child] = ",".join(
+        f"{k}={v}" for k, v in OWNED.items()
+    )
     # A FraudDetector deleted while its resync pass runs waits for the pass to end; kopf then
     # re-checks after this many seconds (its default, 60, held deletions for a minute).
     settings.background.cancellation_polling = 2
@@ -81,42 +96,98 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 RETRY_S = 3.0
 
 
+def is_watched_child(resource: kopf.Resource) -> bool:
+    api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
+    return (api_version, resource.kind or "") in WATCHED
+
+
+def detector_of(body: Mapping[str, Any]) -> str | None:
+    """The FraudDetector a child belongs to, by its ``app.kubernetes.io/instance`` label: as
+    the lists of old did, and unlike the owner reference, it outlives a delete with
+    ``--cascade=orphan`` (the re-created detector finds its tracks running)."""
+    labels = body.get("metadata", {}).get("labels") or {}
+    return str(labels[INSTANCE]) if INSTANCE in labels else None
+
+
+# Of a child's metadata, what a pass reads: the rest (managedFields above all) is dropped.
+_KEPT_METADATA = ("name", "namespace", "labels", "annotations", "ownerReferences", "generation")
+# Of a Deployment's status, what the detector's status is made of.
+_KEPT_STATUS = ("replicas", "readyReplicas", "updatedReplicas")
+
+
+def kept(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a child: its metadata of note and everything it declares,
+    but no status (a Deployment's replica counts excepted)."""
+    meta = body["metadata"]
+    obj = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+    obj["metadata"] = {k: meta[k] for k in _KEPT_METADATA if k in meta}
+    if body.get("kind") == "Deployment":
+        status = body.get("status") or {}
+        obj["status"] = {k: status[k] for k in _KEPT_STATUS if k in status}
+    return obj
+
+
+@kopf.index(is_watched_child)
+async def children(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """The operator's children by ``(namespace, detector)``: what a pass compares its desired
+    objects with, prunes, and reads the rollout's tracks and the Deployment's status from.
+    Async: it runs on kopf's loop, with no thread hop per event."""
+    owner = detector_of(body)
+    return {} if owner is None else {(body["metadata"]["namespace"], owner): kept(body)}
+
+
+# Per child (by uid), a digest of what the operator last saw of it (:func:`kept`).
+_last_seen: dict[str, bytes] = {}
+
+
+def _children(namespace: str, name: str, indexes: dict[str, Any]) -> Children:
+    """``name``'s children from the ``children`` index, which kopf passes every handler."""
+    index: kopf.Index[tuple[str, str], dict[str, Any]] = indexes["children"]
+    # tuple() copies the store in one C call, which kopf's loop thread cannot interleave with.
+    found = tuple(index[(namespace, name)]) if (namespace, name) in index else ()
+    return Children(reconciler().kube, namespace, found, frozenset(WATCHED))
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_S)
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_S)
 @kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_S)
-def on_change(namespace: str | None, name: str, **_: Any) -> None:
-    reconciler()(namespace or "", name)
+def on_change(namespace: str | None, name: str, **kwargs: Any) -> None:
+    namespace = namespace or ""
+    reconciler()(namespace, name, children=_children(namespace, name, kwargs))
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S, backoff=RETRY_S)
-def resync(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
+def resync(namespace: str | None, name: str, body: kopf.Body, **kwargs: Any) -> None:
     """Rollouts and problems that only a later look can clear (a Secret created, a preflight
     Job finished, Prometheus's verdict) move on; settled detectors are skipped until their
     safety-net pass (drift repaired even if a child event was missed)."""
-    reconciler()(namespace or "", name, dict(body))
+    namespace = namespace or ""
+    reconciler()(namespace, name, dict(body), _children(namespace, name, kwargs))
 
 
-def _owner_changed(body: kopf.Body, event_type: str | None) -> None:
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(GROUP):
-            namespace = body["metadata"]["namespace"]
-            log.info(
-                "%s %s changed (%s): reconciling its FraudDetector",
-                body.get("kind"),
-                body["metadata"]["name"],
-                event_type,
-            )
-            reconciler()(namespace, ref["name"])
-
-
-for _group, _version, _plural in (
-    ("", "v1", "configmaps"),
-    ("", "v1", "services"),
-    ("apps", "v1", "deployments"),
-):
-
-    @kopf.on.event(_group, _version, _plural, labels=OWNED, id=f"child-{_plural}")  # type: ignore[arg-type]
-    def on_child_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-        """A child edited or deleted by hand is put back at once (not at the next resync)."""
-        if type in ("MODIFIED", "DELETED"):
-            _owner_changed(body, type)
+@kopf.on.event(is_watched_child, id="child")
+def on_child_event(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
+    """A child edited or deleted by hand is put back at once (not at the next resync), and a
+    Deployment's new replica counts reach the detector's status."""
+    owner = detector_of(body)
+    uid = body.get("metadata", {}).get("uid")
+    if owner is None or uid is None:
+        return
+    if type == "DELETED":
+        _last_seen.pop(uid, None)
+    else:
+        # Most events change nothing the operator reads: an HPA's status every sync, a
+        # Deployment's conditions and observedGeneration. Those call for no pass.
+        digest = hashlib.sha256(json.dumps(kept(body), sort_keys=True).encode()).digest()
+        if _last_seen.get(uid) == digest or type != "MODIFIED":
+            _last_seen[uid] = digest
+            return
+        _last_seen[uid] = digest
+    namespace = body["metadata"]["namespace"]
+    log.info(
+        "%s %s changed (%s): reconciling its FraudDetector",
+        body.get("kind"),
+        body["metadata"]["name"],
+        type,
+    )
+    reconciler()(namespace, owner, children=_children(namespace, owner, kwargs))

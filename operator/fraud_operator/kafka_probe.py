@@ -4,7 +4,8 @@ Used only to refuse ``maxReplicas`` above the partition count. Any failure (brok
 reachable from the operator, no permission) means "unknown", never an error. Results are
 cached for a few minutes so the periodic reconcile does not hammer the brokers, and asked by
 one thread at a time per brokers and topic: a burst of detectors on the same cluster waits for
-one answer instead of opening a client each (and blocking a worker each for the timeout).
+one answer instead of opening a client each (and blocking a worker each for the timeout), and
+once an answer is known, passes meanwhile take it rather than wait for the new one.
 """
 
 from __future__ import annotations
@@ -50,7 +51,15 @@ def partitions(spec: FraudDetectorSpec, password: str | None, timeout_s: float =
         str(conf.get(k)) for k in ("bootstrap.servers", "security.protocol", "sasl.username")
     )
     key += (spec.topics.input,)
-    with _asking[key]:
+    asking = _asking[key]
+    if not asking.acquire(blocking=False):
+        # Another pass is asking these brokers: an answer already known, however old, is good
+        # enough for this one (a burst of detectors does not queue behind one timeout).
+        cached = _cache.get(key)
+        if cached is not None:
+            return cached[1]
+        asking.acquire()
+    try:
         cached = _cache.get(key)
         if cached is not None:
             age = time.monotonic() - cached[0]
@@ -59,6 +68,8 @@ def partitions(spec: FraudDetectorSpec, password: str | None, timeout_s: float =
         count = _ask(spec, conf, timeout_s)
         _cache[key] = (time.monotonic(), count)
         return count
+    finally:
+        asking.release()
 
 
 def _ask(spec: FraudDetectorSpec, conf: dict[str, Any], timeout_s: float) -> int | None:

@@ -32,6 +32,13 @@ log = logging.getLogger("fraud_operator.kube")
 Outcome = Literal["created", "updated", "unchanged", "gone"]
 
 
+class Unread:
+    """A live object nobody has read yet (as opposed to None: read, and absent)."""
+
+
+UNREAD = Unread()
+
+
 def is_subset(desired: Any, live: Any) -> bool:
     """Does ``live`` hold every value of ``desired``? (The API server adds defaults and status;
     those are not drift. It also drops empty lists and maps, such as a container's ``env: []``:
@@ -50,6 +57,18 @@ def is_subset(desired: Any, live: Any) -> bool:
     if isinstance(desired, int | float) and isinstance(live, int | float):
         return float(desired) == float(live)
     return bool(desired == live)
+
+
+def has_labels(obj: dict[str, Any], labels: dict[str, str]) -> bool:
+    found = obj.get("metadata", {}).get("labels") or {}
+    return all(found.get(k) == v for k, v in labels.items())
+
+
+def controlled_by(obj: dict[str, Any], owner_uid: str) -> bool:
+    return any(
+        ref.get("uid") == owner_uid and ref.get("controller")
+        for ref in obj.get("metadata", {}).get("ownerReferences") or []
+    )
 
 
 def load_config() -> client.ApiClient:
@@ -125,10 +144,15 @@ class Kube:
         result: dict[str, Any] = obj.to_dict()
         return result
 
-    def apply(self, desired: dict[str, Any]) -> Outcome:
+    def apply(
+        self, desired: dict[str, Any], live: dict[str, Any] | Unread | None = UNREAD
+    ) -> Outcome:
+        """Server-side apply ``desired`` unless ``live`` (read first unless the caller's watch
+        already has it, None: absent) holds all of it under the same hash."""
         meta = desired["metadata"]
         kind, name, namespace = desired["kind"], meta["name"], meta["namespace"]
-        live = self.get(desired["apiVersion"], kind, namespace, name)
+        if isinstance(live, Unread):
+            live = self.get(desired["apiVersion"], kind, namespace, name)
         if live is not None:
             same_hash = (live["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) == meta[
                 "annotations"
@@ -167,25 +191,6 @@ class Kube:
         listed = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector)
         items: list[dict[str, Any]] = listed.to_dict().get("items") or []
         return items
-
-    def children_of(
-        self,
-        api_version: str,
-        kind: str,
-        namespace: str,
-        labels: dict[str, str],
-        owner_uid: str,
-    ) -> list[str]:
-        """Names of the ``kind`` objects in ``namespace`` that carry ``labels`` and are
-        controlled by the object with ``owner_uid``."""
-        return [
-            item["metadata"]["name"]
-            for item in self.labelled(api_version, kind, namespace, labels)
-            if any(
-                ref.get("uid") == owner_uid and ref.get("controller")
-                for ref in item["metadata"].get("ownerReferences") or []
-            )
-        ]
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete a child the current plan no longer wants (e.g. the HPA once KEDA scales)."""
@@ -301,3 +306,58 @@ def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
         return None
     raw = (secret.data or {}).get(key)
     return base64.b64decode(raw).decode() if raw else None
+
+
+@dataclass(frozen=True)
+class Children:
+    """One FraudDetector's children as the operator's watches hold them (kopf's index of the
+    objects its label selects, fed by one list-and-watch per kind), so a pass reads no child
+    from the API server. ``watched`` names the kinds the watches cover: for those, absent here
+    means absent. Kinds outside it (optional CRDs such as KEDA's or the ServiceMonitor, Jobs)
+    are read from the API server as before, and so is everything when nothing is watched
+    (``Children(kube, namespace)``: the reconciler run without kopf, as in unit tests)."""
+
+    kube: Kube
+    namespace: str
+    objects: tuple[dict[str, Any], ...] = ()
+    watched: frozenset[tuple[str, str]] = frozenset()
+
+    def get(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+        if (api_version, kind) not in self.watched:
+            return self.kube.get(api_version, kind, self.namespace, name)
+        return next(
+            (
+                o
+                for o in self.objects
+                if o["kind"] == kind
+                and o["apiVersion"] == api_version
+                and o["metadata"]["name"] == name
+            ),
+            None,
+        )
+
+    def live(self, desired: dict[str, Any]) -> dict[str, Any] | Unread | None:
+        """What :meth:`Kube.apply` compares ``desired`` with: the watched object, or UNREAD."""
+        api_version, kind = desired["apiVersion"], desired["kind"]
+        if (api_version, kind) not in self.watched:
+            return UNREAD
+        return self.get(api_version, kind, desired["metadata"]["name"])
+
+    def labelled(self, api_version: str, kind: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        if (api_version, kind) not in self.watched:
+            return self.kube.labelled(api_version, kind, self.namespace, labels)
+        return [
+            o
+            for o in self.objects
+            if o["kind"] == kind and o["apiVersion"] == api_version and has_labels(o, labels)
+        ]
+
+    def controlled(
+        self, api_version: str, kind: str, labels: dict[str, str], owner_uid: str
+    ) -> list[str]:
+        """Names of the ``kind`` children with ``labels`` that ``owner_uid`` controls."""
+        return [
+            o["metadata"]["name"]
+            for o in self.labelled(api_version, kind, labels)
+            if controlled_by(o, owner_uid)
+        ]

@@ -23,7 +23,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from fraud_operator import builders, kafka_probe, rollout
 from fraud_operator.analysis import Result, analyse
 from fraud_operator.builders import ApiVersions, Detector, TrackPlan
-from fraud_operator.kube import Kube, secret_value
+from fraud_operator.kube import Children, Kube, secret_value
 from fraud_operator.metrics import OperatorMetrics
 from fraud_operator.prometheus import (
     Prometheus,
@@ -93,17 +93,24 @@ class Reconciler:
             self._api = (time.monotonic(), self.kube.discover())
         return self._api[1]
 
-    def __call__(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> str:
+    def __call__(
+        self,
+        namespace: str,
+        name: str,
+        body: dict[str, Any] | None = None,
+        children: Children | None = None,
+    ) -> str:
         """Reconcile one FraudDetector; returns its phase ("Gone" if it no longer exists).
         With ``body`` (the periodic timer's copy from kopf's watch), a settled detector that
-        has not changed since its last pass is skipped without any API call."""
+        has not changed since its last pass is skipped without any API call. ``children``:
+        what the operator's watches hold of its children (read from the API server without)."""
         if body is not None and (quiet := self.quiet(namespace, name, body)) is not None:
             self.metrics.reconciles.labels(result="skipped").inc()
             return quiet.phase
         started = time.perf_counter()
         with self._locks[(namespace, name)]:
             try:
-                phase = self._reconcile(namespace, name)
+                phase = self._reconcile(namespace, name, children or Children(self.kube, namespace))
             except Exception:
                 self.metrics.reconciles.labels(result="error").inc()
                 raise
@@ -140,7 +147,7 @@ class Reconciler:
         ref = auth.password_secret
         return secret_value(self.kube, namespace, ref.secret_name, ref.password)
 
-    def _reconcile(self, namespace: str, name: str) -> str:
+    def _reconcile(self, namespace: str, name: str, children: Children) -> str:
         body = self.kube.detector(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self._quiet.pop((namespace, name), None)
@@ -158,18 +165,16 @@ class Reconciler:
         if spec is not None and not problems:
             detector = Detector(name, namespace, meta["uid"], spec, self.default_images)
             api = self.api_versions()
-            state, preflight_note, stable_rules = self._advance(detector, body, state)
+            state, preflight_note, stable_rules = self._advance(detector, body, state, children)
             plans = plans_for(state, stable_rules)
             desired = builders.children(detector, api, plans)
-            self._apply_all(desired, problems)
-            self._prune(detector, api, desired)
-            deployment = self.kube.get(
-                "apps/v1", "Deployment", namespace, builders.scorer_name(detector)
-            )
+            self._apply_all(desired, problems, children)
+            self._prune(detector, api, desired, children)
+            deployment = children.get("apps/v1", "Deployment", builders.scorer_name(detector))
             if builders.staged_features(detector) is not None:
-                stage = self.kube.get(
-                    "apps/v1", "Deployment", namespace, builders.stage_name(detector)
-                ) or {"spec": {"replicas": 0}}
+                stage = children.get("apps/v1", "Deployment", builders.stage_name(detector)) or {
+                    "spec": {"replicas": 0}
+                }
         else:
             for p in problems:
                 self.metrics.invalid.labels(reason=p.reason).inc()
@@ -218,10 +223,12 @@ class Reconciler:
                 )
         return str(status["phase"])
 
-    def _apply_all(self, objects: list[dict[str, Any]], problems: list[Problem]) -> None:
+    def _apply_all(
+        self, objects: list[dict[str, Any]], problems: list[Problem], children: Children
+    ) -> None:
         for child in objects:
             try:
-                outcome = self.kube.apply(child)
+                outcome = self.kube.apply(child, children.live(child))
             except DynamicApiError as exc:
                 # Reported, and retried by the next pass (the timer): never a crash loop.
                 what = f"{child['kind']} {child['metadata']['name']}"
@@ -232,7 +239,7 @@ class Reconciler:
             self.metrics.writes.labels(kind=child["kind"], outcome=outcome).inc()
 
     def _advance(
-        self, d: Detector, body: dict[str, Any], state: rollout.State
+        self, d: Detector, body: dict[str, Any], state: rollout.State, children: Children
     ) -> tuple[rollout.State, str, Rulebook | None]:
         """One step of the rollout state machine, with its inputs gathered from the cluster
         (live tracks, preflight Job, manual override annotations) and Prometheus (analysis).
@@ -244,7 +251,7 @@ class Reconciler:
         override = overrides(body["metadata"].get("annotations") or {})
         wanted = Rulebook.of(d.spec)
         desired = rollout.Release(d.spec.model, wanted.version if staged else None)
-        live, books = self.live_tracks(d, desired)
+        live, books = self.live_tracks(d, desired, children)
         if not staged:
             ended = rollout.without_rules(state, now)
             if ended.phase != state.phase:  # a rollout of rules alone has nothing left to do
@@ -301,21 +308,19 @@ class Reconciler:
             )
 
     def live_tracks(
-        self, d: Detector, desired: rollout.Release
+        self, d: Detector, desired: rollout.Release, children: Children
     ) -> tuple[rollout.Live, dict[str, Rulebook]]:
         """What the scorer tracks run, for :func:`rollout.recover`: models from the
-        Deployments' annotations, rules from their ConfigMaps (one list request each); and
-        each track's rules and thresholds, by track."""
+        Deployments' annotations, rules from their ConfigMaps; and each track's rules and
+        thresholds, by track."""
         running = {
             t.track: t
-            for dep in self.kube.labelled(
-                "apps/v1", "Deployment", d.namespace, builders.labels(d, None)
-            )
+            for dep in children.labelled("apps/v1", "Deployment", builders.labels(d, None))
             if (t := builders.running_track(d, dep)) is not None
         }
         books: dict[str, Rulebook] = {}
         if desired.rules is not None:
-            for cm in self.kube.labelled("v1", "ConfigMap", d.namespace, builders.labels(d, None)):
+            for cm in children.labelled("v1", "ConfigMap", builders.labels(d, None)):
                 if (found := builders.running_rulebook(d, cm)) is not None:
                     books[found[0]] = found[1]
 
@@ -408,14 +413,14 @@ class Reconciler:
             return Result("wait", "PrometheusUnavailable", str(exc), ())
         return analyse(policy.analysis, cand, stable, shared_rules)
 
-    def _prune(self, d: Detector, api: ApiVersions, desired: list[dict[str, Any]]) -> None:
+    def _prune(
+        self, d: Detector, api: ApiVersions, desired: list[dict[str, Any]], children: Children
+    ) -> None:
         """Delete the operator's own children of this detector that the plan no longer lists
         (of the kinds it may delete): found by label and owner, not remembered."""
         wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
         for api_version, kind in builders.prunable_kinds(api):
-            for name in self.kube.children_of(
-                api_version, kind, d.namespace, builders.owned_by(d), d.uid
-            ):
+            for name in children.controlled(api_version, kind, builders.owned_by(d), d.uid):
                 if (kind, name) not in wanted:
                     self.kube.delete(api_version, kind, d.namespace, name)
 

@@ -181,6 +181,7 @@ __all__ = [
     "track_children",
     "trigger_authentication",
     "uses_keda",
+    "watched_kinds",
 ]
 
 
@@ -231,3 +232,14 @@ def prunable_kinds(api: ApiVersions) -> list[tuple[str, str]]:
             ("keda.sh/v1alpha1", "TriggerAuthentication"),
         ]
     return kinds
+
+
+def watched_kinds(api: ApiVersions) -> frozenset[tuple[str, str]]:
+    """``(apiVersion, kind)`` of the children the operator keeps watched (by its label)
+    instead of reading them on each pass: every kind it prunes, Services, and the
+    ServiceMonitor where the cluster serves it. Called with what the cluster serves at start:
+    an optional CRD installed later is read when needed, as are preflight Jobs."""
+    kinds = {*prunable_kinds(api), ("v1", "Service")}
+    if api.service_monitor:
+        kinds.add(("monitoring.coreos.com/v1", "ServiceMonitor"))
+    return frozenset(kinds)
