@@ -1,13 +1,16 @@
 """kopf entry points. Each one is a few lines and calls :class:`~fraud_operator.reconcile.
-Reconciler`, which does the work; kopf runs these sync handlers in its thread pool."""
+Reconciler`, which does the work in kopf's thread pool. The event handlers are async: they
+decide on kopf's loop whether an event calls for a pass at all (most do not), and only a pass
+takes a worker thread."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 import kopf
@@ -15,8 +18,7 @@ from prometheus_client import start_http_server
 
 from fraud_operator import builders
 from fraud_operator.builders import MANAGER
-from fraud_operator.builders.names import INSTANCE
-from fraud_operator.kube import Children, Kube, load_config
+from fraud_operator.kube import Children, Kube, detector_of, kept, load_config
 from fraud_operator.metrics import OperatorMetrics
 from fraud_operator.reconcile import Reconciler
 from fraud_operator.spec import GROUP, KIND, PLURAL, PROJECT_IMAGES, VERSION
@@ -40,6 +42,8 @@ OWNED = {"app.kubernetes.io/managed-by": MANAGER}
 # The child kinds kopf lists and watches for the index below, chosen at startup from what the
 # cluster serves (a 1.20 cluster has policy/v1beta1, not policy/v1).
 WATCHED: set[tuple[str, str]] = set()
+# kopf's thread pool (settings.execution.executor), where passes run.
+_POOL: list[Executor] = []
 
 
 def reconciler() -> Reconciler:
@@ -58,12 +62,10 @@ def reconciler() -> Reconciler:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Progress and the diff base live in annotations, so status belongs to us alone.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.enabled = False  # we write our own Events, only on transitions
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 4
+    _POOL[:] = [settings.execution.executor]
     # The children are listed and watched once per kind, only the operator's own (selected by
     # the API server, not filtered here), and indexed by their detector: a pass reads them
     # from memory. kopf starts no handler before the first listing is indexed.
@@ -101,32 +103,6 @@ def is_watched_child(resource: kopf.Resource) -> bool:
     return (api_version, resource.kind or "") in WATCHED
 
 
-def detector_of(body: Mapping[str, Any]) -> str | None:
-    """The FraudDetector a child belongs to, by its ``app.kubernetes.io/instance`` label: as
-    the lists of old did, and unlike the owner reference, it outlives a delete with
-    ``--cascade=orphan`` (the re-created detector finds its tracks running)."""
-    labels = body.get("metadata", {}).get("labels") or {}
-    return str(labels[INSTANCE]) if INSTANCE in labels else None
-
-
-# Of a child's metadata, what a pass reads: the rest (managedFields above all) is dropped.
-_KEPT_METADATA = ("name", "namespace", "labels", "annotations", "ownerReferences", "generation")
-# Of a Deployment's status, what the detector's status is made of.
-_KEPT_STATUS = ("replicas", "readyReplicas", "updatedReplicas")
-
-
-def kept(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the operator keeps of a child: its metadata of note and everything it declares,
-    but no status (a Deployment's replica counts excepted)."""
-    meta = body["metadata"]
-    obj = {k: v for k, v in body.items() if k not in ("metadata", "status")}
-    obj["metadata"] = {k: meta[k] for k in _KEPT_METADATA if k in meta}
-    if body.get("kind") == "Deployment":
-        status = body.get("status") or {}
-        obj["status"] = {k: status[k] for k in _KEPT_STATUS if k in status}
-    return obj
-
-
 @kopf.index(is_watched_child)
 async def children(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """The operator's children by ``(namespace, detector)``: what a pass compares its desired
@@ -145,15 +121,54 @@ def _children(namespace: str, name: str, indexes: dict[str, Any]) -> Children:
     index: kopf.Index[tuple[str, str], dict[str, Any]] = indexes["children"]
     # tuple() copies the store in one C call, which kopf's loop thread cannot interleave with.
     found = tuple(index[(namespace, name)]) if (namespace, name) in index else ()
-    return Children(reconciler().kube, namespace, found, frozenset(WATCHED))
+    return reconciler().kube.children(namespace, name, found, frozenset(WATCHED))
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_S)
-@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_S)
-@kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_S)
-def on_change(namespace: str | None, name: str, **kwargs: Any) -> None:
+# A pass that fails (the API server answering 500 or 409, or away) is tried again this many
+# times, then left to the detector's timer.
+ATTEMPTS = 3
+
+
+async def _pass(
+    namespace: str, name: str, indexes: dict[str, Any], body: dict[str, Any] | None = None
+) -> None:
+    """One pass in a worker thread, its children read from the index when it starts."""
+
+    def work() -> str:
+        return reconciler()(namespace, name, body, _children(namespace, name, indexes))
+
+    loop = asyncio.get_running_loop()
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            await loop.run_in_executor(_POOL[0] if _POOL else None, work)
+            return
+        except Exception as exc:  # every pass is idempotent: trying again soon is safe
+            again = attempt < ATTEMPTS
+            log.log(
+                logging.WARNING if again else logging.ERROR,
+                "reconciling %s/%s failed (%s: %s); %s",
+                namespace,
+                name,
+                type(exc).__name__,
+                exc,
+                f"again in {RETRY_S:.0f} s" if again else "the timer will try again",
+            )
+            if again:
+                await asyncio.sleep(RETRY_S)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def on_detector_event(
+    namespace: str | None, name: str, body: kopf.Body, type: str | None, **kwargs: Any
+) -> None:
+    """Created, edited, deleted, or met at start: one pass. A change of nothing the pass
+    reads (our own status write, someone's label) is skipped on kopf's loop. kopf's own
+    create/update handlers are not used: their bookkeeping patched every detector twice."""
     namespace = namespace or ""
-    reconciler()(namespace, name, children=_children(namespace, name, kwargs))
+    if type == "DELETED":
+        await _pass(namespace, name, kwargs)  # it reads the detector gone, and forgets it
+    elif reconciler().changed(namespace, name, dict(body)):
+        await _pass(namespace, name, kwargs, dict(body))
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S, backoff=RETRY_S)
@@ -166,7 +181,7 @@ def resync(namespace: str | None, name: str, body: kopf.Body, **kwargs: Any) -> 
 
 
 @kopf.on.event(is_watched_child, id="child")
-def on_child_event(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
+async def on_child_event(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
     """A child edited or deleted by hand is put back at once (not at the next resync), and a
     Deployment's new replica counts reach the detector's status."""
     owner = detector_of(body)
@@ -190,4 +205,4 @@ def on_child_event(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
         body["metadata"]["name"],
         type,
     )
-    reconciler()(namespace, owner, children=_children(namespace, owner, kwargs))
+    await _pass(namespace, owner, kwargs)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
@@ -26,6 +27,7 @@ from kubernetes.dynamic.exceptions import (
 )
 
 from fraud_operator.builders import HASH_ANNOTATION, MANAGER, ApiVersions
+from fraud_operator.builders.names import INSTANCE
 from fraud_operator.spec import GROUP, VERSION
 
 log = logging.getLogger("fraud_operator.kube")
@@ -71,6 +73,56 @@ def controlled_by(obj: dict[str, Any], owner_uid: str) -> bool:
     )
 
 
+def detector_of(body: Mapping[str, Any]) -> str | None:
+    """The FraudDetector a child belongs to, by its ``app.kubernetes.io/instance`` label: as
+    the lists of old did, and unlike the owner reference, it outlives a delete with
+    ``--cascade=orphan`` (the re-created detector finds its tracks running)."""
+    labels = body.get("metadata", {}).get("labels") or {}
+    return str(labels[INSTANCE]) if INSTANCE in labels else None
+
+
+# Of a child's metadata, what a pass reads: the rest (managedFields above all) is dropped.
+_KEPT_METADATA = ("name", "namespace", "labels", "annotations", "ownerReferences", "generation")
+# Of a Deployment's status, what the detector's status is made of.
+_KEPT_STATUS = ("replicas", "readyReplicas", "updatedReplicas")
+
+
+def kept(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a child: its metadata of note and everything it declares,
+    but no status (a Deployment's replica counts excepted)."""
+    meta = body["metadata"]
+    obj = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+    obj["metadata"] = {k: meta[k] for k in _KEPT_METADATA if k in meta}
+    # Only the operator's own annotations: the controller's `deployment.kubernetes.io/revision`
+    # (set just after creation) would otherwise bring a pass that finds nothing to do.
+    notes = obj["metadata"].get("annotations") or {}
+    obj["metadata"]["annotations"] = {k: v for k, v in notes.items() if k.startswith(f"{GROUP}/")}
+    if body.get("kind") == "Deployment":
+        status = body.get("status") or {}
+        obj["status"] = {k: status[k] for k in _KEPT_STATUS if k in status}
+    return obj
+
+
+def _plain(_client: Any, data: Any) -> Any:
+    """The dynamic client's answer as the JSON it was: a dict, not a ResourceInstance tree
+    (which cost more CPU and memory than the request itself, and was made into a dict again)."""
+    return data
+
+
+PLAIN: Final = {"serializer": _plain}
+# How long the operator trusts its own write over a watch that has not delivered it yet.
+RECENT_S: Final = 30.0
+
+
+@dataclass(frozen=True)
+class Written:
+    """A child the operator created (``obj``, as :func:`kept` keeps it) or deleted
+    (``obj`` None) at ``at``, until the watch has caught up with it."""
+
+    at: float
+    obj: dict[str, Any] | None
+
+
 def load_config() -> client.ApiClient:
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -91,6 +143,11 @@ class Kube:
         # burst of creations. Each kind is looked up once, under this lock, and kept.
         self._discovery = threading.Lock()
         self._resources: dict[tuple[str, str], Any] = {}
+        # Children created or deleted here, by (namespace, apiVersion, kind, name), until the
+        # watches show them: a pass right after the one that created a canary's Deployment
+        # must see it running, not recover the rollout as though it were gone.
+        self._written: dict[tuple[str, str, str, str], Written] = {}
+        self._written_lock = threading.Lock()
 
     def _resource(self, api_version: str, kind: str) -> Any:
         key = (api_version, kind)
@@ -138,11 +195,12 @@ class Kube:
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj = self._resource(api_version, kind).get(name=name, namespace=namespace)
+            found: dict[str, Any] = self._resource(api_version, kind).get(
+                name=name, namespace=namespace, **PLAIN
+            )
         except NotFoundError:
             return None
-        result: dict[str, Any] = obj.to_dict()
-        return result
+        return found
 
     def apply(
         self, desired: dict[str, Any], live: dict[str, Any] | Unread | None = UNREAD
@@ -166,12 +224,13 @@ class Kube:
                 return "unchanged"
         resource = self._resource(desired["apiVersion"], kind)
         try:
-            resource.server_side_apply(
+            applied = resource.server_side_apply(
                 body=desired,
                 name=name,
                 namespace=namespace,
                 field_manager=MANAGER,
                 force_conflicts=True,
+                **PLAIN,
             )
         except NotFoundError:
             log.info("cannot apply %s %s/%s: its namespace is gone", kind, namespace, name)
@@ -180,24 +239,76 @@ class Kube:
             log.warning("conflict applying %s %s/%s: %s", kind, namespace, name, exc)
             raise
         outcome: Outcome = "created" if live is None else "updated"
+        if live is None:
+            self._remember(applied, applied)
         log.info("%s %s %s/%s", outcome, kind, namespace, name)
         return outcome
+
+    def _remember(self, ref: Mapping[str, Any], obj: Mapping[str, Any] | None) -> None:
+        key = (
+            ref["metadata"]["namespace"],
+            ref["apiVersion"],
+            ref["kind"],
+            ref["metadata"]["name"],
+        )
+        with self._written_lock:
+            self._written[key] = Written(time.monotonic(), kept(obj) if obj is not None else None)
+
+    def children(
+        self,
+        namespace: str,
+        detector: str,
+        watched_objects: Iterable[dict[str, Any]],
+        watched: frozenset[tuple[str, str]],
+    ) -> Children:
+        """``detector``'s children: what the watches hold, with what this operator created or
+        deleted since and the watches have not delivered yet (forgotten once they have, or
+        after RECENT_S)."""
+        found = {(o["apiVersion"], o["kind"], o["metadata"]["name"]): o for o in watched_objects}
+        now = time.monotonic()
+        with self._written_lock:
+            for key, w in list(self._written.items()):
+                if now - w.at > RECENT_S:
+                    del self._written[key]
+                    continue
+                if key[0] != namespace:
+                    continue
+                child = key[1:]
+                if w.obj is None:  # deleted here
+                    if child in found:
+                        del found[child]
+                    else:
+                        del self._written[key]  # the watch has seen it go
+                elif detector_of(w.obj) == detector:  # created here
+                    if child in found:
+                        del self._written[key]  # the watch has it: trust the watch from now on
+                    else:
+                        found[child] = w.obj
+        return Children(self, namespace, tuple(found.values()), watched)
 
     def labelled(
         self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
     ) -> list[dict[str, Any]]:
         """The ``kind`` objects in ``namespace`` that carry ``labels`` (one list request)."""
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
-        listed = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector)
-        items: list[dict[str, Any]] = listed.to_dict().get("items") or []
+        listed = self._resource(api_version, kind).get(
+            namespace=namespace, label_selector=selector, **PLAIN
+        )
+        items: list[dict[str, Any]] = listed.get("items") or []
         return items
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete a child the current plan no longer wants (e.g. the HPA once KEDA scales)."""
         try:
-            self._resource(api_version, kind).delete(name=name, namespace=namespace)
+            self._resource(api_version, kind).delete(name=name, namespace=namespace, **PLAIN)
         except NotFoundError:
             return False
+        ref = {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"namespace": namespace, "name": name},
+        }
+        self._remember(ref, None)
         log.info("deleted %s %s/%s (no longer wanted)", kind, namespace, name)
         return True
 
@@ -245,6 +356,7 @@ class Kube:
                 namespace=namespace,
                 body=body,
                 content_type="application/merge-patch+json",
+                **PLAIN,
             )
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -255,6 +367,7 @@ class Kube:
                 namespace=namespace,
                 body={"status": status},
                 content_type="application/merge-patch+json",
+                **PLAIN,
             )
         except NotFoundError:
             log.info("FraudDetector %s/%s is gone; no status to write", namespace, name)

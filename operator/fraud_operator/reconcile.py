@@ -87,6 +87,8 @@ class Reconciler:
     # thousand detectors created together do not come due together).
     full_resync_s: float = 600.0
     _quiet: dict[tuple[str, str], Quiet] = field(default_factory=dict)
+    # What each detector's last finished pass read (:func:`inputs_of`).
+    _read: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def api_versions(self) -> ApiVersions:
         if self._api is None or time.monotonic() - self._api[0] > self.api_ttl_s:
@@ -101,9 +103,9 @@ class Reconciler:
         children: Children | None = None,
     ) -> str:
         """Reconcile one FraudDetector; returns its phase ("Gone" if it no longer exists).
-        With ``body`` (the periodic timer's copy from kopf's watch), a settled detector that
-        has not changed since its last pass is skipped without any API call. ``children``:
-        what the operator's watches hold of its children (read from the API server without)."""
+        With ``body`` (kopf's copy from its watch), a settled detector that has not changed
+        since its last pass is skipped without any API call. ``children``: what the
+        operator's watches hold of its children (read from the API server without)."""
         if body is not None and (quiet := self.quiet(namespace, name, body)) is not None:
             self.metrics.reconciles.labels(result="skipped").inc()
             return quiet.phase
@@ -112,11 +114,19 @@ class Reconciler:
             try:
                 phase = self._reconcile(namespace, name, children or Children(self.kube, namespace))
             except Exception:
+                # Neither skipped by the timer nor taken for seen: the next look tries again.
+                self._quiet.pop((namespace, name), None)
+                self._read.pop((namespace, name), None)
                 self.metrics.reconciles.labels(result="error").inc()
                 raise
         self.metrics.reconciles.labels(result="ok").inc()
         self.metrics.duration.observe(time.perf_counter() - started)
         return phase
+
+    def changed(self, namespace: str, name: str, body: dict[str, Any]) -> bool:
+        """Whether ``body`` differs in its inputs from what the detector's last pass read: an
+        edit, or one never seen. Our own status write, kopf's or kubectl's metadata do not."""
+        return self._read.get((namespace, name)) != inputs_of(body)
 
     def quiet(self, namespace: str, name: str, body: dict[str, Any]) -> Quiet | None:
         found = self._quiet.get((namespace, name))
@@ -151,6 +161,7 @@ class Reconciler:
         body = self.kube.detector(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self._quiet.pop((namespace, name), None)
+            self._read.pop((namespace, name), None)
             if (namespace, name) in self._seen:
                 self.metrics.detector_ready.remove(namespace, name)
                 self._seen.discard((namespace, name))
@@ -204,17 +215,22 @@ class Reconciler:
             and not preflight_note
             and status.get("rulesVersion") in (None, status.get("rulesVersionDesired"))
         )
+        read = self._read[(namespace, name)] = inputs_of(body)
         if settled:
             until = time.monotonic() + self.full_resync_s * random.uniform(0.8, 1.2)
-            self._quiet[(namespace, name)] = Quiet(inputs_of(body), str(status["phase"]), until)
+            self._quiet[(namespace, name)] = Quiet(read, str(status["phase"]), until)
         ready: dict[str, Any] = next((c for c in status["conditions"] if c["type"] == "Ready"), {})
         self.metrics.detector_ready.labels(namespace, name).set(ready.get("status") == "True")
         self._seen.add((namespace, name))
         for c in transitions(previous, status["conditions"]):
-            if c["type"] == "Ready" or (
+            progress = c["reason"] in ("Creating", "ReplicasNotReady")
+            if (c["type"] == "Ready" and not progress) or (
                 c["type"] in ("RulesValid", "ModelReady") and c["status"] == "False"
             ):
-                bad = c["status"] == "False" and c["reason"] not in ("Creating", "ReplicasNotReady")
+                # Ready's way up (Creating, then ReplicasNotReady) is the status's to show, as
+                # the Deployment's own Events show its pods: an Event when it gets there or
+                # something goes wrong, not two per detector on the way (a request each).
+                bad = c["status"] == "False"
                 self.kube.event(
                     body,
                     type_="Warning" if bad else "Normal",

@@ -3,19 +3,22 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
+from fraud_operator import kube as kube_module
 from fraud_operator.builders import ApiVersions, watched_kinds
-from fraud_operator.handlers import detector_of, kept
-from fraud_operator.kube import UNREAD, Children, Kube
+from fraud_operator.kube import UNREAD, Children, Kube, detector_of, kept
 
 
 class Unreachable(Kube):
     """A Kube whose every read fails the test: the pass was to need none."""
 
-    def __init__(self) -> None:  # no API client at all
-        pass
+    def __init__(self) -> None:  # no API client at all, only the memory of its own writes
+        self._written = {}
+        self._written_lock = threading.Lock()
 
     def get(self, *args: Any) -> dict[str, Any] | None:
         raise AssertionError(f"read from the API server: {args}")
@@ -90,8 +93,9 @@ def test_unwatched_kinds_are_read_from_the_api_server() -> None:
 
 def test_the_index_keeps_what_a_pass_reads_and_no_managed_fields() -> None:
     dep = child("Deployment", "fd-scorer", "apps/v1")
+    notes = {"deployment.kubernetes.io/revision": "1", "frauddetection.io/model": "m"}
     dep["metadata"] |= {"managedFields": [{"manager": "x"}] * 20, "resourceVersion": "9",
-                        "annotations": {"a": "b"}, "generation": 3}  # fmt: skip
+                        "generation": 3, "annotations": notes}  # fmt: skip
     dep["spec"] = {"replicas": 2}
     dep["status"] = {"replicas": 2, "readyReplicas": 1, "conditions": [{"type": "Available"}],
                      "observedGeneration": 3}  # fmt: skip
@@ -99,6 +103,7 @@ def test_the_index_keeps_what_a_pass_reads_and_no_managed_fields() -> None:
     assert set(out["metadata"]) == {"name", "namespace", "labels", "annotations",
                                     "ownerReferences", "generation"}  # fmt: skip
     assert out["status"] == {"replicas": 2, "readyReplicas": 1}  # what the detector's status uses
+    assert out["metadata"]["annotations"] == {"frauddetection.io/model": "m"}  # only ours
     assert out["spec"] == {"replicas": 2}
     hpa = child("HorizontalPodAutoscaler", "fd-scorer", "autoscaling/v2beta2")
     hpa["status"] = {"currentReplicas": 1}
@@ -108,3 +113,32 @@ def test_the_index_keeps_what_a_pass_reads_and_no_managed_fields() -> None:
     del hpa["metadata"]["ownerReferences"]  # orphaned: still the detector's, by its label
     assert detector_of(hpa) == "fd"
     assert detector_of({"metadata": {"labels": {"app": "x"}}}) is None
+
+
+def test_what_the_operator_just_wrote_counts_until_the_watch_delivers_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass right after the one that created a canary's Deployment sees it (a watch event
+    may not have arrived): a rollout is not recovered as though the canary were gone."""
+    kube = Unreachable()
+    canary = child("Deployment", "fd-scorer-canary", "apps/v1", track="canary")
+    pruned = child("ConfigMap", "fd-scorer-shadow-config", track="shadow")
+    kube._remember(canary, canary)
+    kube._remember(pruned, None)  # deleted by the operator; the watch still has it
+    soon = kube.children("ns", "fd", (pruned,), WATCHED)
+    assert soon.labelled("apps/v1", "Deployment", {"track": "canary"}) == [kept(canary)]
+    assert soon.get("v1", "ConfigMap", "fd-scorer-shadow-config") is None
+    assert kube.children("ns", "other-fd", (), WATCHED).objects == ()  # not another's
+    assert kube.children("elsewhere", "fd", (), WATCHED).objects == ()
+
+    # Once the watch has both, the watch alone is believed: a later hand deletion shows.
+    caught_up = kube.children("ns", "fd", (kept(canary),), WATCHED)
+    assert caught_up.get("apps/v1", "Deployment", "fd-scorer-canary") == kept(canary)
+    assert kube._written == {}  # the canary is there, the ConfigMap gone: both caught up
+    assert kube.children("ns", "fd", (), WATCHED).objects == ()
+
+    # A write the watch never delivers is trusted for RECENT_S only.
+    kube._remember(canary, canary)
+    later = time.monotonic() + kube_module.RECENT_S + 1
+    monkeypatch.setattr(kube_module.time, "monotonic", lambda: later)
+    assert kube.children("ns", "fd", (), WATCHED).objects == ()
