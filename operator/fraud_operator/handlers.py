@@ -6,10 +6,12 @@ takes a worker thread."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -73,9 +75,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors[is_watched_child] = ",".join(
         f"{k}={v}" for k, v in OWNED.items()
     )
-    # A FraudDetector deleted while its resync pass runs waits for the pass to end; kopf then
-    # re-checks after this many seconds (its default, 60, held deletions for a minute).
-    settings.background.cancellation_polling = 2
     namespaces = tuple(OPTIONS["namespaces"])
     if namespaces:
         # Watching named namespaces needs no cluster-wide right: kopf's scans of namespaces and
@@ -178,6 +177,23 @@ def resync(namespace: str | None, name: str, body: kopf.Body, **kwargs: Any) -> 
     safety-net pass (drift repaired even if a child event was missed)."""
     namespace = namespace or ""
     reconciler()(namespace, name, dict(body), _children(namespace, name, kwargs))
+
+
+def _without_finalizer(fn: Callable[..., Any]) -> None:
+    """kopf puts a finalizer on every object a timer runs for (to stop the timer before the
+    object goes), with no option to leave it off. This timer holds nothing to clean up, and
+    the finalizer cost two patches per detector (the first lost to a conflict with the status
+    write) and held every ``kubectl delete fd`` while the operator was down. Its registered
+    handler is replaced by a copy without; kopf then also removes the finalizer that older
+    versions left on detectors."""
+    spawning = kopf.get_default_registry()._spawning
+    spawning._handlers[:] = [
+        dataclasses.replace(h, requires_finalizer=False) if h.fn is fn else h
+        for h in spawning._handlers
+    ]
+
+
+_without_finalizer(resync)
 
 
 @kopf.on.event(is_watched_child, id="child")

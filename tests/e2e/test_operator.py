@@ -541,6 +541,8 @@ def test_deleting_the_detector_deletes_its_children(
     cluster.apply(detector("gone", kafka.bootstrap_servers))
     wait_for(lambda: cluster.get("deployment", "gone-scorer", NS), 30, "Deployment")
     wait_for(lambda: cluster.get("service", "gone-scorer-metrics", NS), 30, "Service")
+    # No finalizer (kopf's timer would add one): a deletion never waits for the operator.
+    assert not (cluster.get("frauddetector", "gone", NS) or {})["metadata"].get("finalizers")
     cluster.kubectl("delete", "frauddetector", f"--namespace={NS}", "gone", "--wait=true")
     for kind, name in (
         ("deployment", "gone-scorer"),
