@@ -11,9 +11,9 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from prometheus_client import start_http_server
@@ -48,6 +48,24 @@ WATCHED: set[tuple[str, str]] = set()
 _POOL: list[Executor] = []
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds a diff base (a deep copy of the whole object, managedFields and all) on
+    every event of every watched kind, for create/update handlers with diffs. This operator
+    has none (:meth:`Reconciler.changed` decides what needs a pass), so there is nothing to
+    build, fetch or store: the copies were a tenth of the operator's CPU at start-up."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def reconciler() -> Reconciler:
     if "r" not in _state:
         metrics = OperatorMetrics()
@@ -65,6 +83,7 @@ def reconciler() -> Reconciler:
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # we write our own Events, only on transitions
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 4
     _POOL[:] = [settings.execution.executor]

@@ -146,7 +146,7 @@ class Kube:
         # Children created or deleted here, by (namespace, apiVersion, kind, name), until the
         # watches show them: a pass right after the one that created a canary's Deployment
         # must see it running, not recover the rollout as though it were gone.
-        self._written: dict[tuple[str, str, str, str], Written] = {}
+        self._written: dict[tuple[str, str], dict[tuple[str, str, str], Written]] = {}
         self._written_lock = threading.Lock()
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -239,20 +239,19 @@ class Kube:
             log.warning("conflict applying %s %s/%s: %s", kind, namespace, name, exc)
             raise
         outcome: Outcome = "created" if live is None else "updated"
-        if live is None:
-            self._remember(applied, applied)
+        if live is None and (detector := detector_of(desired)) is not None:
+            self._remember(detector, desired, applied)
         log.info("%s %s %s/%s", outcome, kind, namespace, name)
         return outcome
 
-    def _remember(self, ref: Mapping[str, Any], obj: Mapping[str, Any] | None) -> None:
-        key = (
-            ref["metadata"]["namespace"],
-            ref["apiVersion"],
-            ref["kind"],
-            ref["metadata"]["name"],
-        )
+    def _remember(
+        self, detector: str, ref: Mapping[str, Any], obj: Mapping[str, Any] | None
+    ) -> None:
+        meta = ref["metadata"]
+        child = (ref["apiVersion"], ref["kind"], meta["name"])
+        written = Written(time.monotonic(), kept(obj) if obj is not None else None)
         with self._written_lock:
-            self._written[key] = Written(time.monotonic(), kept(obj) if obj is not None else None)
+            self._written.setdefault((meta["namespace"], detector), {})[child] = written
 
     def children(
         self,
@@ -267,23 +266,21 @@ class Kube:
         found = {(o["apiVersion"], o["kind"], o["metadata"]["name"]): o for o in watched_objects}
         now = time.monotonic()
         with self._written_lock:
-            for key, w in list(self._written.items()):
+            written = self._written.get((namespace, detector), {})
+            for child, w in list(written.items()):
                 if now - w.at > RECENT_S:
-                    del self._written[key]
-                    continue
-                if key[0] != namespace:
-                    continue
-                child = key[1:]
-                if w.obj is None:  # deleted here
+                    del written[child]
+                elif w.obj is None:  # deleted here
                     if child in found:
                         del found[child]
                     else:
-                        del self._written[key]  # the watch has seen it go
-                elif detector_of(w.obj) == detector:  # created here
-                    if child in found:
-                        del self._written[key]  # the watch has it: trust the watch from now on
-                    else:
-                        found[child] = w.obj
+                        del written[child]  # the watch has seen it go
+                elif child in found:
+                    del written[child]  # the watch has it: trust the watch from now on
+                else:
+                    found[child] = w.obj  # created here
+            if not written:
+                self._written.pop((namespace, detector), None)
         return Children(self, namespace, tuple(found.values()), watched)
 
     def labelled(
@@ -297,8 +294,9 @@ class Kube:
         items: list[dict[str, Any]] = listed.get("items") or []
         return items
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        """Delete a child the current plan no longer wants (e.g. the HPA once KEDA scales)."""
+    def delete(self, api_version: str, kind: str, namespace: str, name: str, detector: str) -> bool:
+        """Delete a child of ``detector`` the current plan no longer wants (e.g. the HPA once
+        KEDA scales)."""
         try:
             self._resource(api_version, kind).delete(name=name, namespace=namespace, **PLAIN)
         except NotFoundError:
@@ -308,7 +306,7 @@ class Kube:
             "kind": kind,
             "metadata": {"namespace": namespace, "name": name},
         }
-        self._remember(ref, None)
+        self._remember(detector, ref, None)
         log.info("deleted %s %s/%s (no longer wanted)", kind, namespace, name)
         return True
 

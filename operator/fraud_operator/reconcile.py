@@ -438,7 +438,7 @@ class Reconciler:
         for api_version, kind in builders.prunable_kinds(api):
             for name in children.controlled(api_version, kind, builders.owned_by(d), d.uid):
                 if (kind, name) not in wanted:
-                    self.kube.delete(api_version, kind, d.namespace, name)
+                    self.kube.delete(api_version, kind, d.namespace, name, d.name)
 
 
 OVERRIDES = (f"{GROUP}/promote", f"{GROUP}/abort")

@@ -123,8 +123,8 @@ def test_what_the_operator_just_wrote_counts_until_the_watch_delivers_it(
     kube = Unreachable()
     canary = child("Deployment", "fd-scorer-canary", "apps/v1", track="canary")
     pruned = child("ConfigMap", "fd-scorer-shadow-config", track="shadow")
-    kube._remember(canary, canary)
-    kube._remember(pruned, None)  # deleted by the operator; the watch still has it
+    kube._remember("fd", canary, canary)
+    kube._remember("fd", pruned, None)  # deleted by the operator; the watch still has it
     soon = kube.children("ns", "fd", (pruned,), WATCHED)
     assert soon.labelled("apps/v1", "Deployment", {"track": "canary"}) == [kept(canary)]
     assert soon.get("v1", "ConfigMap", "fd-scorer-shadow-config") is None
@@ -138,7 +138,7 @@ def test_what_the_operator_just_wrote_counts_until_the_watch_delivers_it(
     assert kube.children("ns", "fd", (), WATCHED).objects == ()
 
     # A write the watch never delivers is trusted for RECENT_S only.
-    kube._remember(canary, canary)
+    kube._remember("fd", canary, canary)
     later = time.monotonic() + kube_module.RECENT_S + 1
     monkeypatch.setattr(kube_module.time, "monotonic", lambda: later)
     assert kube.children("ns", "fd", (), WATCHED).objects == ()
