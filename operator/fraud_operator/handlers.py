@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -20,7 +19,7 @@ from prometheus_client import start_http_server
 
 from fraud_operator import builders
 from fraud_operator.builders import MANAGER
-from fraud_operator.kube import Children, Kube, detector_of, kept, load_config
+from fraud_operator.kube import Children, Kube, detector_of, load_config, packed
 from fraud_operator.metrics import OperatorMetrics
 from fraud_operator.reconcile import Reconciler
 from fraud_operator.spec import GROUP, KIND, PLURAL, PROJECT_IMAGES, VERSION
@@ -122,12 +121,12 @@ def is_watched_child(resource: kopf.Resource) -> bool:
 
 
 @kopf.index(is_watched_child)
-async def children(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+async def children(body: kopf.Body, **_: Any) -> dict[tuple[str, str], bytes]:
     """The operator's children by ``(namespace, detector)``: what a pass compares its desired
     objects with, prunes, and reads the rollout's tracks and the Deployment's status from.
     Async: it runs on kopf's loop, with no thread hop per event."""
     owner = detector_of(body)
-    return {} if owner is None else {(body["metadata"]["namespace"], owner): kept(body)}
+    return {} if owner is None else {(body["metadata"]["namespace"], owner): packed(body)}
 
 
 # Per child (by uid), a digest of what the operator last saw of it (:func:`kept`).
@@ -136,7 +135,7 @@ _last_seen: dict[str, bytes] = {}
 
 def _children(namespace: str, name: str, indexes: dict[str, Any]) -> Children:
     """``name``'s children from the ``children`` index, which kopf passes every handler."""
-    index: kopf.Index[tuple[str, str], dict[str, Any]] = indexes["children"]
+    index: kopf.Index[tuple[str, str], bytes] = indexes["children"]
     # tuple() copies the store in one C call, which kopf's loop thread cannot interleave with.
     found = tuple(index[(namespace, name)]) if (namespace, name) in index else ()
     return reconciler().kube.children(namespace, name, found, frozenset(WATCHED))
@@ -228,7 +227,7 @@ async def on_child_event(body: kopf.Body, type: str | None, **kwargs: Any) -> No
     else:
         # Most events change nothing the operator reads: an HPA's status every sync, a
         # Deployment's conditions and observedGeneration. Those call for no pass.
-        digest = hashlib.sha256(json.dumps(kept(body), sort_keys=True).encode()).digest()
+        digest = hashlib.blake2b(packed(body), digest_size=16).digest()
         if _last_seen.get(uid) == digest or type != "MODIFIED":
             _last_seen[uid] = digest
             return

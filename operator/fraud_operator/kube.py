@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+import msgspec
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import (
@@ -103,6 +104,22 @@ def kept(body: Mapping[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def packed(body: Mapping[str, Any]) -> bytes:
+    """:func:`kept` as compact JSON (keys sorted, so equal objects give equal bytes): what the
+    index holds. A thousand detectors' children as Python dicts were the operator's largest
+    use of memory, and the raw watch events they pointed into could not be freed."""
+    return _ENCODER.encode(kept(body))
+
+
+def unpacked(data: bytes) -> dict[str, Any]:
+    found: dict[str, Any] = _DECODER.decode(data)
+    return found
+
+
+_ENCODER: Final = msgspec.json.Encoder(order="deterministic")
+_DECODER: Final = msgspec.json.Decoder()
+
+
 def _plain(_client: Any, data: Any) -> Any:
     """The dynamic client's answer as the JSON it was: a dict, not a ResourceInstance tree
     (which cost more CPU and memory than the request itself, and was made into a dict again)."""
@@ -116,11 +133,11 @@ RECENT_S: Final = 30.0
 
 @dataclass(frozen=True)
 class Written:
-    """A child the operator created (``obj``, as :func:`kept` keeps it) or deleted
-    (``obj`` None) at ``at``, until the watch has caught up with it."""
+    """A child the operator created (``obj``, :func:`packed`) or deleted (``obj`` None) at
+    ``at``, until the watch has caught up with it."""
 
     at: float
-    obj: dict[str, Any] | None
+    obj: bytes | None
 
 
 def load_config() -> client.ApiClient:
@@ -224,13 +241,13 @@ class Kube:
                 return "unchanged"
         resource = self._resource(desired["apiVersion"], kind)
         try:
-            applied = resource.server_side_apply(
+            resource.server_side_apply(
                 body=desired,
                 name=name,
                 namespace=namespace,
                 field_manager=MANAGER,
                 force_conflicts=True,
-                **PLAIN,
+                serialize=False,  # the answer is not read
             )
         except NotFoundError:
             log.info("cannot apply %s %s/%s: its namespace is gone", kind, namespace, name)
@@ -240,7 +257,7 @@ class Kube:
             raise
         outcome: Outcome = "created" if live is None else "updated"
         if live is None and (detector := detector_of(desired)) is not None:
-            self._remember(detector, desired, applied)
+            self._remember(detector, desired, desired)  # a new object's status is empty
         log.info("%s %s %s/%s", outcome, kind, namespace, name)
         return outcome
 
@@ -249,7 +266,7 @@ class Kube:
     ) -> None:
         meta = ref["metadata"]
         child = (ref["apiVersion"], ref["kind"], meta["name"])
-        written = Written(time.monotonic(), kept(obj) if obj is not None else None)
+        written = Written(time.monotonic(), packed(obj) if obj is not None else None)
         with self._written_lock:
             self._written.setdefault((meta["namespace"], detector), {})[child] = written
 
@@ -257,13 +274,14 @@ class Kube:
         self,
         namespace: str,
         detector: str,
-        watched_objects: Iterable[dict[str, Any]],
+        watched_objects: Iterable[bytes],
         watched: frozenset[tuple[str, str]],
     ) -> Children:
         """``detector``'s children: what the watches hold, with what this operator created or
         deleted since and the watches have not delivered yet (forgotten once they have, or
         after RECENT_S)."""
-        found = {(o["apiVersion"], o["kind"], o["metadata"]["name"]): o for o in watched_objects}
+        objects = (unpacked(o) for o in watched_objects)
+        found = {(o["apiVersion"], o["kind"], o["metadata"]["name"]): o for o in objects}
         now = time.monotonic()
         with self._written_lock:
             written = self._written.get((namespace, detector), {})
@@ -278,7 +296,7 @@ class Kube:
                 elif child in found:
                     del written[child]  # the watch has it: trust the watch from now on
                 else:
-                    found[child] = w.obj  # created here
+                    found[child] = unpacked(w.obj)  # created here
             if not written:
                 self._written.pop((namespace, detector), None)
         return Children(self, namespace, tuple(found.values()), watched)

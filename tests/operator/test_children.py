@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fraud_operator import kube as kube_module
 from fraud_operator.builders import ApiVersions, watched_kinds
-from fraud_operator.kube import UNREAD, Children, Kube, detector_of, kept
+from fraud_operator.kube import UNREAD, Children, Kube, detector_of, kept, packed, unpacked
 
 
 class Unreachable(Kube):
@@ -109,6 +109,9 @@ def test_the_index_keeps_what_a_pass_reads_and_no_managed_fields() -> None:
     hpa["status"] = {"currentReplicas": 1}
     assert "status" not in kept(hpa)  # an autoscaler's status churns and says nothing to a pass
     assert kept(hpa) == kept({**hpa, "status": {"currentReplicas": 5}})
+    # Held packed: equal objects, equal bytes, whatever the order of their keys.
+    assert packed(hpa) == packed(dict(reversed(list(hpa.items()))))
+    assert unpacked(packed(dep)) == out
     assert detector_of(hpa) == "fd"
     del hpa["metadata"]["ownerReferences"]  # orphaned: still the detector's, by its label
     assert detector_of(hpa) == "fd"
@@ -125,14 +128,14 @@ def test_what_the_operator_just_wrote_counts_until_the_watch_delivers_it(
     pruned = child("ConfigMap", "fd-scorer-shadow-config", track="shadow")
     kube._remember("fd", canary, canary)
     kube._remember("fd", pruned, None)  # deleted by the operator; the watch still has it
-    soon = kube.children("ns", "fd", (pruned,), WATCHED)
+    soon = kube.children("ns", "fd", (packed(pruned),), WATCHED)
     assert soon.labelled("apps/v1", "Deployment", {"track": "canary"}) == [kept(canary)]
     assert soon.get("v1", "ConfigMap", "fd-scorer-shadow-config") is None
     assert kube.children("ns", "other-fd", (), WATCHED).objects == ()  # not another's
     assert kube.children("elsewhere", "fd", (), WATCHED).objects == ()
 
     # Once the watch has both, the watch alone is believed: a later hand deletion shows.
-    caught_up = kube.children("ns", "fd", (kept(canary),), WATCHED)
+    caught_up = kube.children("ns", "fd", (packed(canary),), WATCHED)
     assert caught_up.get("apps/v1", "Deployment", "fd-scorer-canary") == kept(canary)
     assert kube._written == {}  # the canary is there, the ConfigMap gone: both caught up
     assert kube.children("ns", "fd", (), WATCHED).objects == ()
