@@ -65,11 +65,14 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+WORKERS = 8
+
+
 def reconciler() -> Reconciler:
     if "r" not in _state:
         metrics = OperatorMetrics()
         _state["r"] = Reconciler(
-            Kube(load_config()),
+            Kube(load_config(connections=WORKERS + 2)),
             metrics,
             prometheus_url=OPTIONS["prometheus_url"],
             allowed_images=tuple(OPTIONS["allowed_images"]),
@@ -84,7 +87,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # we write our own Events, only on transitions
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 300
-    settings.execution.max_workers = 4
+    # Passes wait on the API server far more than they compute: more of them in flight keep
+    # a burst of creations moving (the client's connection pool is sized to match).
+    settings.execution.max_workers = WORKERS
     _POOL[:] = [settings.execution.executor]
     # The children are listed and watched once per kind, only the operator's own (selected by
     # the API server, not filtered here), and indexed by their detector: a pass reads them

@@ -140,12 +140,17 @@ class Written:
     obj: bytes | None
 
 
-def load_config() -> client.ApiClient:
+def load_config(connections: int = 4) -> client.ApiClient:
+    """A client for the pod's ServiceAccount (or the kubeconfig), keeping up to
+    ``connections`` connections open (more threads than that would open new ones, each a TLS
+    handshake for the API server)."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 @dataclass

@@ -75,7 +75,7 @@ class Reconciler:
     probe: PartitionProbe = kafka_probe.partitions
     prometheus_url: str | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    api_ttl_s: float = 60.0
+    api_ttl_s: float = 300.0  # how often the served API versions and optional CRDs are re-read
     allowed_images: tuple[str, ...] = DEFAULT_ALLOWED_IMAGES
     default_images: DefaultImages = PROJECT_IMAGES
     _api: tuple[float, ApiVersions] | None = None
