@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -157,7 +158,9 @@ async def _pass(
     """One pass in a worker thread, its children read from the index when it starts."""
 
     def work() -> str:
-        return reconciler()(namespace, name, body, _children(namespace, name, indexes))
+        return reconciler()(
+            namespace, name, body, functools.partial(_children, namespace, name, indexes)
+        )
 
     loop = asyncio.get_running_loop()
     for attempt in range(1, ATTEMPTS + 1):
@@ -199,7 +202,7 @@ def resync(namespace: str | None, name: str, body: kopf.Body, **kwargs: Any) -> 
     Job finished, Prometheus's verdict) move on; settled detectors are skipped until their
     safety-net pass (drift repaired even if a child event was missed)."""
     namespace = namespace or ""
-    reconciler()(namespace, name, dict(body), _children(namespace, name, kwargs))
+    reconciler()(namespace, name, dict(body), functools.partial(_children, namespace, name, kwargs))
 
 
 def _without_finalizer(fn: Callable[..., Any]) -> None:

@@ -100,19 +100,22 @@ class Reconciler:
         namespace: str,
         name: str,
         body: dict[str, Any] | None = None,
-        children: Children | None = None,
+        children: Callable[[], Children] | None = None,
     ) -> str:
         """Reconcile one FraudDetector; returns its phase ("Gone" if it no longer exists).
         With ``body`` (kopf's copy from its watch), a settled detector that has not changed
         since its last pass is skipped without any API call. ``children``: what the
-        operator's watches hold of its children (read from the API server without)."""
+        operator's watches hold of its children, read once the pass holds the detector's lock
+        (a copy taken before would miss what the pass before it wrote); without, every child
+        is read from the API server."""
         if body is not None and (quiet := self.quiet(namespace, name, body)) is not None:
             self.metrics.reconciles.labels(result="skipped").inc()
             return quiet.phase
         started = time.perf_counter()
         with self._locks[(namespace, name)]:
             try:
-                phase = self._reconcile(namespace, name, children or Children(self.kube, namespace))
+                kids = children() if children is not None else Children(self.kube, namespace)
+                phase = self._reconcile(namespace, name, kids)
             except Exception:
                 # Neither skipped by the timer nor taken for seen: the next look tries again.
                 self._quiet.pop((namespace, name), None)
