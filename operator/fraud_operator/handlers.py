@@ -135,7 +135,7 @@ async def children(body: kopf.Body, **_: Any) -> dict[tuple[str, str], bytes]:
     return {} if owner is None else {(body["metadata"]["namespace"], owner): packed(body)}
 
 
-# Per child (by uid), a digest of what the operator last saw of it (:func:`kept`).
+# Per child (by uid), a digest of what the operator last saw of it (:func:`packed`).
 _last_seen: dict[str, bytes] = {}
 
 
@@ -155,7 +155,8 @@ ATTEMPTS = 3
 async def _pass(
     namespace: str, name: str, indexes: dict[str, Any], body: dict[str, Any] | None = None
 ) -> None:
-    """One pass in a worker thread, its children read from the index when it starts."""
+    """One pass in a worker thread; it reads its children from the index once it holds the
+    detector's lock."""
 
     def work() -> str:
         return reconciler()(
@@ -189,11 +190,11 @@ async def on_detector_event(
     """Created, edited, deleted, or met at start: one pass. A change of nothing the pass
     reads (our own status write, someone's label) is skipped on kopf's loop. kopf's own
     create/update handlers are not used: their bookkeeping patched every detector twice."""
-    namespace = namespace or ""
+    namespace, seen = namespace or "", dict(body)
     if type == "DELETED":
         await _pass(namespace, name, kwargs)  # it reads the detector gone, and forgets it
-    elif reconciler().changed(namespace, name, dict(body)):
-        await _pass(namespace, name, kwargs, dict(body))
+    elif reconciler().changed(namespace, name, seen):
+        await _pass(namespace, name, kwargs, seen)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_S, initial_delay=RESYNC_S, backoff=RETRY_S)
