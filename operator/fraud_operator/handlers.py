@@ -192,8 +192,11 @@ async def on_detector_event(
     create/update handlers are not used: their bookkeeping patched every detector twice."""
     namespace, seen = namespace or "", dict(body)
     if type == "DELETED":
+        reconciler().detectors.gone((namespace, name))
         await _pass(namespace, name, kwargs)  # it reads the detector gone, and forgets it
-    elif reconciler().changed(namespace, name, seen):
+        return
+    reconciler().detectors.seen((namespace, name), seen)
+    if reconciler().changed(namespace, name, seen):
         await _pass(namespace, name, kwargs, seen)
 
 

@@ -9,7 +9,6 @@ logged outcomes, never exceptions escaping into kopf.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -29,6 +28,7 @@ from kubernetes.dynamic.exceptions import (
 
 from fraud_operator.builders import HASH_ANNOTATION, MANAGER, ApiVersions
 from fraud_operator.builders.names import INSTANCE
+from fraud_operator.detector_cache import version_of
 from fraud_operator.spec import GROUP, VERSION
 
 log = logging.getLogger("fraud_operator.kube")
@@ -367,23 +367,28 @@ class Kube:
             except ConflictError:
                 pass  # another replica (or the chart) created it
 
-    def clear_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> None:
-        """Remove one-shot annotations (manual rollout overrides) once acted upon."""
+    def clear_annotations(self, namespace: str, name: str, keys: Iterable[str]) -> str | None:
+        """Remove one-shot annotations (manual rollout overrides) once acted upon; returns the
+        detector's new resourceVersion (None if it is gone)."""
         resource = self._resource(f"{GROUP}/{VERSION}", "FraudDetector")
         body = {"metadata": {"annotations": dict.fromkeys(keys)}}
-        with contextlib.suppress(NotFoundError):  # deleted meanwhile: nothing to clear
-            resource.patch(
+        try:
+            answer = resource.patch(
                 name=name,
                 namespace=namespace,
                 body=body,
                 content_type="application/merge-patch+json",
                 **PLAIN,
             )
+        except NotFoundError:  # deleted meanwhile: nothing to clear
+            return None
+        return version_of(answer)
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> str | None:
+        """Write the detector's status; returns its new resourceVersion (None if it is gone)."""
         resource = self._resource(f"{GROUP}/{VERSION}", "FraudDetector")
         try:
-            resource.status.patch(
+            answer = resource.status.patch(
                 name=name,
                 namespace=namespace,
                 body={"status": status},
@@ -392,6 +397,8 @@ class Kube:
             )
         except NotFoundError:
             log.info("FraudDetector %s/%s is gone; no status to write", namespace, name)
+            return None
+        return version_of(answer)
 
     def event(
         self,

@@ -23,6 +23,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from fraud_operator import builders, kafka_probe, rollout
 from fraud_operator.analysis import Result, analyse
 from fraud_operator.builders import ApiVersions, Detector, TrackPlan
+from fraud_operator.detector_cache import DetectorCache, version_of
 from fraud_operator.kube import Children, Kube, secret_value
 from fraud_operator.metrics import OperatorMetrics
 from fraud_operator.prometheus import (
@@ -89,6 +90,9 @@ class Reconciler:
     _quiet: dict[tuple[str, str], Quiet] = field(default_factory=dict)
     # What each detector's last finished pass read (:func:`inputs_of`).
     _read: dict[tuple[str, str], str] = field(default_factory=dict)
+    # The detectors as the watch delivered them (fed by the event handler): a pass reads its
+    # detector from here unless a write of ours is still on its way, then it GETs.
+    detectors: DetectorCache = field(default_factory=DetectorCache)
 
     def api_versions(self) -> ApiVersions:
         if self._api is None or time.monotonic() - self._api[0] > self.api_ttl_s:
@@ -160,8 +164,17 @@ class Reconciler:
         ref = auth.password_secret
         return secret_value(self.kube, namespace, ref.secret_name, ref.password)
 
+    def _detector(self, namespace: str, name: str) -> dict[str, Any] | None:
+        key = (namespace, name)
+        body = self.detectors.current(key)
+        if body is None:
+            body = self.kube.detector(namespace, name)
+            if body is not None:
+                self.detectors.awaiting(key, version_of(body))
+        return body
+
     def _reconcile(self, namespace: str, name: str, children: Children) -> str:
-        body = self.kube.detector(namespace, name)
+        body = self._detector(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self._quiet.pop((namespace, name), None)
             self._read.pop((namespace, name), None)
@@ -209,7 +222,9 @@ class Reconciler:
         if without_nulls(status) == old_status:  # nothing new to say: no write
             self.metrics.writes.labels(kind="FraudDetectorStatus", outcome="unchanged").inc()
         else:
-            self.kube.patch_status(namespace, name, status)
+            self.detectors.awaiting((namespace, name), None)  # until it answers
+            version = self.kube.patch_status(namespace, name, status)
+            self.detectors.awaiting((namespace, name), version)
             self.metrics.writes.labels(kind="FraudDetectorStatus", outcome="updated").inc()
         settled = (
             spec is not None
@@ -301,7 +316,9 @@ class Reconciler:
             override=override,
         )
         if override is not None:
-            self.kube.clear_annotations(d.namespace, d.name, OVERRIDES)
+            self.detectors.awaiting((d.namespace, d.name), None)
+            version = self.kube.clear_annotations(d.namespace, d.name, OVERRIDES)
+            self.detectors.awaiting((d.namespace, d.name), version)
         self._record(body, transition)
         if new.phase == "Preflight" and new.candidate is not None and state.phase != "Preflight":
             # Start the Job now, not on the next pass; rules alone need none and go on at once
