@@ -76,10 +76,14 @@ def http_receiver() -> Iterator[Receiver]:
 
 @contextmanager
 def prometheus_server(
-    targets: list[str], scrape_interval: str = "1s", rule_files: list[Path] | None = None
+    targets: list[str],
+    scrape_interval: str = "1s",
+    rule_files: list[Path] | None = None,
+    query_log: Path | None = None,
 ) -> Iterator[str]:
     """A real Prometheus (Debian package ``prometheus``) scraping ``targets`` and evaluating
-    ``rule_files``; yields its URL."""
+    ``rule_files``, logging every query it answers to ``query_log`` (JSON lines) if given;
+    yields its URL."""
     import time
     import urllib.request
 
@@ -94,6 +98,7 @@ def prometheus_server(
                 "global": {
                     "scrape_interval": scrape_interval,
                     "evaluation_interval": scrape_interval,
+                    **({"query_log_file": str(query_log)} if query_log else {}),
                 },
                 "scrape_configs": [
                     {"job_name": "scorers", "static_configs": [{"targets": targets}]}

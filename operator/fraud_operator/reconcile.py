@@ -217,7 +217,11 @@ class Reconciler:
         )
         status = merge_rollout(status, state, preflight_note, previous)
         if spec is not None and not problems:
-            status.update(self._rules_status(name, spec, status.get("rulesVersion")))
+            status.update(
+                self._rules_status(
+                    name, spec, status.get("rulesVersion"), old_status.get("rulesVersion")
+                )
+            )
         self._quiet.pop((namespace, name), None)
         if without_nulls(status) == old_status:  # nothing new to say: no write
             self.metrics.writes.labels(kind="FraudDetectorStatus", outcome="unchanged").inc()
@@ -416,14 +420,18 @@ class Reconciler:
         return "pending", "preflight running"
 
     def _rules_status(
-        self, name: str, spec: FraudDetectorSpec, desired: str | None
+        self, name: str, spec: FraudDetectorSpec, desired: str | None, known: str | None
     ) -> dict[str, Any]:
         """``rulesVersion`` is what the running scorers report having loaded (from
         Prometheus); ``rulesVersionDesired`` what the spec asks for. Without Prometheus the
-        loaded version is unknown and not claimed."""
+        loaded version is unknown and not claimed. Once the scorers were seen to load the
+        desired version (``known``, from the last status), Prometheus is not asked again until
+        the desired version changes: every scorer, new pods included, loads only it."""
         url = (spec.rollout.prometheus_url if spec.rollout else None) or self.prometheus_url
         if not url:
             return {"rulesVersion": None, "rulesVersionDesired": desired}
+        if known is not None and known == desired:
+            return {"rulesVersion": known, "rulesVersionDesired": desired}
         try:
             loaded = loaded_rules_versions(Prometheus(url), detector=name)
         except PrometheusError:
