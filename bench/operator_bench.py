@@ -41,6 +41,7 @@ from tests.e2e.cluster import (  # noqa: E402
     Cluster,
     chart_manifests,
     control_plane,
+    is_request,
     wait_for,
 )
 
@@ -187,11 +188,7 @@ class OperatorRequests:
                 if self.user.encode() not in line:
                     continue
                 event = json.loads(line)
-                stage = event.get("stage")
-                wanted = stage == "ResponseComplete" or (
-                    stage == "ResponseStarted" and event.get("verb") == "watch"
-                )  # as Cluster.audit_events counts them
-                if wanted and event["user"]["username"] == self.user:
+                if is_request(event) and event["user"]["username"] == self.user:
                     received = event["requestReceivedTimestamp"].replace("Z", "+00:00")
                     self.events.append((datetime.fromisoformat(received).timestamp(), event))
 

@@ -16,6 +16,7 @@ older body is a pass that ran a moment earlier, and the edit's own event brings 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -73,3 +74,10 @@ class DetectorCache:
                 self._awaited.pop(key, None)  # the watch is there already
             else:
                 self._awaited[key] = UNKNOWN if version is None else version
+
+    def write(self, key: Key, write: Callable[[], str | None]) -> None:
+        """Run ``write``, a write of ours to the detector that returns its new
+        resourceVersion (None if it is gone): the watch's bodies are not trusted from before it
+        starts until the watch delivers that version (for ever, if it raises, until a GET)."""
+        self.awaiting(key, None)
+        self.awaiting(key, write())

@@ -226,9 +226,9 @@ class Reconciler:
         if without_nulls(status) == old_status:  # nothing new to say: no write
             self.metrics.writes.labels(kind="FraudDetectorStatus", outcome="unchanged").inc()
         else:
-            self.detectors.awaiting((namespace, name), None)  # until it answers
-            version = self.kube.patch_status(namespace, name, status)
-            self.detectors.awaiting((namespace, name), version)
+            self.detectors.write(
+                (namespace, name), lambda: self.kube.patch_status(namespace, name, status)
+            )
             self.metrics.writes.labels(kind="FraudDetectorStatus", outcome="updated").inc()
         settled = (
             spec is not None
@@ -320,9 +320,10 @@ class Reconciler:
             override=override,
         )
         if override is not None:
-            self.detectors.awaiting((d.namespace, d.name), None)
-            version = self.kube.clear_annotations(d.namespace, d.name, OVERRIDES)
-            self.detectors.awaiting((d.namespace, d.name), version)
+            self.detectors.write(
+                (d.namespace, d.name),
+                lambda: self.kube.clear_annotations(d.namespace, d.name, OVERRIDES),
+            )
         self._record(body, transition)
         if new.phase == "Preflight" and new.candidate is not None and state.phase != "Preflight":
             # Start the Job now, not on the next pass; rules alone need none and go on at once

@@ -47,6 +47,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
+def is_request(event: dict[str, Any]) -> bool:
+    """An audit event that counts as one request: a finished one, or a watch once it started
+    (a watch completes only when it ends)."""
+    stage = event.get("stage")
+    return stage == "ResponseComplete" or (
+        stage == "ResponseStarted" and event.get("verb") == "watch"
+    )
+
+
 def kubeconfig(server: str, ca_file: Path, token: str, path: Path) -> Path:
     path.write_text(
         yaml.safe_dump(
@@ -82,17 +91,9 @@ class Cluster:
     def audit_events(self, username: str) -> list[dict[str, Any]]:
         """The API server's audit events for ``username``: each finished request, and each
         watch once it started (a watch completes only when it ends)."""
-        out = []
         with self.audit_log.open() as f:
-            for line in f:
-                event = json.loads(line)
-                stage = event.get("stage")
-                wanted = stage == "ResponseComplete" or (
-                    stage == "ResponseStarted" and event.get("verb") == "watch"
-                )
-                if wanted and event["user"]["username"] == username:
-                    out.append(event)
-        return out
+            events = (json.loads(line) for line in f)
+            return [e for e in events if is_request(e) and e["user"]["username"] == username]
 
     def kubectl(
         self,

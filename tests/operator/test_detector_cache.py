@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 from fraud_operator.detector_cache import DetectorCache
 
 KEY = ("ns", "fd")
@@ -99,3 +100,19 @@ def test_events_racing_writes_never_leave_an_older_body_trusted() -> None:
         for t in threads:
             t.join()
         assert bad == []
+
+
+def test_a_write_that_raises_leaves_the_watch_untrusted_until_a_get() -> None:
+    cache = DetectorCache()
+    cache.seen(KEY, body("10"))
+
+    def failing() -> str | None:
+        raise TimeoutError("the API server did not answer")
+
+    with pytest.raises(TimeoutError):
+        cache.write(KEY, failing)
+    cache.seen(KEY, body("11"))
+    assert cache.current(KEY) is None
+    cache.write(KEY, lambda: "12")
+    cache.seen(KEY, body("12"))
+    assert cache.current(KEY) == body("12")
