@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build kube-apiserver and kube-controller-manager v1.20.2 from Debian bookworm's `kubernetes`
 # source package, for the operator's end-to-end tests, and cache them (with etcd) under
-# ~/.cache/fraud-detector/kube-1.20.2/bin. With FRAUD_KUBE_NODE=1 also kube-scheduler, kubelet
-# and a static `pause`, for a one-node cluster that runs pods (docs/node.md). A second run
+# ~/.cache/fraud-detector/kube-1.20.2/bin. With FRAUD_KUBE_NODE=1 also kube-scheduler, kubelet,
+# kube-proxy and a static `pause`, for a one-node cluster that runs pods (docs/node.md). A second run
 # finds the cache and builds only what is missing.
 #
 # Needs root (apt) on Debian bookworm. Takes about 6 minutes on 2 cores the first time.
@@ -18,7 +18,7 @@ fi
 BIN="$CACHE/bin"
 PROGRAMS=(kube-apiserver kube-controller-manager)
 if [[ "${FRAUD_KUBE_NODE:-}" == 1 ]]; then
-  PROGRAMS+=(kube-scheduler kubelet)
+  PROGRAMS+=(kube-scheduler kubelet kube-proxy)
   if [[ ! -x "$BIN/pause" ]]; then
     mkdir -p "$BIN"
     # The pod sandbox's process, for the node's `pause` image (static: the image has no libc).

@@ -38,6 +38,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "rd_kafka_mock_broker_set_rtt": (_I, [_P, ctypes.c_int32, _I]),
     "rd_kafka_mock_partition_set_leader": (_I, [_P, _S, ctypes.c_int32, ctypes.c_int32]),
     "rd_kafka_mock_coordinator_set": (_I, [_P, _S, _S, ctypes.c_int32]),
+    "rd_kafka_mock_broker_set_host_port": (_I, [_P, ctypes.c_int32, _S, ctypes.c_uint16]),
 }
 
 
@@ -127,6 +128,22 @@ class MockCluster:
         rc = self._lib.rd_kafka_mock_coordinator_set(self._mc, b"group", group.encode(), broker_id)
         if rc != 0:
             raise RuntimeError(f"setting the coordinator of {group} failed with {rc}")
+
+    def advertise(self, host: str) -> None:
+        """Have every broker advertise ``host`` (on its own port) instead of 127.0.0.1.
+
+        The brokers still listen on 127.0.0.1 only; something forwarding ``host``'s ports to
+        them (the node tier's forwarders on its bridge, tests/e2e/node.py) lets clients that
+        cannot reach the machine's loopback, such as pods, use the cluster."""
+        # The bootstrap list holds the brokers in id order, 1 first.
+        ports = [int(a.rsplit(":", 1)[1]) for a in self.bootstrap_servers.split(",")]
+        for broker_id, port in enumerate(ports, start=1):
+            rc = self._lib.rd_kafka_mock_broker_set_host_port(
+                self._mc, broker_id, host.encode(), port
+            )
+            if rc != 0:
+                raise RuntimeError(f"advertising broker {broker_id} at {host} failed: {rc}")
+        self.bootstrap_servers = ",".join(f"{host}:{port}" for port in ports)
 
     def close(self) -> None:
         if self._mc:

@@ -199,7 +199,9 @@ def audit_policy(work: Path) -> Path:
 
 
 @contextmanager
-def control_plane() -> Iterator[Cluster]:
+def control_plane(advertise: str = "127.0.0.1") -> Iterator[Cluster]:
+    """The control plane, serving on 127.0.0.1; ``advertise`` is the address the
+    ``kubernetes`` Service leads pods to (the node tier's bridge, forwarded to 127.0.0.1)."""
     missing = [
         b
         for b in ("etcd", "kube-apiserver", "kube-controller-manager")
@@ -252,7 +254,7 @@ def control_plane() -> Iterator[Cluster]:
                     str(KUBE_BIN / "kube-apiserver"),
                     f"--etcd-servers=http://127.0.0.1:{etcd_port}",
                     "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
+                    f"--advertise-address={advertise}",
                     f"--secure-port={api_port}",
                     "--insecure-port=0",
                     f"--cert-dir={certs}",

@@ -13,21 +13,23 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import socket as sockets
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.cluster import KUBE_BIN, Cluster, _start, _stop, wait_for
+from tests.e2e.cluster import KUBE_BIN, Cluster, _start, _stop, control_plane, wait_for
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = "fraud-node"
 BRIDGE, SUBNET, GATEWAY = "fraud0", "10.88.0.0/16", "10.88.0.1"
 PAUSE_IMAGE = "localhost/fraud-node/pause:1"
-# Everything the kubelet adds to iptables (v1.20), removed at teardown: (table, chain, the
+# Everything the kubelet adds to iptables (v1.20) and kube-proxy's clean-up leaves, removed at
+# teardown: (table, chain, the
 # built-in chains that jump to it).
 KUBELET_CHAINS = (
     ("filter", "KUBE-FIREWALL", ("INPUT", "OUTPUT")),
@@ -37,8 +39,18 @@ KUBELET_CHAINS = (
     ("filter", "KUBE-KUBELET-CANARY", ()),
     ("nat", "KUBE-KUBELET-CANARY", ()),
     ("mangle", "KUBE-KUBELET-CANARY", ()),
+    # what `kube-proxy --cleanup` leaves
+    ("filter", "KUBE-PROXY-CANARY", ()),
+    ("nat", "KUBE-PROXY-CANARY", ()),
+    ("mangle", "KUBE-PROXY-CANARY", ()),
 )
-PACKAGES = {"containerd": "containerd", "runc": "runc", "buildah": "buildah"}
+PACKAGES = {
+    "containerd": "containerd",
+    "runc": "runc",
+    "buildah": "buildah",
+    "socat": "socat",
+    "conntrack": "conntrack",
+}
 
 
 def missing() -> list[str]:
@@ -46,7 +58,7 @@ def missing() -> list[str]:
     out = [f"{b} (apt-get install {p})" for b, p in PACKAGES.items() if not shutil.which(b)]
     out += [
         f"{KUBE_BIN / b} (FRAUD_KUBE_NODE=1 scripts/build-kube.sh)"
-        for b in ("kubelet", "kube-scheduler", "pause")
+        for b in ("kubelet", "kube-scheduler", "kube-proxy", "pause")
         if not (KUBE_BIN / b).is_file()
     ]
     if not Path("/usr/lib/cni/bridge").is_file():
@@ -59,6 +71,27 @@ class Node:
     cluster: Cluster
     work: Path
     socket: Path
+    forwarders: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def expose(self, port: int) -> str:
+        """Forward ``GATEWAY:port`` to ``127.0.0.1:port``, where the tests' servers listen, so
+        that pods reach them; returns ``GATEWAY:port``. The bridge's address exists on this
+        machine only: nothing listens where a network could reach it."""
+        if port not in self.forwarders:
+            self.forwarders[port] = _start(
+                [
+                    "socat",
+                    f"TCP-LISTEN:{port},bind={GATEWAY},reuseaddr,fork",
+                    f"TCP:127.0.0.1:{port}",
+                ],
+                self.work / f"forward-{port}.log",
+            )
+            wait_for(lambda: _accepts(GATEWAY, port), 10, f"the forwarder on {GATEWAY}:{port}")
+        return f"{GATEWAY}:{port}"
+
+    def import_image(self, archive: Path) -> None:
+        """Load an OCI archive (``scripts/build-images.sh``'s) into the node's containerd."""
+        self.ctr("images", "import", "--snapshotter", "native", str(archive))
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -98,6 +131,40 @@ class Node:
         run("push", name, f"oci-archive:{archive}:{name}")
         self.ctr("images", "import", "--snapshotter", "native", str(archive))
         return name
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with sockets.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _bridge() -> Iterator[None]:
+    """The pods' bridge with its gateway address, made before anything else: the API server
+    advertises that address and the forwarders listen on it (the CNI plugin adopts it)."""
+    subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+    for cmd in (
+        ["ip", "link", "add", BRIDGE, "type", "bridge"],
+        ["ip", "addr", "add", f"{GATEWAY}/{SUBNET.split('/')[1]}", "dev", BRIDGE],
+        ["ip", "link", "set", BRIDGE, "up"],
+    ):
+        subprocess.run(cmd, capture_output=True, check=True, timeout=30)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def one_node_cluster() -> Iterator[tuple[Cluster, Node]]:
+    """The control plane of :mod:`tests.e2e.cluster` with a node: pods run, reach the API
+    server through the ``kubernetes`` Service, and reach the machine's test servers through
+    :meth:`Node.expose`."""
+    with _bridge(), control_plane(advertise=GATEWAY) as cluster, node(cluster) as it:
+        yield cluster, it
 
 
 def _containerd_config(work: Path, socket: Path) -> Path:
@@ -152,6 +219,31 @@ state = "{work / "containerd-state"}"
     return config
 
 
+def _kube_proxy_config(work: Path, kubeconfig: Path) -> Path:
+    path = work / "kube-proxy.json"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                "kind": "KubeProxyConfiguration",
+                "clientConnection": {"kubeconfig": str(kubeconfig)},
+                "hostnameOverride": NODE,
+                "mode": "iptables",
+                "clusterCIDR": SUBNET,
+                "bindAddress": "127.0.0.1",
+                "healthzBindAddress": f"127.0.0.1:{free_port()}",
+                "metricsBindAddress": f"127.0.0.1:{free_port()}",
+                # Leave the machine's conntrack table size alone.
+                "conntrack": {"maxPerCore": 0},
+                # A pod reaching a Service whose endpoint is on the same bridge gets its reply
+                # through the host (no br_netfilter module needed).
+                "iptables": {"masqueradeAll": True},
+            }
+        )
+    )
+    return path
+
+
 def _kubelet_config(work: Path) -> Path:
     path = work / "kubelet.json"
     path.write_text(
@@ -195,6 +287,7 @@ def node(cluster: Cluster) -> Iterator[Node]:
     work = Path(tempfile.mkdtemp(prefix="fraud-node-", dir="/tmp"))
     socket = work / "containerd.sock"
     procs: list[subprocess.Popen[bytes]] = []
+    it: Node | None = None
     try:
         procs.append(
             _start(
@@ -224,6 +317,15 @@ def node(cluster: Cluster) -> Iterator[Node]:
         procs.append(
             _start(
                 [
+                    str(KUBE_BIN / "kube-proxy"),
+                    f"--config={_kube_proxy_config(work, cluster.admin_kubeconfig)}",
+                ],
+                work / "kube-proxy.log",
+            )
+        )
+        procs.append(
+            _start(
+                [
                     str(KUBE_BIN / "kubelet"),
                     f"--kubeconfig={cluster.admin_kubeconfig}",
                     f"--config={_kubelet_config(work)}",
@@ -245,13 +347,16 @@ def node(cluster: Cluster) -> Iterator[Node]:
             return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
         wait_for(ready, 90, f"node {NODE} Ready", every=0.5)
+        it.expose(int(cluster.server.rsplit(":", 1)[1]))  # the `kubernetes` Service's endpoint
         yield it
     finally:
-        kubelet_and_scheduler, containerd = procs[1:], procs[:1]
-        _stop(kubelet_and_scheduler)
+        kube, containerd = procs[1:], procs[:1]
+        _stop(kube)
         if socket.exists():
             _remove_containers(Node(cluster, work, socket))
         _stop(containerd)
+        if it is not None:
+            _stop(list(it.forwarders.values()))
         _clean_machine(work)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -275,6 +380,7 @@ def _clean_machine(work: Path) -> None:
     def quiet(*cmd: str) -> None:
         subprocess.run(list(cmd), capture_output=True, check=False, timeout=30)
 
+    quiet(str(KUBE_BIN / "kube-proxy"), "--cleanup")  # kube-proxy's rules and most chains
     for table, chain, jumps in KUBELET_CHAINS:
         for parent in jumps:
             comment = ["-m", "comment", "--comment", "kubernetes postrouting rules"]
@@ -288,4 +394,3 @@ def _clean_machine(work: Path) -> None:
             quiet("umount", "-l", point)
     for netns in Path("/run/netns").glob("cni-*") if Path("/run/netns").is_dir() else ():
         quiet("ip", "netns", "delete", netns.name)
-    quiet("ip", "link", "delete", BRIDGE)
