@@ -14,9 +14,7 @@ docker info >/dev/null 2>&1 || { echo "kind-up needs a running docker engine" >&
 
 kind get clusters | grep -qx "$CLUSTER" || kind create cluster --config kind-config.yaml --wait 120s
 
-for image in scorer tools operator; do
-  docker build --target "$image" -t "fraud-detector/$image:dev" .
-done
+scripts/build-images.sh scorer tools operator  # the node tier builds the same way (buildah)
 kind load docker-image --name "$CLUSTER" \
   fraud-detector/scorer:dev fraud-detector/tools:dev fraud-detector/operator:dev
 

@@ -80,10 +80,11 @@ def prometheus_server(
     scrape_interval: str = "1s",
     rule_files: list[Path] | None = None,
     query_log: Path | None = None,
+    scrape_configs: list[dict[str, Any]] | None = None,
 ) -> Iterator[str]:
-    """A real Prometheus (Debian package ``prometheus``) scraping ``targets`` and evaluating
-    ``rule_files``, logging every query it answers to ``query_log`` (JSON lines) if given;
-    yields its URL."""
+    """A real Prometheus (Debian package ``prometheus``) scraping ``targets`` (or what
+    ``scrape_configs`` say, in its configuration's terms) and evaluating ``rule_files``,
+    logging every query it answers to ``query_log`` (JSON lines) if given; yields its URL."""
     import time
     import urllib.request
 
@@ -100,9 +101,8 @@ def prometheus_server(
                     "evaluation_interval": scrape_interval,
                     **({"query_log_file": str(query_log)} if query_log else {}),
                 },
-                "scrape_configs": [
-                    {"job_name": "scorers", "static_configs": [{"targets": targets}]}
-                ],
+                "scrape_configs": scrape_configs
+                or [{"job_name": "scorers", "static_configs": [{"targets": targets}]}],
                 "rule_files": [str(f) for f in rule_files or []],
             }
         )

@@ -5,33 +5,45 @@ scorers decide transactions from the mock Kafka cluster, reached through the bri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 import yaml
+from confluent_kafka import Producer
 from fraud_devtools.mock_cluster import MockCluster
 from fraud_scorer.model import artifact_digest
 from fraud_training.synth import SynthConfig, generate
+from fraud_training.train import train_and_export
 
-from tests.e2e.cluster import Cluster, wait_for
+from tests.e2e.cluster import ADMIN_TOKEN, Cluster, wait_for
 from tests.e2e.node import GATEWAY, Node, missing, one_node_cluster
-from tests.integration.harness import produce, read_topic, stream
+from tests.integration.harness import produce, read_topic, steady_traffic, stream
+from tests.servers import case_store_logins, prometheus_server
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = Path.home() / ".cache/fraud-detector/helm-3.17.3/helm"
 NS, OPERATOR_NS = "shop", "fraud-system"
 TOPICS = {"input": "tx", "decisions": "decisions", "alerts": "alerts", "deadLetter": "dlq"}
+ROLL_TOPICS = {"input": "tx2", "decisions": "dec2", "alerts": "alerts2", "deadLetter": "dlq2"}
+CASE_TOPICS = {"input": "tx3", "decisions": "dec3", "alerts": "alerts3", "deadLetter": "dlq3"}
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("FRAUD_NODE") != "1", reason="the node tier runs with FRAUD_NODE=1"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.environ.get("FRAUD_NODE") != "1", reason="the node tier runs with FRAUD_NODE=1"
+    ),
+    pytest.mark.timeout(900),  # fixtures included: images, the chart, a detector's pods
+]
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +146,7 @@ def kafka(on_node: tuple[Cluster, Node]) -> Iterator[MockCluster]:
     so the pods and the tests use the same bootstrap servers."""
     _, it = on_node
     with MockCluster() as mc:
-        for topic in TOPICS.values():
+        for topic in (*TOPICS.values(), *ROLL_TOPICS.values(), *CASE_TOPICS.values()):
             mc.create_topic(topic, 4)
         for address in mc.bootstrap_servers.split(","):
             it.expose(int(address.rsplit(":", 1)[1]))
@@ -173,18 +185,80 @@ def chart(on_node: tuple[Cluster, Node], images: None) -> None:
 
 
 @pytest.fixture(scope="module")
-def model_server(on_node: tuple[Cluster, Node], images: None, model_dir: Path) -> str:
-    """examples/kind-model-server.yaml serving the trained model from a ConfigMap; its URI by
-    the Service's cluster IP (kube-proxy), as the node has no cluster DNS."""
+def candidates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A second trained model, and a broken one: its manifest is sound and pins the bytes of
+    its model.onnx, which are not an ONNX graph (only loading it finds that out)."""
+    frame = generate(SynthConfig(users=3000, days=5.0, seed=6, fraud_users_share=0.05))
+    good = train_and_export(frame, tmp_path_factory.mktemp("model2"), version="test-2").model_dir
+    broken = tmp_path_factory.mktemp("model3")
+    shutil.copytree(good, broken, dirs_exist_ok=True)
+    garbage = b"not an onnx graph " * 64
+    (broken / "model.onnx").write_bytes(garbage)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest.update(version="test-3", sha256=hashlib.sha256(garbage).hexdigest())
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    return good, broken
+
+
+@pytest.fixture(scope="module")
+def models(model_dir: Path, candidates: tuple[Path, Path]) -> dict[str, Path]:
+    return {"test-1": model_dir, "test-2": candidates[0], "test-3": candidates[1]}
+
+
+@pytest.fixture(scope="module")
+def model_server(on_node: tuple[Cluster, Node], images: None, models: dict[str, Path]) -> str:
+    """examples/kind-model-server.yaml, serving each model from its own ConfigMap in a folder
+    named by its version; the server's URL by the Service's cluster IP (kube-proxy), as the
+    node has no cluster DNS."""
     cluster, _ = on_node
-    cluster.kubectl(
-        "create", "configmap", "model-kind-1", f"--namespace={NS}", f"--from-file={model_dir}"
-    )
-    cluster.kubectl("apply", "--validate=false", f"--namespace={NS}", "-f",
-                    str(ROOT / "examples/kind-model-server.yaml"))  # fmt: skip
-    service = cluster.get("service", "model-server", NS)
-    assert service is not None
-    return f"http://{service['spec']['clusterIP']}:8000/"
+    sources = []
+    for version, folder in models.items():
+        cluster.kubectl("create", "configmap", f"model-{version}", f"--namespace={NS}",
+                        f"--from-file={folder}")  # fmt: skip
+        items = [{"key": f.name, "path": f"{version}/{f.name}"} for f in sorted(folder.iterdir())]
+        sources.append({"configMap": {"name": f"model-{version}", "items": items}})
+    deployment, service = yaml.safe_load_all((ROOT / "examples/kind-model-server.yaml").read_text())
+    (volume,) = deployment["spec"]["template"]["spec"]["volumes"]
+    volume.pop("configMap")
+    volume["projected"] = {"sources": sources}
+    cluster.apply(deployment, namespace=NS)
+    cluster.apply(service, namespace=NS)
+    created = cluster.get("service", "model-server", NS)
+    assert created is not None
+    return f"http://{created['spec']['clusterIP']}:8000/"
+
+
+@pytest.fixture(scope="module")
+def prometheus(on_node: tuple[Cluster, Node]) -> Iterator[str]:
+    """A real Prometheus on the machine that finds the scorer pods as a user's would:
+    Kubernetes service discovery (role pod, against the API server) and the pods'
+    prometheus.io annotations. Yields its URL as pods reach it."""
+    cluster, it = on_node
+    discovery = {
+        "role": "pod",
+        "api_server": cluster.server,
+        "tls_config": {"ca_file": str(cluster.ca_file)},
+        "authorization": {"credentials": ADMIN_TOKEN},
+        "namespaces": {"names": [NS]},
+    }
+    annotation = "__meta_kubernetes_pod_annotation_prometheus_io_"
+    job = {
+        "job_name": "pods",
+        "kubernetes_sd_configs": [discovery],
+        "relabel_configs": [
+            {"source_labels": [annotation + "scrape"], "regex": "true", "action": "keep"},
+            {
+                "source_labels": ["__address__", annotation + "port"],
+                "regex": "([^:]+)(?::\\d+)?;(\\d+)",
+                "replacement": "$1:$2",
+                "target_label": "__address__",
+            },
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        ],
+    }
+    with prometheus_server([], scrape_configs=[job]) as url:
+        yield "http://" + it.expose(int(url.rsplit(":", 1)[1]))
 
 
 def _describe(cluster: Cluster, namespace: str) -> str:
@@ -199,15 +273,21 @@ def _describe(cluster: Cluster, namespace: str) -> str:
     return "\n".join(out)
 
 
-def _detector(name: str, kafka: MockCluster, model_uri: str, model_dir: Path) -> dict[str, Any]:
-    """examples/minimal.yaml with this cluster's Kafka and model."""
+def _detector(
+    name: str,
+    kafka: MockCluster,
+    model_server: str,
+    model_dir: Path,
+    topics: dict[str, str] = TOPICS,
+) -> dict[str, Any]:
+    """examples/minimal.yaml with this cluster's Kafka and a model of the model server."""
     fd: dict[str, Any] = yaml.safe_load((ROOT / "examples/minimal.yaml").read_text())
     fd["metadata"] = {"name": name, "namespace": NS}
     fd["spec"]["kafka"]["bootstrapServers"] = kafka.bootstrap_servers
-    fd["spec"]["topics"] = TOPICS
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    fd["spec"]["topics"] = topics
+    version = json.loads((model_dir / "manifest.json").read_text())["version"]
     fd["spec"]["model"].update(
-        version=manifest["version"], uri=model_uri, digest=artifact_digest(model_dir)
+        version=version, uri=f"{model_server}{version}/", digest=artifact_digest(model_dir)
     )
     fd["spec"]["scaling"] = {"minReplicas": 1, "maxReplicas": 2}
     return fd
@@ -234,12 +314,37 @@ def _decided(kafka: MockCluster) -> dict[str, int]:
     return out
 
 
-def test_the_chart_runs_the_operator_and_a_detector_decides_transactions_in_pods(
+SCORERS = "app.kubernetes.io/instance=retail,app.kubernetes.io/component=scorer"
+
+
+@pytest.fixture(scope="module")
+def retail(
     on_node: tuple[Cluster, Node],
     chart: None,
     kafka: MockCluster,
     model_server: str,
-    model_dir: Path,
+    models: dict[str, Path],
+) -> None:
+    """A FraudDetector applied with kubectl, Ready (its scorer pods Ready)."""
+    cluster, _ = on_node
+    cluster.apply(_detector("retail", kafka, model_server, models["test-1"]))
+    _wait_ready(cluster, "retail")
+
+
+def _wait_ready(cluster: Cluster, name: str) -> None:
+    def ready() -> bool:
+        fd = cluster.get("frauddetector", name, NS) or {}
+        conditions = fd.get("status", {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    try:
+        wait_for(ready, 300, f"FraudDetector {name} Ready=True", every=1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_describe(cluster, NS)}") from None
+
+
+def test_the_chart_runs_the_operator_and_a_detector_decides_transactions_in_pods(
+    on_node: tuple[Cluster, Node], retail: None, kafka: MockCluster
 ) -> None:
     cluster, _ = on_node
     # The operator runs as the chart's pod, with the chart's ServiceAccount and RBAC.
@@ -247,20 +352,7 @@ def test_the_chart_runs_the_operator_and_a_detector_decides_transactions_in_pods
         cluster.kubectl("get", "pods", f"--namespace={OPERATOR_NS}", "-o", "json").stdout
     )["items"]
     assert [p["spec"]["serviceAccountName"] for p in operator_pods] == ["fraud-detector-operator"]
-
-    cluster.apply(_detector("retail", kafka, model_server, model_dir))
-    selector = "app.kubernetes.io/instance=retail,app.kubernetes.io/component=scorer"
-
-    def ready() -> bool:
-        fd = cluster.get("frauddetector", "retail", NS) or {}
-        conditions = fd.get("status", {}).get("conditions") or []
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-    try:
-        wait_for(ready, 300, "FraudDetector retail Ready=True", every=1)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{_describe(cluster, NS)}") from None
-    (pod,) = _ready_pods(cluster, selector)
+    (pod,) = _ready_pods(cluster, SCORERS)
     # The model came through the init container from the model server, pinned by digest.
     (fetch,) = pod["status"]["initContainerStatuses"]
     assert fetch["state"]["terminated"]["exitCode"] == 0
@@ -277,3 +369,176 @@ def test_the_chart_runs_the_operator_and_a_detector_decides_transactions_in_pods
         lambda: (d := _decided(kafka)) and set(d) >= ids and d, 180, "every transaction decided"
     )
     assert set(decided) == ids and set(decided.values()) == {1}
+
+
+def _metric(pod: dict[str, Any], name: str) -> float:
+    """A sample of the pod's own /metrics, read over the bridge (the pod's IP)."""
+    url = f"http://{pod['status']['podIP']}:9102/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + "{", name + " "))
+    )
+
+
+def test_a_scorer_pod_deleted_mid_stream_loses_nothing(
+    on_node: tuple[Cluster, Node], retail: None, kafka: MockCluster
+) -> None:
+    """The scorer pod is deleted while transactions flow; the ReplicaSet replaces it, the new
+    pod rebuilds its feature state by replay, and every transaction produced is decided."""
+    cluster, _ = on_node
+    selector = SCORERS
+    (old,) = _ready_pods(cluster, selector)
+    before = set(_decided(kafka))
+    items = stream(generate(SynthConfig(users=1000, days=3.0, seed=12)))  # 8,644: 80 s' worth
+    stop = threading.Event()
+    sent: list[bytes] = []
+
+    def produce_until_stopped() -> None:
+        producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 5})
+        for key, value in items:
+            if stop.is_set():
+                break
+            producer.produce(TOPICS["input"], value, key)
+            producer.poll(0)
+            sent.append(value)
+            stop.wait(0.01)  # about 100 a second
+        assert producer.flush(30) == 0
+
+    thread = threading.Thread(target=produce_until_stopped, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(sent) > 500, 30, "traffic under way")
+        cluster.kubectl("delete", "pod", old["metadata"]["name"], f"--namespace={NS}",
+                        "--wait=false")  # fmt: skip
+
+        def replaced() -> list[dict[str, Any]]:
+            pods = _ready_pods(cluster, selector)
+            return [p for p in pods if p["metadata"]["uid"] != old["metadata"]["uid"]]
+
+        try:
+            (new,) = wait_for(replaced, 180, "a replacement pod Ready", every=1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_describe(cluster, NS)}") from None
+        after = len(sent)
+        wait_for(lambda: len(sent) > after + 300, 60, "traffic after the replacement")
+    finally:
+        stop.set()
+        thread.join(60)
+    assert _metric(new, "fraud_state_replayed_messages_total") > 0, "no state rebuilt"
+    ids = {msgspec.json.decode(value)["transaction_id"] for value in sent}
+    decided = wait_for(
+        lambda: (d := _decided(kafka)) and set(d) >= ids | before and d,
+        180,
+        "every transaction produced decided",
+    )
+    lost = ids - set(decided)
+    assert not lost, f"{len(lost)} of {len(ids)} transactions were never decided"
+
+
+def test_a_model_rollout_runs_its_preflight_and_a_prometheus_judged_canary(
+    on_node: tuple[Cluster, Node],
+    chart: None,
+    kafka: MockCluster,
+    model_server: str,
+    models: dict[str, Path],
+    prometheus: str,
+) -> None:
+    cluster, _ = on_node
+    policy = {
+        "steps": [{"weight": 50, "pause": "5s"}],
+        "analysis": {"interval": "3s", "minSamples": 100, "maxP99LatencySeconds": 1.0},
+        "prometheusUrl": prometheus,
+    }
+
+    def roll(version: str) -> None:
+        fd = _detector("roll", kafka, model_server, models[version], topics=ROLL_TOPICS)
+        fd["spec"]["rollout"] = policy
+        cluster.apply(fd)
+
+    def status() -> dict[str, Any]:
+        return (cluster.get("frauddetector", "roll", NS) or {}).get("status") or {}
+
+    def phase() -> str | None:
+        return status().get("rollout", {}).get("phase")
+
+    def job(version: str) -> dict[str, Any]:
+        digest = artifact_digest(models[version]).split(":")[1]
+        return cluster.get("job", f"roll-preflight-{digest[:10]}", NS) or {}
+
+    roll("test-1")
+    _wait_ready(cluster, "roll")
+    items = stream(generate(SynthConfig(users=2000, days=2.0, seed=13)))
+    with steady_traffic(kafka.bootstrap_servers, ROLL_TOPICS["input"], items, per_tick=20):
+        roll("test-2")
+        # A real Job fetched the candidate and loaded it as a scorer would, before any traffic.
+        wait_for(lambda: job("test-2").get("status", {}).get("succeeded"), 240, "the preflight")
+        try:
+            wait_for(lambda: status().get("canaryWeight") == 50, 240, "the canary at 50%")
+            wait_for(lambda: status().get("stableVersion") == "test-2", 300, "promotion")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{status()}\n{_describe(cluster, NS)}") from None
+        analysis = status()["rollout"]["lastAnalysis"]
+        assert analysis["verdict"] == "pass" and analysis["values"]["samples"] >= 100, analysis
+        _wait_ready(cluster, "roll")
+        (pod,) = _ready_pods(
+            cluster, "app.kubernetes.io/instance=roll,frauddetection.io/track=stable"
+        )
+        assert pod["metadata"]["annotations"]["frauddetection.io/model-version"] == "test-2"
+
+        # The broken model's preflight Job fails: it never gets traffic, stable stays.
+        roll("test-3")
+        wait_for(lambda: phase() == "RolledBack", 300, "the broken model rolled back")
+    st = status()
+    assert (st["stableVersion"], st["rollout"]["reason"]) == ("test-2", "ModelPreflightFailed")
+    assert job("test-3")["status"].get("failed")
+    assert cluster.get("deployment", "roll-scorer-canary", NS) is None
+    cluster.kubectl("delete", "frauddetector", "roll", f"--namespace={NS}")
+
+
+def test_the_case_store_sink_pod_writes_every_decision_to_postgresql_on_the_host(
+    on_node: tuple[Cluster, Node],
+    chart: None,
+    kafka: MockCluster,
+    model_server: str,
+    models: dict[str, Path],
+    postgres_url: str,
+) -> None:
+    """examples/sinks.yaml's case store: DSNs from Secrets, the schema migrated by the sink at
+    start with the owner's login, cases written with the writer's (fraud_case_writer)."""
+    cluster, it = on_node
+    owner = postgres_url.rsplit("/", 1)[0] + "/node_cases"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE node_cases")
+    writer = case_store_logins(owner)["sink"]
+    port = int(owner.rsplit(":", 1)[1].split("/")[0])
+    through_bridge = it.expose(port)
+    for secret, dsn in (("fraud-cases", writer), ("fraud-cases-owner", owner)):
+        pods_dsn = dsn.replace(f"127.0.0.1:{port}", through_bridge)
+        cluster.kubectl("create", "secret", "generic", secret, f"--namespace={NS}",
+                        f"--from-literal=dsn={pods_dsn}")  # fmt: skip
+    fd = _detector("cases", kafka, model_server, models["test-1"], topics=CASE_TOPICS)
+    sinks = yaml.safe_load((ROOT / "examples/sinks.yaml").read_text())["spec"]["sinks"]
+    fd["spec"]["sinks"] = {"postgres": sinks["postgres"]}
+    cluster.apply(fd)
+    _wait_ready(cluster, "cases")
+    sink = "app.kubernetes.io/instance=cases,app.kubernetes.io/component=sink"
+    try:
+        wait_for(lambda: _ready_pods(cluster, sink), 240, "the case-store sink pod Ready")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_describe(cluster, NS)}") from None
+
+    items = stream(generate(SynthConfig(users=200, days=1.0, seed=14)))
+    produce(kafka.bootstrap_servers, CASE_TOPICS["input"], items)
+    ids = {msgspec.json.decode(value)["transaction_id"] for _, value in items}
+
+    def stored() -> set[str]:
+        with psycopg.connect(owner) as db:
+            rows = db.execute("SELECT transaction_id FROM cases WHERE detector = 'cases'")
+            return {row[0] for row in rows}
+
+    wait_for(lambda: stored() >= ids, 180, "a case for every transaction")
+    assert stored() == ids
+    cluster.kubectl("delete", "frauddetector", "cases", f"--namespace={NS}")
