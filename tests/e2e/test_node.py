@@ -29,6 +29,7 @@ from fraud_training.train import train_and_export
 from tests.e2e.cluster import Cluster, wait_for
 from tests.e2e.node import GATEWAY, Node, missing, one_node_cluster
 from tests.integration.harness import produce, read_topic, steady_traffic, stream
+from tests.pod_security import restricted_violations
 from tests.servers import case_store_logins, prometheus_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -369,11 +370,17 @@ def test_the_chart_runs_the_operator_and_a_detector_decides_transactions_in_pods
         cluster.kubectl("get", "pods", f"--namespace={OPERATOR_NS}", "-o", "json").stdout
     )["items"]
     assert [p["spec"]["serviceAccountName"] for p in operator_pods] == ["fraud-detector-operator"]
+    # ... and everything it asked the API server for was allowed (the audit log).
+    asked = cluster.audit_events(f"system:serviceaccount:{OPERATOR_NS}:fraud-detector-operator")
+    refused = [e for e in asked if e.get("responseStatus", {}).get("code") == 403]
+    assert asked and not refused, refused[:3]
     (pod,) = _ready_pods(cluster, SCORERS)
     # The model came through the init container from the model server, pinned by digest.
     (fetch,) = pod["status"]["initContainerStatuses"]
     assert fetch["state"]["terminated"]["exitCode"] == 0
     assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert restricted_violations(pod["spec"]) == []  # the running pods', operator's too
+    assert restricted_violations(operator_pods[0]["spec"]) == []
     # Its NetworkPolicy is rendered (Kafka's and the model server's ports). The bridge plugin
     # does not enforce policies: that takes a policy-aware CNI (docs/node.md).
     policy = cluster.get("networkpolicy", "retail-scorer", NS)
@@ -513,11 +520,14 @@ def test_a_model_rollout_runs_its_preflight_and_a_prometheus_judged_canary(
             raise AssertionError(f"{exc}\n{status()}\n{_describe(cluster, NS)}") from None
         analysis = status()["rollout"]["lastAnalysis"]
         assert analysis["verdict"] == "pass" and analysis["values"]["samples"] >= 100, analysis
-        _wait_ready(cluster, "roll")
-        (pod,) = _ready_pods(
-            cluster, "app.kubernetes.io/instance=roll,frauddetection.io/track=stable"
-        )
-        assert pod["metadata"]["annotations"]["frauddetection.io/model-version"] == "test-2"
+
+        def stable_models() -> list[str]:
+            stable = "app.kubernetes.io/instance=roll,frauddetection.io/track=stable"
+            pods = _ready_pods(cluster, stable)
+            return [p["metadata"]["annotations"]["frauddetection.io/model-version"] for p in pods]
+
+        # The stable Deployment rolls its pods onto the promoted model.
+        wait_for(lambda: stable_models() == ["test-2"], 240, "stable pods on test-2", every=1)
 
         # The broken model's preflight Job fails: it never gets traffic, stable stays.
         roll("test-3")
