@@ -186,9 +186,11 @@ def chart(on_node: tuple[Cluster, Node], images: None) -> None:
 
 
 @pytest.fixture(scope="module")
-def candidates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A second trained model, and a broken one: its manifest is sound and pins the bytes of
-    its model.onnx, which are not an ONNX graph (only loading it finds that out)."""
+def candidates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Candidates for rollouts: a second trained model (``test-2``); a broken one (``test-3``:
+    its manifest is sound and pins the bytes of its model.onnx, which are not an ONNX graph,
+    so only loading it finds out); and a bad one (``test-4``: trained on inverted labels, it
+    loads and scores, but scores most genuine payments as fraud)."""
     frame = generate(SynthConfig(users=3000, days=5.0, seed=6, fraud_users_share=0.05))
     good = train_and_export(frame, tmp_path_factory.mktemp("model2"), version="test-2").model_dir
     broken = tmp_path_factory.mktemp("model3")
@@ -198,12 +200,14 @@ def candidates(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     manifest = json.loads((broken / "manifest.json").read_text())
     manifest.update(version="test-3", sha256=hashlib.sha256(garbage).hexdigest())
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    return good, broken
+    inverted = frame.assign(label=1 - frame["label"])
+    bad = train_and_export(inverted, tmp_path_factory.mktemp("model4"), version="test-4")
+    return {"test-2": good, "test-3": broken, "test-4": bad.model_dir}
 
 
 @pytest.fixture(scope="module")
-def models(model_dir: Path, candidates: tuple[Path, Path]) -> dict[str, Path]:
-    return {"test-1": model_dir, "test-2": candidates[0], "test-3": candidates[1]}
+def models(model_dir: Path, candidates: dict[str, Path]) -> dict[str, Path]:
+    return {"test-1": model_dir, **candidates}
 
 
 @pytest.fixture(scope="module")
@@ -532,10 +536,22 @@ def test_a_model_rollout_runs_its_preflight_and_a_prometheus_judged_canary(
         # The broken model's preflight Job fails: it never gets traffic, stable stays.
         roll("test-3")
         wait_for(lambda: phase() == "RolledBack", 300, "the broken model rolled back")
+        st = status()
+        assert (st["stableVersion"], st["rollout"]["reason"]) == ("test-2", "ModelPreflightFailed")
+        assert job("test-3")["status"].get("failed")
+        assert cluster.get("deployment", "roll-scorer-canary", NS) is None
+
+        # The bad model passes its preflight and gets its canary; Prometheus shows its scores
+        # far from stable's, and the analysis rolls it back.
+        roll("test-4")
+        wait_for(lambda: job("test-4").get("status", {}).get("succeeded"), 240, "the preflight")
+        wait_for(lambda: status().get("canaryVersion") == "test-4", 240, "the bad canary")
+        wait_for(lambda: phase() == "RolledBack", 300, "the bad model rolled back")
     st = status()
-    assert (st["stableVersion"], st["rollout"]["reason"]) == ("test-2", "ModelPreflightFailed")
-    assert job("test-3")["status"].get("failed")
-    assert cluster.get("deployment", "roll-scorer-canary", NS) is None
+    analysis = st["rollout"]["lastAnalysis"]
+    assert st["stableVersion"] == "test-2" and analysis["verdict"] == "fail", st["rollout"]
+    assert analysis["values"]["score_psi"] > 0.25, analysis
+    wait_for(lambda: cluster.get("deployment", "roll-scorer-canary", NS) is None, 60, "no canary")
     cluster.kubectl("delete", "frauddetector", "roll", f"--namespace={NS}")
 
 
