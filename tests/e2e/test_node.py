@@ -480,6 +480,8 @@ def test_a_model_rollout_runs_its_preflight_and_a_prometheus_judged_canary(
     models: dict[str, Path],
     prometheus: str,
 ) -> None:
+    """A good candidate: preflight Job, canary, promotion. A broken one: refused by its
+    preflight Job. A bad one: its canary rolled back on what Prometheus scraped."""
     cluster, _ = on_node
     policy = {
         "steps": [{"weight": 50, "pause": "5s"}],
