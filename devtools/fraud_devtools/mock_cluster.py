@@ -92,6 +92,8 @@ class MockCluster:
             self._lib.rd_kafka_destroy(self._rk)
             raise RuntimeError("rd_kafka_mock_cluster_new failed")
         self.bootstrap_servers: str = self._lib.rd_kafka_mock_cluster_bootstraps(self._mc).decode()
+        # The brokers' loopback ports, broker 1's first (the bootstrap list's order).
+        self.ports = [int(a.rsplit(":", 1)[1]) for a in self.bootstrap_servers.split(",")]
         self.default_partitions = default_partitions
         self.brokers = brokers
 
@@ -135,15 +137,13 @@ class MockCluster:
         The brokers still listen on 127.0.0.1 only; something forwarding ``host``'s ports to
         them (the node tier's forwarders on its bridge, tests/e2e/node.py) lets clients that
         cannot reach the machine's loopback, such as pods, use the cluster."""
-        # The bootstrap list holds the brokers in id order, 1 first.
-        ports = [int(a.rsplit(":", 1)[1]) for a in self.bootstrap_servers.split(",")]
-        for broker_id, port in enumerate(ports, start=1):
+        for broker_id, port in enumerate(self.ports, start=1):
             rc = self._lib.rd_kafka_mock_broker_set_host_port(
                 self._mc, broker_id, host.encode(), port
             )
             if rc != 0:
                 raise RuntimeError(f"advertising broker {broker_id} at {host} failed: {rc}")
-        self.bootstrap_servers = ",".join(f"{host}:{port}" for port in ports)
+        self.bootstrap_servers = ",".join(f"{host}:{port}" for port in self.ports)
 
     def close(self) -> None:
         if self._mc:

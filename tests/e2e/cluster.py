@@ -33,6 +33,7 @@ KUBE_BIN = (
     / "bin"
 )
 ADMIN_TOKEN = "e2e-admin-token"
+HELM = Path.home() / ".cache/fraud-detector/helm-3.17.3/helm"  # scripts/get_helm.py puts it there
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
@@ -45,6 +46,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def is_ready(obj: dict[str, Any] | None) -> bool:
+    """Whether an object (a pod, a node, a FraudDetector) has condition Ready=True."""
+    conditions = (obj or {}).get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def is_request(event: dict[str, Any]) -> bool:
@@ -145,10 +152,9 @@ def chart_manifests(
     release: str = "fraud-detector", namespace: str = "fraud-system", *values: str
 ) -> list[dict[str, Any]]:
     """``helm template`` of the chart, as the platform team would install it."""
-    helm = Path.home() / ".cache/fraud-detector/helm-3.17.3/helm"
     out = subprocess.run(
         [
-            str(helm),
+            str(HELM),
             "template",
             release,
             str(Path(__file__).resolve().parents[2] / "charts/fraud-detector"),

@@ -21,7 +21,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.cluster import KUBE_BIN, Cluster, _start, _stop, control_plane, wait_for
+from tests.e2e.cluster import (
+    KUBE_BIN,
+    Cluster,
+    _start,
+    _stop,
+    control_plane,
+    is_ready,
+    wait_for,
+)
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +137,7 @@ class Node:
         archive.unlink(missing_ok=True)
         # The name goes into the archive: `ctr images import` skips images without one.
         run("push", name, f"oci-archive:{archive}:{name}")
-        self.ctr("images", "import", "--snapshotter", "native", str(archive))
+        self.import_image(archive)
         return name
 
 
@@ -339,14 +347,7 @@ def node(cluster: Cluster) -> Iterator[Node]:
             )
         )
 
-        def ready() -> bool:
-            out = cluster.kubectl("get", "node", NODE, "-o", "json", check=False)
-            if out.returncode != 0:
-                return False
-            conditions = json.loads(out.stdout)["status"].get("conditions") or []
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-        wait_for(ready, 90, f"node {NODE} Ready", every=0.5)
+        wait_for(lambda: is_ready(cluster.get("node", NODE)), 90, f"node {NODE} Ready", every=0.5)
         it.expose(int(cluster.server.rsplit(":", 1)[1]))  # the `kubernetes` Service's endpoint
         yield it
     finally:

@@ -26,14 +26,13 @@ from fraud_scorer.model import artifact_digest
 from fraud_training.synth import SynthConfig, generate
 from fraud_training.train import train_and_export
 
-from tests.e2e.cluster import Cluster, wait_for
+from tests.e2e.cluster import HELM, Cluster, is_ready, wait_for
 from tests.e2e.node import GATEWAY, Node, missing, one_node_cluster
-from tests.integration.harness import produce, read_topic, steady_traffic, stream
+from tests.integration.harness import metric_sum, produce, read_topic, steady_traffic, stream
 from tests.pod_security import restricted_violations
 from tests.servers import case_store_logins, prometheus_server
 
 ROOT = Path(__file__).resolve().parents[2]
-HELM = Path.home() / ".cache/fraud-detector/helm-3.17.3/helm"
 NS, OPERATOR_NS = "shop", "fraud-system"
 TOPICS = {"input": "tx", "decisions": "decisions", "alerts": "alerts", "deadLetter": "dlq"}
 ROLL_TOPICS = {"input": "tx2", "decisions": "dec2", "alerts": "alerts2", "deadLetter": "dlq2"}
@@ -109,11 +108,12 @@ def test_a_locked_down_pod_runs_its_probes_and_cannot_write_its_root(
     }
     cluster.kubectl("create", "-f", "-", input_=json.dumps(manifest))
 
-    def ready() -> bool:
-        conditions = pod(cluster, "locked").get("status", {}).get("conditions") or []
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-    wait_for(ready, 120, "the pod Ready (its HTTP readiness probe answered)", every=0.5)
+    wait_for(
+        lambda: is_ready(pod(cluster, "locked")),
+        120,
+        "the pod Ready (its HTTP readiness probe answered)",
+        every=0.5,
+    )
     status = pod(cluster, "locked")["status"]
     assert status["podIP"].startswith("10.88.")
     (container,) = status["containerStatuses"]
@@ -149,8 +149,8 @@ def kafka(on_node: tuple[Cluster, Node]) -> Iterator[MockCluster]:
     with MockCluster() as mc:
         for topic in (*TOPICS.values(), *ROLL_TOPICS.values(), *CASE_TOPICS.values()):
             mc.create_topic(topic, 4)
-        for address in mc.bootstrap_servers.split(","):
-            it.expose(int(address.rsplit(":", 1)[1]))
+        for port in mc.ports:
+            it.expose(port)
         mc.advertise(GATEWAY)
         yield mc
 
@@ -320,11 +320,7 @@ def _ready_pods(cluster: Cluster, selector: str) -> list[dict[str, Any]]:
     return [
         p
         for p in json.loads(out.stdout)["items"]
-        if p["metadata"].get("deletionTimestamp") is None
-        and any(
-            c["type"] == "Ready" and c["status"] == "True"
-            for c in p["status"].get("conditions") or []
-        )
+        if p["metadata"].get("deletionTimestamp") is None and is_ready(p)
     ]
 
 
@@ -354,13 +350,13 @@ def retail(
 
 
 def _wait_ready(cluster: Cluster, name: str) -> None:
-    def ready() -> bool:
-        fd = cluster.get("frauddetector", name, NS) or {}
-        conditions = fd.get("status", {}).get("conditions") or []
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
     try:
-        wait_for(ready, 300, f"FraudDetector {name} Ready=True", every=1)
+        wait_for(
+            lambda: is_ready(cluster.get("frauddetector", name, NS)),
+            300,
+            f"FraudDetector {name} Ready=True",
+            every=1,
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{_describe(cluster, NS)}") from None
 
@@ -406,15 +402,10 @@ def test_the_chart_runs_the_operator_and_a_detector_decides_transactions_in_pods
 
 
 def _metric(pod: dict[str, Any], name: str) -> float:
-    """A sample of the pod's own /metrics, read over the bridge (the pod's IP)."""
+    """``name`` summed over the pod's own /metrics, read over the bridge (the pod's IP)."""
     url = f"http://{pod['status']['podIP']}:9102/metrics"
     with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith((name + "{", name + " "))
-    )
+        return metric_sum(r.read().decode(), name)
 
 
 def test_a_scorer_pod_deleted_mid_stream_loses_nothing(

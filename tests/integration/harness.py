@@ -137,6 +137,27 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int = 4) -> di
         c.close()
 
 
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples matching ``labels`` in a Prometheus text exposition; 0
+    when the family is exported but no such sample exists yet, NaN when it is not exported."""
+    families = {name} | {
+        name.removesuffix(suffix) for suffix in ("_total", "_count", "_sum", "_bucket")
+    }
+    if not any(
+        line.startswith("# TYPE ") and line.split(" ")[2] in families for line in text.splitlines()
+    ):
+        return float("nan")
+    total = 0.0
+    for line in text.splitlines():
+        if (
+            line.startswith(name)
+            and line[len(name)] in "{ "
+            and all(f'{k}="{v}"' in line for k, v in labels.items())
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 RUNNING: list[subprocess.Popen[bytes]] = []
 
 
@@ -243,23 +264,7 @@ class ScorerProcess:
         pass an assertion (it read as 0 before, and ``lag == 0`` passed on nothing), while a
         polling ``wait_until`` just keeps waiting."""
         status, text = self.get("/metrics")
-        families = {name} | {
-            name.removesuffix(suffix) for suffix in ("_total", "_count", "_sum", "_bucket")
-        }
-        if status != 200 or not any(
-            line.startswith("# TYPE ") and line.split(" ")[2] in families
-            for line in text.splitlines()
-        ):
-            return float("nan")
-        total = 0.0
-        for line in text.splitlines():
-            if (
-                line.startswith(name)
-                and line[len(name)] in "{ "
-                and all(f'{k}="{v}"' in line for k, v in labels.items())
-            ):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_sum(text, name, **labels) if status == 200 else float("nan")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         assert self.proc is not None
